@@ -1,0 +1,34 @@
+# Two commands matter on a fresh machine:
+#   make demo   the main job on the offline defaults (parent -> analysis -> conversion -> healing -> eval -> card)
+#   make test   installs what it needs into .venv and runs the test suite (CI runs this)
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install test demo bench clean
+
+$(VENV)/.installed: requirements-dev.txt setup.cfg
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first, exactly pinned: a range would pull a multi-GB CUDA build on CPU machines
+	$(PY) -m pip install --quiet $$(grep '^torch==' requirements-dev.txt)
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: install
+	$(VENV)/bin/shishu demo $(DEMO_ARGS)
+
+bench: install
+	$(VENV)/bin/shishu bench --model $(MODEL) --baseline $(BASELINE) $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

@@ -1,0 +1,57 @@
+"""The `shishu` command: one subcommand per tool, each living in its own module.
+
+A subcommand module defines `add_arguments(parser)` and `run(args) -> int | None`. Modules are imported
+only when their subcommand runs, so `shishu --help` stays fast and a missing optional dependency
+(lm-eval, matplotlib, ...) only affects the subcommand that needs it.
+"""
+
+import argparse
+import importlib
+import sys
+
+
+# subcommand -> (module, one-line help)
+COMMANDS = {
+    "fetch-parent": ("modeling_shishu.assets", "fetch and cache a parent checkpoint (offline default: smollm2-135m)"),
+    "variants": ("modeling_shishu.variants", "list the named ShishuLM variants"),
+    "analyze": ("modeling_shishu.analysis", "per-layer attention linearity / removal cost, and which layers to convert"),
+    "convert": ("modeling_shishu.conversion", "turn a Llama-family checkpoint into a ShishuLM"),
+    "export-llama": ("modeling_shishu.export_llama", "write a plain LlamaForCausalLM computing the same function"),
+    "eval": ("modeling_shishu.evaluation", "run an lm-eval suite and write results.json"),
+    "card": ("modeling_shishu.model_card", "render a model card (README.md + .eval_results) from results.json"),
+    "push": ("modeling_shishu.publishing", "validate a checkpoint folder and upload it to the Hub"),
+    "bench": ("modeling_shishu.benchmark", "measure a ShishuLM against its baseline: memory, prefill, decode, training"),
+    "demo": ("modeling_shishu.demo", "the main job end to end on the offline defaults"),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="shishu", description="ShishuLM tools")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            importlib.import_module(module_name).add_arguments(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command is not None and command not in COMMANDS:
+        build_parser().error(f"unknown command {command!r}; choose from {', '.join(COMMANDS)}")
+    args = build_parser(command).parse_args(argv)
+    if args.command is None:
+        build_parser().print_help()
+        return 2
+    module = importlib.import_module(COMMANDS[args.command][0])
+    try:
+        return module.run(args) or 0
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
+        # Bad input: one clear line, not a traceback.
+        print(f"shishu {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

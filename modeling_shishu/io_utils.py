@@ -1,0 +1,55 @@
+"""Writing outputs so that nothing half-written is ever left behind: build in a temporary sibling,
+then rename into place."""
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_directory(final_path: str | os.PathLike, overwrite: bool = False):
+    """Yield a temporary directory next to `final_path`; on success it is renamed to `final_path`.
+
+    On an exception the temporary directory is removed and `final_path` is untouched. With
+    `overwrite=True` an existing `final_path` is replaced (the old one is removed only after the new
+    one is complete).
+    """
+    final_path = Path(final_path)
+    if final_path.exists() and not overwrite:
+        raise FileExistsError(f"{final_path} already exists (pass overwrite to replace it)")
+    final_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final_path.name}.tmp-", dir=final_path.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if final_path.exists():
+        old = final_path.with_name(f".{final_path.name}.old-{os.getpid()}")
+        os.rename(final_path, old)
+        os.rename(tmp, final_path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, final_path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write `text` to `path` through a temporary file in the same folder and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, data) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
