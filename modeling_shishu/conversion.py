@@ -1,0 +1,385 @@
+"""Turn a Llama-family checkpoint into a ShishuLM.
+
+    shishu convert --parent smollm2-135m --mlp-layers 10 --share pairs --out shishu-m10
+    shishu convert --parent HuggingFaceTB/SmolLM2-135M-Instruct --mlp-layers 10 --layers auto --out shishu-m10
+    shishu convert --variant shishu-smollm2-135m-m10 --out shishu-m10
+
+    from modeling_shishu.conversion import convert_checkpoint, convert_model
+    convert_checkpoint("smollm2-135m", "shishu-m10", num_mlp_layers=10)      # a Hub-ready folder
+    shishu = convert_model(parent_model, num_mlp_layers=10)                    # in memory
+
+What is copied from where:
+- attention layers, embeddings, final norm and LM head: bit for bit from the parent;
+- an MLP-only block that owns its weights: its parent layer's MLP and `post_attention_layernorm`;
+- a shared pair of MLP-only blocks: by default (`pair_init="lower"`) the lower parent layer's MLP and norm,
+  which the pair then runs twice; `pair_init="average"` takes the element-wise mean of the two parent
+  layers instead. "lower" is the default because it measured better on SmolLM2-135M (held-out loss
+  right after conversion, see docs/model_family.md): SwiGLU hidden units of two different layers are
+  not aligned, so averaging them blurs both functions, while the lower layer's MLP stays a function the
+  model was trained with;
+- extra MLP-only blocks on top (not in the parent): a fresh init with a zero down projection, so each
+  one is an exact identity at first and the converted model computes what it computed without them. In
+  a share group that also holds parent layers, the group takes its parent layers' weights.
+
+`--layers auto` runs the layer analysis (`modeling_shishu.analysis`) on held-out text and converts the
+layers it recommends for K.
+"""
+
+import argparse
+import copy
+import datetime
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .configuration_shishu import MLP_LAYER, ShishuConfig
+from .io_utils import atomic_directory, atomic_write_json
+from .modeling_shishu import ShishuForCausalLM
+
+
+logger = logging.getLogger(__name__)
+
+PAIR_INIT_RULES = ("lower", "average")
+DEFAULT_PAIR_INIT = "lower"
+SHARE_MODES = ("pairs", "none")
+# model_type -> class name; everything else is refused with its architecture named.
+SUPPORTED_PARENTS = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+
+
+# ---------------------------------------------------------------------------------------- parents
+
+
+def check_parent_config(config, model_class: str | None = None) -> None:
+    """Raise `ValueError` naming the architecture unless `config` is a Llama-family decoder ShishuLM can
+    be built from: Llama / SmolLM (`llama`), Mistral without a sliding window, Qwen2 without one."""
+    model_type = getattr(config, "model_type", None)
+    architectures = [model_class] if model_class else getattr(config, "architectures", None) or []
+    if model_type not in SUPPORTED_PARENTS:
+        named = f"{model_type!r}" + (f" ({', '.join(architectures)})" if architectures else "")
+        raise ValueError(
+            f"parent architecture {named} is not Llama-family; ShishuLM converts "
+            f"{', '.join(SUPPORTED_PARENTS.values())} checkpoints"
+        )
+    if model_type == "mistral":
+        window = getattr(config, "sliding_window", None)
+        if window is not None and window < config.max_position_embeddings:
+            raise ValueError(
+                f"parent is a Mistral with sliding-window attention (window {window} < context "
+                f"{config.max_position_embeddings}); ShishuLM attention is full causal attention"
+            )
+    if model_type == "qwen2":
+        layer_types = getattr(config, "layer_types", None) or []
+        if getattr(config, "use_sliding_window", False) or any(t != "full_attention" for t in layer_types):
+            raise ValueError("parent is a Qwen2 with sliding-window layers; ShishuLM attention is full causal attention")
+    if getattr(config, "hidden_act", "silu") not in ("silu", "swish"):
+        raise ValueError(f"parent MLP activation {config.hidden_act!r} is not SwiGLU (silu)")
+
+
+def load_parent(parent: str, dtype: str | torch.dtype = "auto", device: str = "cpu"):
+    """Resolve `parent` (folder, offline name, Hub id), check its architecture, load model and tokenizer.
+
+    Returns `(folder, model, tokenizer)`. The architecture is checked on the config, before any weights
+    are read.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from .assets import fetch_parent
+
+    folder = fetch_parent(parent)
+    config = AutoConfig.from_pretrained(folder)
+    check_parent_config(config)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError) as error:
+        raise FileNotFoundError(f"parent {folder} has no usable tokenizer ({error})") from error
+    return folder, model, tokenizer
+
+
+# ------------------------------------------------------------------------------------- conversion
+
+
+def convert_model(
+    parent_model,
+    num_mlp_layers: int = 0,
+    mlp_layers: list[int] | None = None,
+    share: str = "pairs",
+    extra_mlp_layers: int = 0,
+    pair_init: str = DEFAULT_PAIR_INIT,
+) -> ShishuForCausalLM:
+    """Build a ShishuLM from a loaded Llama-family causal LM (see the module docstring for the rules).
+
+    Args:
+        parent_model: e.g. a `LlamaForCausalLM`; it is only read.
+        num_mlp_layers: convert the top `num_mlp_layers` parent layers to MLP-only blocks.
+        mlp_layers: explicit parent layer indices to convert instead (overrides `num_mlp_layers`).
+        share: "pairs" (adjacent MLP-only blocks share one set of weights) or "none".
+        extra_mlp_layers: MLP-only blocks appended on top, starting as exact identities.
+        pair_init: "lower" (the lower parent layer's weights) or "average" (mean of the group's parent layers).
+
+    Returns:
+        A `ShishuForCausalLM` in eval mode with the parent's dtype and device.
+    """
+    check_parent_config(parent_model.config, type(parent_model).__name__)
+    if pair_init not in PAIR_INIT_RULES:
+        raise ValueError(f"pair_init must be one of {PAIR_INIT_RULES}, got {pair_init!r}")
+    config = ShishuConfig.from_llama_config(
+        parent_model.config,
+        num_mlp_layers=num_mlp_layers,
+        share=share,
+        extra_mlp_layers=extra_mlp_layers,
+        mlp_layers=mlp_layers,
+    )
+    config._attn_implementation = parent_model.config._attn_implementation
+    parent_weight = parent_model.model.embed_tokens.weight
+    model = ShishuForCausalLM._from_config(config, dtype=parent_weight.dtype).to(parent_weight.device)
+
+    num_parent_layers = parent_model.config.num_hidden_layers
+    parent_layers = parent_model.model.layers
+    with torch.no_grad():
+        model.model.embed_tokens.load_state_dict(parent_model.model.embed_tokens.state_dict())
+        model.model.norm.load_state_dict(parent_model.model.norm.state_dict())
+        if not config.tie_word_embeddings:
+            model.lm_head.load_state_dict(parent_model.lm_head.state_dict())
+
+        groups = {group[0]: group for group in config.mlp_share_groups}
+        for layer_idx, owner_idx in enumerate(config.weight_owners):
+            if owner_idx != layer_idx:
+                continue  # a later layer of a share group: no weights of its own
+            layer = model.model.layers[layer_idx]
+            if config.layer_types[layer_idx] != MLP_LAYER:
+                layer.load_state_dict(parent_layers[layer_idx].state_dict())
+                continue
+            members = [i for i in groups.get(layer_idx, [layer_idx]) if i < num_parent_layers]
+            if not members:
+                # Only extra layers: keep the fresh init, zero the output so the block is an identity.
+                layer.mlp.down_proj.weight.zero_()
+                if layer.mlp.down_proj.bias is not None:
+                    layer.mlp.down_proj.bias.zero_()
+                continue
+            if pair_init == "lower":
+                members = members[:1]
+            for name in ("mlp", "post_attention_layernorm"):
+                sources = [getattr(parent_layers[i], name).state_dict() for i in members]
+                merged = {key: torch.stack([s[key] for s in sources]).mean(0) for key in sources[0]}
+                getattr(layer, name).load_state_dict(merged)
+
+    model.generation_config = copy.deepcopy(parent_model.generation_config)
+    return model.eval()
+
+
+def _resolve_layer_choice(
+    num_mlp_layers: int, mlp_layers, num_parent_layers: int
+) -> tuple[int, list[int] | str | None]:
+    """Normalise (K, layers): layers may be None (top K), "auto" (analysis picks K layers) or indices."""
+    if mlp_layers is None or mlp_layers == "auto":
+        if mlp_layers == "auto" and num_mlp_layers <= 0:
+            raise ValueError("layers 'auto' needs the number of layers to convert (num_mlp_layers / --mlp-layers K > 0)")
+        return num_mlp_layers, mlp_layers
+    if isinstance(mlp_layers, str):
+        raise ValueError(f"layers must be 'auto' or a list of layer indices, got {mlp_layers!r}")
+    layers = sorted({int(i) for i in mlp_layers})
+    if len(layers) != len(list(mlp_layers)):
+        raise ValueError(f"layers {list(mlp_layers)} repeat an index")
+    bad = [i for i in layers if not 0 <= i < num_parent_layers]
+    if bad:
+        raise ValueError(f"layers {bad} are out of range: the parent has layers 0..{num_parent_layers - 1}")
+    if num_mlp_layers and num_mlp_layers != len(layers):
+        raise ValueError(f"{len(layers)} layers given ({layers}) but num_mlp_layers is {num_mlp_layers}")
+    return len(layers), layers
+
+
+def convert_checkpoint(
+    parent: str | Path,
+    out: str | Path,
+    num_mlp_layers: int = 0,
+    mlp_layers: list[int] | str | None = None,
+    share: str = "pairs",
+    extra_mlp_layers: int = 0,
+    overwrite: bool = False,
+    analysis_data: list[str] | None = None,
+    pair_init: str = DEFAULT_PAIR_INIT,
+    dtype: str | torch.dtype = "auto",
+    variant: str | None = None,
+) -> Path:
+    """Convert `parent` and write a complete Hub-ready ShishuLM folder to `out`, atomically.
+
+    Args:
+        parent: a checkpoint folder, an offline parent name (`assets.PARENTS`) or a Hub id.
+        out: the output folder; refused if it exists unless `overwrite`.
+        num_mlp_layers: K, the number of parent layers that become MLP-only blocks (the top K by default).
+        mlp_layers: None (the top K), a list of parent layer indices, or "auto" (the layer analysis
+            recommends K layers, computed on `analysis_data` or held-out Shakespeare).
+        share, extra_mlp_layers, pair_init: see `convert_model`.
+        dtype: weights dtype of the output ("auto" keeps the parent's; "bfloat16" for a small release).
+        variant: name recorded in `conversion.json` when converting a named variant.
+
+    The folder holds config.json (with `auto_map`), model.safetensors, the tokenizer, generation_config.json,
+    the two remote-code files and conversion.json (parent, converted layers, sharing, sizes).
+    """
+    from .variants import layout_sizes
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists (pass overwrite / --overwrite to replace it)")
+    if share not in SHARE_MODES:
+        raise ValueError(f"share must be one of {SHARE_MODES}, got {share!r}")
+    if pair_init not in PAIR_INIT_RULES:
+        raise ValueError(f"pair_init must be one of {PAIR_INIT_RULES}, got {pair_init!r}")
+    if isinstance(dtype, str) and dtype != "auto":
+        if not isinstance(getattr(torch, dtype, None), torch.dtype):
+            raise ValueError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16")
+        dtype = getattr(torch, dtype)
+
+    folder, parent_model, tokenizer = load_parent(str(parent), dtype="auto")
+    num_parent_layers = parent_model.config.num_hidden_layers
+    num_mlp_layers, layers = _resolve_layer_choice(num_mlp_layers, mlp_layers, num_parent_layers)
+    selection = {"rule": "top", "description": f"the top {num_mlp_layers} parent layers (the paper's choice)"}
+    if layers == "auto":
+        from .analysis import analyze_layers, default_analysis_texts
+
+        texts = analysis_data if analysis_data is not None else default_analysis_texts()
+        logger.info("layers auto: analysing %d parent layers", num_parent_layers)
+        analysis = analyze_layers(parent_model, tokenizer, texts, ks=[num_mlp_layers])
+        recommended = analysis.recommend(num_mlp_layers)
+        layers = recommended.layers
+        selection = {
+            "rule": f"auto ({recommended.rule})",
+            "description": recommended.description,
+            "joint_attention_removal_cost": recommended.joint_cost,
+            "analysis_settings": analysis.settings,
+        }
+    elif layers is not None:
+        selection = {"rule": "explicit", "description": "layer indices given by the user"}
+
+    model = convert_model(
+        parent_model,
+        num_mlp_layers=num_mlp_layers,
+        mlp_layers=layers,
+        share=share,
+        extra_mlp_layers=extra_mlp_layers,
+        pair_init=pair_init,
+    )
+    if dtype != "auto":
+        model = model.to(dtype)
+    config = model.config
+    record = {
+        "shishu_version": __version__,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "variant": variant,
+        "parent": _describe_parent(str(parent), folder, parent_model),
+        "mlp_layers": [i for i in config.mlp_layer_indices if i < num_parent_layers],
+        "extra_mlp_layers": extra_mlp_layers,
+        "layer_selection": selection,
+        "share": share,
+        "mlp_share_groups": config.mlp_share_groups,
+        "pair_init": pair_init if config.mlp_share_groups else None,
+        "extra_layer_init": "fresh init with a zero down projection (an exact identity at first)" if extra_mlp_layers else None,
+        "copied_bit_for_bit": "embeddings, final norm, LM head, every attention layer",
+        "dtype": str(model.dtype).removeprefix("torch."),
+        "sizes": layout_sizes(parent_model.config, config),
+    }
+    with atomic_directory(out, overwrite=overwrite) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        atomic_write_json(tmp / "conversion.json", record)
+    logger.info("wrote %s", out)
+    return out
+
+
+def _describe_parent(requested: str, folder: Path, parent_model) -> dict:
+    description = {
+        "requested": requested,
+        "model_type": parent_model.config.model_type,
+        "num_hidden_layers": parent_model.config.num_hidden_layers,
+        "num_parameters": parent_model.num_parameters(),
+    }
+    fetch_record = Path(folder) / "fetch.json"
+    if fetch_record.is_file():  # an offline parent built by `assets.fetch_parent`
+        fetch = json.loads(fetch_record.read_text(encoding="utf-8"))
+        description.update(hub_id=fetch.get("hub_id"), source=f"{fetch.get('package')}=={fetch.get('version')}")
+    elif not Path(requested).expanduser().is_dir():
+        description["hub_id"] = requested
+    return description
+
+
+# ----------------------------------------------------------------------------------------- CLI
+
+
+def _parse_layers(text: str | None):
+    if text is None or text == "auto":
+        return text
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"--layers must be 'auto' or comma-separated layer indices like 20,21,22; got {text!r}") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--parent", help="parent checkpoint: a folder, an offline name (smollm2-135m) or a Hub id")
+    parser.add_argument("--variant", help="a named variant (see `shishu variants`): sets parent and layout")
+    parser.add_argument("--mlp-layers", type=int, default=None, metavar="K", help="number of parent layers to make MLP-only (the top K)")
+    parser.add_argument("--layers", default=None, metavar="i,j,...|auto", help="which parent layers instead of the top K; 'auto' = the analysis recommendation")
+    parser.add_argument("--share", choices=SHARE_MODES, default=None, help="share adjacent MLP-only blocks in pairs (default) or not")
+    parser.add_argument("--extra-mlp-layers", type=int, default=None, metavar="N", help="MLP-only blocks appended on top (start as identities)")
+    parser.add_argument("--pair-init", choices=PAIR_INIT_RULES, default=DEFAULT_PAIR_INIT, help=f"how a shared pair is initialised (default: {DEFAULT_PAIR_INIT})")
+    parser.add_argument("--dtype", default="auto", help="weights dtype of the output: auto (the parent's), float32, bfloat16")
+    parser.add_argument("--analysis-data", nargs="+", default=None, metavar="FILE", help="text files for --layers auto (default: held-out Shakespeare)")
+    parser.add_argument("--out", required=True, help="output folder (written atomically)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+
+
+def run(args: argparse.Namespace) -> int:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("shishu convert: %(message)s"))
+    logging.getLogger("modeling_shishu").addHandler(handler)
+    logging.getLogger("modeling_shishu").setLevel(logging.INFO)
+
+    parent, k, share, extra = args.parent, args.mlp_layers, args.share, args.extra_mlp_layers
+    if args.variant:
+        from .variants import get_variant
+
+        variant = get_variant(args.variant)
+        parent = parent or variant.default_parent()
+        k = variant.num_mlp_layers if k is None else k
+        share = share or variant.share
+        extra = variant.extra_mlp_layers if extra is None else extra
+    if parent is None:
+        raise ValueError("give --parent (a folder, an offline parent name or a Hub id) or --variant")
+    layers = _parse_layers(args.layers)
+    if k is None and not isinstance(layers, list):
+        raise ValueError("give --mlp-layers K (or explicit --layers i,j,...)")
+    texts = None
+    if args.analysis_data:
+        from .analysis import read_text_files
+
+        texts = read_text_files(args.analysis_data)
+    out = convert_checkpoint(
+        parent,
+        args.out,
+        num_mlp_layers=k or 0,
+        mlp_layers=layers,
+        share=share or "pairs",
+        extra_mlp_layers=extra or 0,
+        overwrite=args.overwrite,
+        analysis_data=texts,
+        pair_init=args.pair_init,
+        dtype=args.dtype,
+        variant=args.variant,
+    )
+    record = json.loads((out / "conversion.json").read_text(encoding="utf-8"))
+    sizes = record["sizes"]
+    print(
+        f"{out}: {sizes['layers']} layers ({sizes['attention_layers']} attention, {sizes['mlp_layers']} MLP-only, "
+        f"{sizes['share_groups']} shared groups), MLP-only parent layers {record['mlp_layers']}; "
+        f"{sizes['parameters']:,} unique parameters ({sizes['parameters_change']:+.2%}), "
+        f"KV cache {sizes['kv_bytes_per_token_bf16']:,} B/token in bf16 ({sizes['kv_change']:+.1%})"
+    )
+    return 0
+
+
+__all__ = ["DEFAULT_PAIR_INIT", "PAIR_INIT_RULES", "SUPPORTED_PARENTS", "check_parent_config", "convert_checkpoint", "convert_model", "load_parent"]
