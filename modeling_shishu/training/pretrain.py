@@ -1,0 +1,145 @@
+"""Stage 1: pretraining a ShishuLM from scratch (or continuing an existing one) on a text corpus.
+
+    accelerate launch --config_file recipes/accelerate_configs/ddp.yaml recipes/scripts/pretrain.py \\
+        --config recipes/shishu-smollm2-135m-m10/pretrain/config.yaml
+
+The layout comes from a Llama-family config (`config_name`, e.g. the SmolLM2-135M parent) turned into a
+ShishuLM with `num_mlp_layers` / `share` / `extra_mlp_layers`; `config_overrides` resizes it.
+"""
+
+import logging
+
+import torch
+
+from .arguments import DataArguments, ModelArguments, TrainArguments, fingerprint_fields, parse_recipe_args
+from .checkpointing import RunDirectory
+from .data import check_tokenizer_fits_model
+from .runner import (
+    build_training_data,
+    claim_run_directory,
+    load_tokenizer,
+    report_bad_input,
+    resolve_pretrained,
+)
+from .trainer import CausalLMTrainer, make_accelerator, setup_logging
+
+
+logger = logging.getLogger(__name__)
+
+
+def build_config(model_args, tokenizer):
+    """The ShishuConfig to pretrain: a parent config (+ overrides) converted to the requested layout."""
+    from transformers import AutoConfig
+
+    from .. import ShishuConfig
+
+    base = AutoConfig.from_pretrained(resolve_pretrained(model_args.config_name), trust_remote_code=True)
+    fields = base.to_dict()
+    overrides = dict(model_args.config_overrides)
+    known = set(fields) | set(ShishuConfig.__dataclass_fields__)
+    unknown = sorted(key for key in overrides if key not in known)
+    if unknown:
+        raise ValueError(f"config_overrides: unknown config field(s) {', '.join(unknown)}")
+    if ("hidden_size" in overrides or "num_attention_heads" in overrides) and "head_dim" not in overrides:
+        fields.pop("head_dim", None)  # re-derive hidden_size / num_attention_heads for the resized model
+    fields.update(overrides)
+    # Special token ids follow the tokenizer the model is trained with.
+    fields.update(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+    )
+    if fields.get("model_type") == ShishuConfig.model_type:
+        for key in ("model_type", "transformers_version", "architectures", "auto_map", "dtype"):
+            fields.pop(key, None)
+        return ShishuConfig(**{k: v for k, v in fields.items() if k in ShishuConfig.__dataclass_fields__})
+    if fields.get("num_hidden_layers", 0) <= model_args.num_mlp_layers:
+        raise ValueError(
+            f"num_mlp_layers={model_args.num_mlp_layers} leaves no attention layer in a "
+            f"{fields.get('num_hidden_layers')}-layer model"
+        )
+    return ShishuConfig.from_llama_config(
+        fields,
+        num_mlp_layers=model_args.num_mlp_layers,
+        share=model_args.share,
+        extra_mlp_layers=model_args.extra_mlp_layers,
+    )
+
+
+def build_model(model_args, config=None):
+    from transformers import AutoModelForCausalLM
+
+    from .. import ShishuForCausalLM
+
+    if model_args.model_name_or_path is not None:
+        model = AutoModelForCausalLM.from_pretrained(
+            resolve_pretrained(model_args.model_name_or_path),
+            trust_remote_code=True,
+            dtype=torch.float32,
+            attn_implementation=model_args.attn_implementation,
+        )
+        if model.config.model_type != "shishu":
+            raise ValueError(
+                f"{model_args.model_name_or_path} is a {model.config.model_type!r} model: continued pretraining "
+                f"takes a ShishuLM; convert it first (`shishu convert`) or use config_name for a fresh init"
+            )
+    else:
+        config._attn_implementation = model_args.attn_implementation
+        model = ShishuForCausalLM(config)
+    if model_args.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
+
+
+@report_bad_input("pretrain")
+def main(argv: list[str] | None = None) -> int:
+    model_args, data_args, train_args = parse_recipe_args((ModelArguments, DataArguments, TrainArguments), argv)
+    return run(model_args, data_args, train_args)
+
+
+def run(model_args, data_args, train_args) -> int:
+    from accelerate.utils import set_seed
+
+    accelerator = make_accelerator(train_args)
+    setup_logging(accelerator)
+    run_dir = RunDirectory(train_args.output_dir, "pretrain", fingerprint_fields(model_args, data_args, train_args))
+    run_dir.check(train_args.resume, train_args.overwrite_output_dir)
+    if train_args.resume and run_dir.is_finished():
+        logger.info("%s already holds the finished run: nothing to do", run_dir.path)
+        return 0
+
+    tokenizer = load_tokenizer(model_args.tokenizer_name or model_args.config_name or model_args.model_name_or_path)
+    config = None if model_args.model_name_or_path else build_config(model_args, tokenizer)
+    if config is not None:
+        check_tokenizer_fits_model(tokenizer, config, data_args.max_seq_length)
+    train_batches, eval_data, total_steps = build_training_data(data_args, train_args, tokenizer, accelerator)
+
+    set_seed(train_args.seed)
+    model = build_model(model_args, config)
+    check_tokenizer_fits_model(tokenizer, model.config, data_args.max_seq_length)
+    logger.info(
+        "ShishuLM: %s parameters, layer_types %s, share groups %s",
+        f"{model.num_parameters():,}", _layout(model.config), model.config.mlp_share_groups,
+    )  # fmt: skip
+    claim_run_directory(accelerator, run_dir, train_args)
+    trainer = CausalLMTrainer(
+        accelerator=accelerator, model=model, tokenizer=tokenizer, train_args=train_args,
+        train_batches=train_batches, eval_data=eval_data, run_dir=run_dir,
+        block_size=data_args.max_seq_length, total_steps=total_steps,
+    )  # fmt: skip
+    trainer.train()
+    accelerator.end_training()
+    return 0
+
+
+def _layout(config) -> str:
+    """`20xA+10xM` style summary of layer_types."""
+    runs, previous = [], None
+    for layer_type in config.layer_types:
+        symbol = "A" if layer_type == "full_attention" else "M"
+        if symbol == previous:
+            runs[-1][1] += 1
+        else:
+            runs.append([symbol, 1])
+        previous = symbol
+    return "+".join(f"{count}x{symbol}" for symbol, count in runs)

@@ -1,0 +1,97 @@
+"""Plumbing shared by the stage entry points: resolving model names, building the packed data, claiming
+the run folder and reporting bad input as one clear line."""
+
+import functools
+import logging
+import math
+import sys
+
+from .checkpointing import RunDirectory
+from .data import PackedBlocks, ShuffledBatches, StreamingBatches, load_documents
+
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_pretrained(name_or_path: str) -> str:
+    """An offline parent name (`smollm2-135m`) becomes its cached folder; folders and Hub ids pass through."""
+    from .. import assets
+
+    if name_or_path in assets.PARENTS:
+        return str(assets.fetch_parent(name_or_path))
+    return name_or_path
+
+
+def load_tokenizer(name_or_path: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(resolve_pretrained(name_or_path), trust_remote_code=True)
+
+
+def build_training_data(data_args, train_args, tokenizer, accelerator):
+    """Packed training batches for this rank, held-out blocks (or None), and the number of optimizer steps."""
+    world, rank = accelerator.num_processes, accelerator.process_index
+    source = data_args.dataset_name if not data_args.train_files else ", ".join(data_args.train_files)
+    if data_args.streaming:
+        if train_args.max_steps < 1:
+            raise ValueError("a streaming corpus has no known length: set max_steps")
+        documents = load_documents(data_args, data_args.train_split, streaming=True)
+        train_batches = StreamingBatches(
+            documents, tokenizer, data_args.text_column, data_args.max_seq_length,
+            train_args.per_device_train_batch_size, train_args.gradient_accumulation_steps, world, rank,
+            train_args.seed, data_args.shuffle_buffer_size,
+        )  # fmt: skip
+    else:
+        with accelerator.main_process_first():  # a Hub download or dataset cache is built once
+            documents = load_documents(data_args, data_args.train_split)
+        blocks = PackedBlocks.from_documents(
+            documents, tokenizer, data_args.text_column, data_args.max_seq_length,
+            max_blocks=data_args.max_train_samples, name=f"training split {data_args.train_split!r} of {source}",
+        )  # fmt: skip
+        train_batches = ShuffledBatches(
+            blocks, train_args.per_device_train_batch_size, train_args.gradient_accumulation_steps, world, rank,
+            train_args.seed,
+        )  # fmt: skip
+        logger.info("training data: %d blocks of %d tokens from %s", len(blocks), blocks.block_size, source)
+
+    eval_data = None
+    eval_split = data_args.eval_split or ("validation" if data_args.eval_files else None)
+    if eval_split is not None and (data_args.eval_files or not data_args.train_files):
+        with accelerator.main_process_first():
+            documents = load_documents(data_args, eval_split)
+        eval_data = PackedBlocks.from_documents(
+            documents, tokenizer, data_args.text_column, data_args.max_seq_length,
+            max_blocks=data_args.max_eval_samples, name=f"held-out split {eval_split!r} of {source}",
+        )  # fmt: skip
+        logger.info("held-out data: %d blocks", len(eval_data))
+
+    if train_args.max_steps > 0:
+        total_steps = train_args.max_steps
+    else:
+        total_steps = max(1, math.ceil(train_args.num_train_epochs * train_batches.steps_per_epoch()))
+    return train_batches, eval_data, total_steps
+
+
+def claim_run_directory(accelerator, run_dir: RunDirectory, train_args) -> None:
+    """Main process writes `run.json` (after every check passed); the others wait for it."""
+    if accelerator.is_main_process:
+        run_dir.claim(train_args.overwrite_output_dir)
+    accelerator.wait_for_everyone()
+
+
+def report_bad_input(stage: str):
+    """Decorator for a stage's `main`: bad input (ValueError, missing or clashing files) is printed as one
+    line naming the problem, with exit code 2, instead of a traceback."""
+
+    def decorate(main):
+        @functools.wraps(main)
+        def wrapper(argv=None):
+            try:
+                return main(argv) or 0
+            except (ValueError, FileNotFoundError, FileExistsError) as error:
+                print(f"{stage}: error: {error}", file=sys.stderr)
+                return 2
+
+        return wrapper
+
+    return decorate
