@@ -1,0 +1,963 @@
+"""`shishu bench`: measure a ShishuLM against its baseline, side by side in one process.
+
+    shishu bench --model shishu-smollm2-135m-m10 --baseline smollm2-135m \\
+        --contexts 256,1024,2048,4096 --batch 1 --compile --json bench.json --plot bench.png
+    shishu bench --model shishu-m10 --baseline smollm2-135m --quick        # about a minute on 2 CPU cores
+
+`--model` and `--baseline` are checkpoint folders, Hub ids, or (baseline) an offline parent name
+(`smollm2-135m`). Both models are loaded in the same process and every timing is interleaved between
+them (the order alternates every repeat), after warm-up, so that drift and contention from other work
+on the machine hit both alike; medians and the 10th-90th percentile spread are reported.
+
+What is measured, for each model:
+
+- unique parameters and weight bytes (a shared group and tied embeddings counted once);
+- KV-cache bytes, read from the cache object after prefill (the sum of the key/value tensors), per
+  token and at every context;
+- prefill latency (prompt of `context` tokens, `logits_to_keep=1` as in `generate`) and per-token
+  decode latency at every context and batch size, in two modes:
+  `eager` (dynamic cache, no compilation) and, with `--compile`, `compile` (static cache sized
+  context + decode tokens, the decode step compiled with `torch.compile(fullgraph=True)`, so a graph
+  break is an error; prefill runs uncompiled into the static cache, as `generate()` does). Compile
+  time is reported separately and excluded from the timings;
+- training step time (forward + backward with `labels`, batch 1, `--train-seq-len` tokens) and its
+  peak memory (weights + the peak of bytes allocated during the step, from the profiler's allocator
+  events);
+- this machine's memory bandwidth (best of several copies of a large tensor, counted as bytes read +
+  bytes written) and, for every decode figure, the bandwidth limit: bytes read per decode step =
+  weights read (unique weights; the input-embedding table only when it is tied to the LM head) + the
+  KV cache at that context; limit tokens/s = batch x bandwidth / bytes per step.
+
+Ratios are baseline / ShishuLM for every figure (> 1: ShishuLM is faster or smaller). When the
+baseline is not itself a ShishuLM (a plain Llama, Qwen2 or Mistral folder), its weights are also loaded
+into an all-`"full_attention"` ShishuLM, which computes the same function; the `overhead` section
+compares that model with the baseline's own transformers class, figure by figure (1.00 = the ShishuLM
+implementation adds nothing). `--no-overhead-check` skips it.
+"""
+
+import argparse
+import contextlib
+import dataclasses
+import gc
+import itertools
+import json
+import logging
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONTEXTS = (256, 1024, 2048, 4096)
+MODES = ("eager", "compile")
+# Roles of the models in one run, in the order they are reported.
+SHISHU, BASELINE, ALL_ATTENTION = "shishu", "baseline", "shishu_all_attention"
+
+# The issue's targets for the 135M variant against its parent (float32, batch 1). The benchmark checks
+# them on whatever pair it runs; they are the bar for `shishu-smollm2-135m-m10` vs SmolLM2-135M.
+TARGET_CONTEXT = 2048
+DECODE_RATIO_TARGET = 1.20
+PREFILL_RATIO_TARGET = 1.18
+TRAINING_RATIO_TARGET = 1.15
+OVERHEAD_BAND = (0.97, 1.03)
+BANDWIDTH_FRACTION_TARGET = 0.50
+TIMED_FIGURES = ("prefill_ms", "decode_ms_per_token", "training_step_ms")
+
+
+@dataclasses.dataclass
+class BenchSettings:
+    """What to measure and how often."""
+
+    contexts: list[int] = dataclasses.field(default_factory=lambda: list(DEFAULT_CONTEXTS))
+    batches: list[int] = dataclasses.field(default_factory=lambda: [1])
+    dtype: str = "float32"
+    # Also measure the static cache + torch.compile mode.
+    compile: bool = False
+    # Timed repeats per figure (interleaved between the models).
+    repeats: int = 5
+    # Decode steps timed per repeat; the cache is rewound to `context` before each repeat.
+    decode_tokens: int = 8
+    # Untimed decode steps per model before the repeats (the first one compiles in compile mode).
+    warmup_steps: int = 2
+    train_seq_len: int = 1024
+    train_repeats: int = 3
+    # torch intra-op threads; None keeps torch's default (one per core).
+    threads: int | None = None
+    attn_implementation: str = "sdpa"
+    device: str = "cpu"
+    # torch.compile backend of the compile mode ("eager" or "aot_eager" only trace: quick checks, no speed-up).
+    compile_backend: str = "inductor"
+    # Also load the baseline's weights into an all-attention ShishuLM and compare it with the baseline.
+    overhead_check: bool = True
+    bandwidth_bytes: int = 512 * 2**20
+    bandwidth_repeats: int = 5
+    seed: int = 0
+
+    @classmethod
+    def quick(cls, **overrides) -> "BenchSettings":
+        """A run that takes about a minute for a 135M model on 2 CPU cores (without --compile)."""
+        values = dict(contexts=[256], repeats=3, decode_tokens=8, warmup_steps=1, train_seq_len=256, train_repeats=2)
+        values.update(overrides)
+        return cls(**values)
+
+    def check(self) -> None:
+        if not self.contexts or any(c < 1 for c in self.contexts):
+            raise ValueError(f"contexts must be positive token counts, got {self.contexts}")
+        if not self.batches or any(b < 1 for b in self.batches):
+            raise ValueError(f"batch sizes must be positive, got {self.batches}")
+        for name in ("repeats", "decode_tokens", "train_repeats", "bandwidth_repeats"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.warmup_steps < 1:
+            raise ValueError(f"warmup_steps must be at least 1, got {self.warmup_steps}")
+        if self.train_seq_len < 2:
+            raise ValueError(f"train_seq_len must be at least 2, got {self.train_seq_len}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be at least 1, got {self.threads}")
+        if not isinstance(getattr(torch, self.dtype, None), torch.dtype):
+            raise ValueError(f"unknown dtype {self.dtype!r}; use float32, bfloat16 or float16")
+        if self.bandwidth_bytes < 2**20:
+            raise ValueError(f"the bandwidth copy needs at least 1 MiB, got {self.bandwidth_bytes} bytes")
+        device = torch.device(self.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {self.device!r} requested but CUDA is not available")
+        if device.type not in ("cpu", "cuda"):
+            raise ValueError(f"device must be cpu or cuda[:N], got {self.device!r}")
+
+    @property
+    def modes(self) -> list[str]:
+        return list(MODES) if self.compile else ["eager"]
+
+
+# --------------------------------------------------------------------------------------- arithmetic
+
+
+def summarize(samples: list[float]) -> dict:
+    """Median and spread of timing samples (seconds in, milliseconds out)."""
+    if not samples:
+        raise ValueError("no samples to summarize")
+    ordered = sorted(samples)
+    return {
+        "median_ms": statistics.median(ordered) * 1e3,
+        "p10_ms": _percentile(ordered, 10) * 1e3,
+        "p90_ms": _percentile(ordered, 90) * 1e3,
+        "min_ms": ordered[0] * 1e3,
+        "n": len(ordered),
+    }
+
+
+def _percentile(ordered: list[float], percent: float) -> float:
+    """Linear-interpolated percentile of already sorted values."""
+    position = (len(ordered) - 1) * percent / 100
+    low, high = math.floor(position), math.ceil(position)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def unique_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(count, bytes) of the model's parameters, each storage counted once (tied and shared weights)."""
+    seen, count, nbytes = set(), 0, 0
+    for parameter in model.parameters():
+        key = (parameter.untyped_storage().data_ptr(), parameter.storage_offset(), tuple(parameter.shape))
+        if key in seen:
+            continue
+        seen.add(key)
+        count += parameter.numel()
+        nbytes += parameter.numel() * parameter.element_size()
+    return count, nbytes
+
+
+def decode_weight_bytes(model: torch.nn.Module, batch: int) -> int:
+    """Weight bytes one decode step reads from memory: every unique weight once, except that an
+    input-embedding table not tied to the LM head is only read at `batch` rows."""
+    _, nbytes = unique_parameters(model)
+    embeddings = model.get_input_embeddings().weight
+    output = model.get_output_embeddings()
+    tied = output is not None and output.weight.untyped_storage().data_ptr() == embeddings.untyped_storage().data_ptr()
+    if not tied:
+        nbytes -= embeddings.numel() * embeddings.element_size()
+        nbytes += batch * embeddings.shape[1] * embeddings.element_size()
+    return nbytes
+
+
+def kv_cache_bytes(cache) -> int:
+    """Bytes held by the key and value tensors of a transformers cache (layers without attention hold none)."""
+    total = 0
+    for layer in cache.layers:
+        for name in ("keys", "values"):
+            tensor = getattr(layer, name, None)
+            if isinstance(tensor, torch.Tensor):
+                total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def bandwidth_limit_tokens_per_s(bandwidth_bytes_per_s: float, bytes_per_step: int, batch: int) -> float:
+    """The most tokens per second a decode step reading `bytes_per_step` can produce at this bandwidth."""
+    return batch * bandwidth_bytes_per_s / bytes_per_step
+
+
+def ratio(baseline: float, shishu: float) -> float:
+    return baseline / shishu if shishu else float("nan")
+
+
+def measure_memory_bandwidth(nbytes: int = 512 * 2**20, repeats: int = 5, device: str = "cpu") -> dict:
+    """Best-of-`repeats` copy of an `nbytes` tensor into another; bandwidth counts the bytes read plus the
+    bytes written (the STREAM "copy" convention)."""
+    source = torch.ones(nbytes // 4, dtype=torch.float32, device=device)
+    target = torch.empty_like(source)
+    target.copy_(source)  # touch every page once so that page faults stay out of the timing
+    best = min(_timed(lambda: target.copy_(source), device) for _ in range(repeats))
+    moved = 2 * source.numel() * source.element_size()
+    return {"bytes_per_s": moved / best, "copy_bytes": source.numel() * source.element_size(), "best_seconds": best}
+
+
+def peak_bytes_allocated(step, device: str = "cpu") -> int:
+    """Peak of the bytes allocated (and not yet freed) while `step()` runs: on CPU from the profiler's
+    allocator events, on CUDA from the caching allocator's statistics. Tensors that existed before
+    (weights, inputs) are not counted."""
+    from torch.profiler import ProfilerActivity, profile
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        step()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    events = sorted(
+        (event.start_ns(), event.nbytes()) for event in prof.profiler.kineto_results.events() if event.name() == "[memory]"
+    )
+    return max(itertools.accumulate((nbytes for _, nbytes in events), initial=0))
+
+
+def _timed(fn, device: str = "cpu") -> float:
+    """Wall time of `fn()`; on CUDA the queued kernels are waited for on both sides."""
+    cuda = torch.device(device).type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if cuda:
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def interleaved(items: list, repeat: int) -> list:
+    """The models in alternating order (A B C, C B A, ...) so that drift hits every model alike."""
+    return list(items) if repeat % 2 == 0 else list(reversed(items))
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+# ------------------------------------------------------------------------------------------ models
+
+
+@dataclasses.dataclass
+class BenchModel:
+    """One model under test."""
+
+    role: str
+    label: str
+    source: str
+    model: torch.nn.Module
+    compiled_forward: object = None
+
+    def describe(self) -> dict:
+        config = self.model.config
+        count, nbytes = unique_parameters(self.model)
+        layer_types = list(getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers)
+        return {
+            "label": self.label,
+            "source": self.source,
+            "class": f"{type(self.model).__module__}.{type(self.model).__name__}",
+            "model_type": config.model_type,
+            "dtype": str(self.model.dtype).removeprefix("torch."),
+            "num_hidden_layers": config.num_hidden_layers,
+            "attention_layers": sum(t == "full_attention" for t in layer_types),
+            "mlp_layers": sum(t == "mlp" for t in layer_types),
+            "mlp_share_groups": list(getattr(config, "mlp_share_groups", None) or []),
+            "unique_parameters": count,
+            "weight_bytes": nbytes,
+        }
+
+
+def resolve_checkpoint(name_or_path: str) -> Path:
+    """A local folder for a checkpoint folder, an offline parent name or a Hub id."""
+    from .assets import fetch_parent
+
+    return Path(fetch_parent(name_or_path))
+
+
+def load_model(folder: Path, settings: BenchSettings) -> torch.nn.Module:
+    """Load a checkpoint folder. ShishuLM folders are loaded with this package's implementation (the code
+    being measured), not with the copy of the remote code inside the folder."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from .modeling_shishu import ShishuForCausalLM
+
+    config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
+    kwargs = dict(dtype=getattr(torch, settings.dtype), attn_implementation=settings.attn_implementation)
+    if config.model_type == "shishu":
+        model = ShishuForCausalLM.from_pretrained(folder, **kwargs)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+    return model.to(settings.device).eval()
+
+
+def all_attention_twin(baseline: torch.nn.Module, settings: BenchSettings) -> tuple[torch.nn.Module, float]:
+    """The baseline's weights in an all-"full_attention" ShishuLM (the same function), and the largest
+    absolute logit difference between the two on a short random input."""
+    from .configuration_shishu import ShishuConfig
+    from .modeling_shishu import ShishuForCausalLM
+
+    config = ShishuConfig.from_llama_config(baseline.config, num_mlp_layers=0)
+    config._attn_implementation = baseline.config._attn_implementation
+    twin = ShishuForCausalLM(config).to(device=baseline.device, dtype=baseline.dtype)
+    missing, unexpected = twin.load_state_dict(baseline.state_dict(), strict=False)
+    # A tied LM head is the embedding tensor itself, so it is not in the state dict.
+    if unexpected or (set(missing) - {"lm_head.weight"}):
+        raise ValueError(
+            f"the baseline's weights do not fit an all-attention ShishuLM: missing {sorted(missing)}, "
+            f"unexpected {sorted(unexpected)}"
+        )
+    twin.eval()
+    generator = torch.Generator().manual_seed(settings.seed)
+    ids = torch.randint(0, config.vocab_size, (1, 16), generator=generator).to(baseline.device)
+    with torch.inference_mode():
+        difference = (twin(ids).logits.float() - baseline(ids).logits.float()).abs().max().item()
+    return twin, difference
+
+
+# ------------------------------------------------------------------------------------- measurement
+
+
+def new_cache(model, mode: str, max_cache_len: int):
+    from transformers.cache_utils import DynamicCache, StaticCache
+
+    if mode == "eager":
+        return DynamicCache(config=model.config)
+    return StaticCache(config=model.config, max_cache_len=max_cache_len)
+
+
+def rewind_cache(cache, length: int) -> None:
+    """Move the cache back to `length` tokens so that the same decode steps can be timed again."""
+    from transformers.cache_utils import DynamicCache
+
+    if isinstance(cache, DynamicCache):
+        surplus = cache.get_seq_length() - length
+        if surplus > 0:
+            cache.crop(-surplus)
+        return
+    # Static layers write at `cumulative_length` and mask everything after it: rewinding the counter
+    # (in place: compiled graphs hold its address) is enough.
+    for layer in cache.layers:
+        if isinstance(getattr(layer, "cumulative_length", None), torch.Tensor):
+            layer.cumulative_length.fill_(length)
+
+
+def prompt_ids(models: list[BenchModel], batch: int, length: int, seed: int) -> torch.Tensor:
+    vocab = min(m.model.config.vocab_size for m in models)
+    generator = torch.Generator().manual_seed(seed + 7919 * batch + length)
+    return torch.randint(0, vocab, (batch, length), generator=generator).to(models[0].model.device)
+
+
+def measure_inference(models: list[BenchModel], settings: BenchSettings, mode: str, batch: int, context: int, log) -> dict:
+    """Prefill and decode timings of every model at one (mode, batch, context), interleaved."""
+    ids = prompt_ids(models, batch, context, settings.seed)
+    next_token = ids[:, -1:]
+    steps = max(settings.warmup_steps, settings.decode_tokens)
+    caches = {m.role: new_cache(m.model, mode, context + steps) for m in models}
+    prefill_samples = {m.role: [] for m in models}
+    decode_samples = {m.role: [] for m in models}
+    results = {m.role: {} for m in models}
+
+    def empty_cache(m: BenchModel):
+        if mode == "eager":
+            caches[m.role] = new_cache(m.model, mode, context + steps)
+        else:
+            caches[m.role].reset()  # reuse the object: compiled graphs are specialised on its tensors
+
+    def prefill(m: BenchModel):
+        m.model(input_ids=ids, past_key_values=caches[m.role], use_cache=True, logits_to_keep=1)
+
+    def decode_step(m: BenchModel):
+        forward = m.compiled_forward if mode == "compile" else m.model
+        forward(input_ids=next_token, past_key_values=caches[m.role], use_cache=True)
+
+    with torch.inference_mode():
+        # Warm-up: one prefill, then the decode steps (this compiles the decode step in compile mode).
+        for m in models:
+            empty_cache(m)
+            prefill(m)
+            if mode == "eager":
+                results[m.role]["kv_cache_bytes"] = kv_cache_bytes(caches[m.role])
+            else:
+                results[m.role]["static_cache_bytes"] = kv_cache_bytes(caches[m.role])
+            first = _timed(lambda: decode_step(m), settings.device)
+            for _ in range(settings.warmup_steps - 1):
+                decode_step(m)
+            rewind_cache(caches[m.role], context)
+            if mode == "compile":
+                steady = _timed(lambda: decode_step(m), settings.device)
+                rewind_cache(caches[m.role], context)
+                results[m.role]["compile_seconds"] = max(first - steady, 0.0)
+
+        with _gc_paused():
+            for repeat in range(settings.repeats):
+                for m in interleaved(models, repeat):
+                    empty_cache(m)
+                    prefill_samples[m.role].append(_timed(lambda: prefill(m), settings.device))
+            for repeat in range(settings.repeats):
+                for m in interleaved(models, repeat):
+                    rewind_cache(caches[m.role], context)
+                    for _ in range(settings.decode_tokens):
+                        decode_samples[m.role].append(_timed(lambda: decode_step(m), settings.device))
+
+    for m in models:
+        results[m.role]["prefill"] = summarize(prefill_samples[m.role])
+        results[m.role]["decode_per_token"] = summarize(decode_samples[m.role])
+    del caches
+    gc.collect()
+    log(
+        f"{mode:7s} batch {batch} context {context:5d}: "
+        + "; ".join(
+            f"{m.label} prefill {results[m.role]['prefill']['median_ms']:.0f} ms, "
+            f"decode {results[m.role]['decode_per_token']['median_ms']:.1f} ms/token"
+            for m in models
+        )
+    )
+    return results
+
+
+def measure_training(models: list[BenchModel], settings: BenchSettings, log) -> dict:
+    """Forward + backward step time (batch 1, `train_seq_len` tokens, loss on the inputs) and peak memory."""
+    ids = prompt_ids(models, 1, settings.train_seq_len, settings.seed + 1)
+    samples = {m.role: [] for m in models}
+    results = {}
+
+    def step(m: BenchModel):
+        m.model.zero_grad(set_to_none=True)
+        m.model(input_ids=ids, labels=ids).loss.backward()
+
+    try:
+        for m in models:
+            m.model.train()
+            step(m)  # warm-up
+            m.model.zero_grad(set_to_none=True)
+            peak = peak_bytes_allocated(lambda: step(m), settings.device)
+            m.model.zero_grad(set_to_none=True)
+            results[m.role] = {"peak_bytes_during_step": peak}
+        with _gc_paused():
+            for repeat in range(settings.train_repeats):
+                for m in interleaved(models, repeat):
+                    samples[m.role].append(_timed(lambda: step(m), settings.device))
+                    m.model.zero_grad(set_to_none=True)
+    finally:
+        for m in models:
+            m.model.zero_grad(set_to_none=True)
+            m.model.eval()
+    for m in models:
+        _, weight_bytes = unique_parameters(m.model)
+        results[m.role]["step"] = summarize(samples[m.role])
+        results[m.role]["peak_bytes"] = weight_bytes + results[m.role]["peak_bytes_during_step"]
+    log(
+        f"training seq {settings.train_seq_len}: "
+        + "; ".join(
+            f"{m.label} {results[m.role]['step']['median_ms']:.0f} ms, peak {results[m.role]['peak_bytes'] / 2**20:.0f} MiB"
+            for m in models
+        )
+    )
+    gc.collect()
+    return results
+
+
+# -------------------------------------------------------------------------------------------- run
+
+
+def run_benchmark(model: str, baseline: str, settings: BenchSettings, log=None) -> dict:
+    """Load both models, measure everything, return the report (see the module docstring)."""
+    log = log or (lambda message: logger.info(message))
+    settings.check()
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
+    torch.manual_seed(settings.seed)
+    started = time.time()
+
+    model_folder, baseline_folder = resolve_checkpoint(model), resolve_checkpoint(baseline)
+    shishu = BenchModel(SHISHU, "ShishuLM", str(model), load_model(model_folder, settings))
+    parent = BenchModel(BASELINE, "baseline", str(baseline), load_model(baseline_folder, settings))
+    if shishu.model.config.model_type != "shishu":
+        raise ValueError(f"--model must be a ShishuLM checkpoint; {model} has model_type {shishu.model.config.model_type!r}")
+    models = [shishu, parent]
+    twin_difference = None
+    if settings.overhead_check and parent.model.config.model_type != "shishu":
+        twin, twin_difference = all_attention_twin(parent.model, settings)
+        models.append(BenchModel(ALL_ATTENTION, "ShishuLM(all attention)", f"{baseline} weights", twin))
+        log(f"all-attention ShishuLM on the baseline's weights: max |logit difference| {twin_difference:.2e}")
+    max_positions = min(getattr(m.model.config, "max_position_embeddings", 10**9) for m in models)
+    longest = max(settings.contexts) + max(settings.warmup_steps, settings.decode_tokens)
+    if longest > max_positions:
+        raise ValueError(f"context {max(settings.contexts)} plus decode steps exceeds max_position_embeddings ({max_positions})")
+
+    bandwidth = measure_memory_bandwidth(settings.bandwidth_bytes, settings.bandwidth_repeats, settings.device)
+    log(f"memory bandwidth (copy, read + write): {bandwidth['bytes_per_s'] / 1e9:.1f} GB/s")
+
+    previous_limits = _raise_recompile_limits()
+    try:
+        if settings.compile:
+            for m in models:
+                # fullgraph: a graph break is an error, not a silent slow path.
+                m.compiled_forward = torch.compile(m.model.forward, fullgraph=True, dynamic=False, backend=settings.compile_backend)
+        inference = []
+        for mode in settings.modes:
+            for batch in settings.batches:
+                for context in settings.contexts:
+                    per_model = measure_inference(models, settings, mode, batch, context, log)
+                    for m in models:
+                        inference.append({"mode": mode, "batch": batch, "context": context, "model": m.role, **per_model[m.role]})
+    finally:
+        _restore_recompile_limits(previous_limits)
+    training = measure_training(models, settings, log)
+    bandwidth_after = measure_memory_bandwidth(settings.bandwidth_bytes, settings.bandwidth_repeats, settings.device)
+    best_bandwidth = max(bandwidth["bytes_per_s"], bandwidth_after["bytes_per_s"])
+
+    report = {
+        "settings": dataclasses.asdict(settings),
+        "machine": _machine(best_bandwidth),
+        "models": {m.role: m.describe() for m in models},
+        "inference": inference,
+        "training": training,
+    }
+    if twin_difference is not None:
+        report["models"][ALL_ATTENTION]["max_abs_logit_difference_vs_baseline"] = twin_difference
+    add_derived_figures(report, models)
+    report["ratios"] = compare(report, BASELINE, SHISHU)
+    if any(m.role == ALL_ATTENTION for m in models):
+        # The baseline's own class vs the same weights in ShishuLM code: the implementation's overhead.
+        report["overhead"] = compare(report, BASELINE, ALL_ATTENTION)
+        # The same code with and without the layout change: what the architecture alone saves.
+        report["architecture"] = compare(report, ALL_ATTENTION, SHISHU)
+    report["targets"] = evaluate_targets(report)
+    report["seconds"] = time.time() - started
+    return report
+
+
+def add_derived_figures(report: dict, models: list[BenchModel]) -> None:
+    """KV bytes per token and the bandwidth limit of every decode figure."""
+    bandwidth = report["machine"]["memory_bandwidth_bytes_per_s"]
+    by_role = {m.role: m for m in models}
+    kv_eager = {(r["model"], r["batch"], r["context"]): r["kv_cache_bytes"] for r in report["inference"] if r["mode"] == "eager"}
+    for row in report["inference"]:
+        m = by_role[row["model"]]
+        kv = kv_eager[(row["model"], row["batch"], row["context"])]
+        row["kv_cache_bytes_per_token"] = kv / (row["batch"] * row["context"])
+        row["bytes_read_per_step"] = decode_weight_bytes(m.model, row["batch"]) + kv
+        row["tokens_per_s"] = row["batch"] / (row["decode_per_token"]["median_ms"] / 1e3)
+        row["bandwidth_limit_tokens_per_s"] = bandwidth_limit_tokens_per_s(bandwidth, row["bytes_read_per_step"], row["batch"])
+        row["fraction_of_bandwidth_limit"] = row["tokens_per_s"] / row["bandwidth_limit_tokens_per_s"]
+    for role, description in report["models"].items():
+        rows = [r for r in report["inference"] if r["model"] == role and r["mode"] == "eager"]
+        description["kv_cache_bytes_per_token"] = rows[0]["kv_cache_bytes_per_token"] if rows else None
+
+
+def compare(report: dict, numerator: str, denominator: str) -> list[dict]:
+    """`numerator / denominator` for every figure both models have (times: > 1 = denominator faster)."""
+    figures = []
+    models = report["models"]
+
+    def add(figure, a, b, **where):
+        figures.append({"figure": figure, **where, numerator: a, denominator: b, "ratio": ratio(a, b), "change": b / a - 1 if a else float("nan")})
+
+    for key in ("unique_parameters", "weight_bytes", "kv_cache_bytes_per_token"):
+        if models[numerator].get(key) is not None and models[denominator].get(key) is not None:
+            add(key, models[numerator][key], models[denominator][key])
+    rows = {(r["model"], r["mode"], r["batch"], r["context"]): r for r in report["inference"]}
+    for (role, mode, batch, context), row in rows.items():
+        if role != numerator or (denominator, mode, batch, context) not in rows:
+            continue
+        other = rows[(denominator, mode, batch, context)]
+        where = dict(mode=mode, batch=batch, context=context)
+        if mode == "eager":
+            add("kv_cache_bytes", row["kv_cache_bytes"], other["kv_cache_bytes"], **where)
+        add("prefill_ms", row["prefill"]["median_ms"], other["prefill"]["median_ms"], **where)
+        add("decode_ms_per_token", row["decode_per_token"]["median_ms"], other["decode_per_token"]["median_ms"], **where)
+        add("bytes_read_per_step", row["bytes_read_per_step"], other["bytes_read_per_step"], **where)
+    training = report["training"]
+    if numerator in training and denominator in training:
+        add("training_step_ms", training[numerator]["step"]["median_ms"], training[denominator]["step"]["median_ms"])
+        add("training_peak_bytes", training[numerator]["peak_bytes"], training[denominator]["peak_bytes"])
+    return figures
+
+
+def evaluate_targets(report: dict) -> list[dict]:
+    """The issue's targets, checked on this run's figures (a target whose figure was not measured is skipped)."""
+    targets = []
+    ratios = report["ratios"]
+
+    def find(figure, **where):
+        return [r for r in ratios if r["figure"] == figure and all(r.get(k) == v for k, v in where.items())]
+
+    models = report["models"]
+    shishu, parent = models[SHISHU], models[BASELINE]
+    if parent["attention_layers"]:
+        expected = shishu["attention_layers"] / parent["attention_layers"] - 1
+        measured = find("kv_cache_bytes_per_token")
+        if measured:
+            targets.append({
+                "target": f"KV cache per token {expected:+.1%} (attention layers {shishu['attention_layers']}/{parent['attention_layers']})",
+                "value": f"{measured[0]['change']:+.2%}",
+                "met": abs(measured[0]["change"] - expected) < 1e-9,
+            })
+    params = find("unique_parameters")
+    if params:
+        targets.append({"target": "unique parameters (reported)", "value": f"{params[0]['change']:+.2%}", "met": None})
+    for figure, threshold, label in (
+        ("decode_ms_per_token", DECODE_RATIO_TARGET, "decode"),
+        ("prefill_ms", PREFILL_RATIO_TARGET, "prefill"),
+    ):
+        for row in find(figure, batch=1, context=TARGET_CONTEXT):
+            targets.append({
+                "target": f"{label} ratio at {TARGET_CONTEXT} ({row['mode']}) >= {threshold:.2f}",
+                "value": f"{row['ratio']:.3f}",
+                "met": row["ratio"] >= threshold,
+            })
+    for row in find("training_step_ms"):
+        targets.append({
+            "target": f"training step ratio >= {TRAINING_RATIO_TARGET:.2f}",
+            "value": f"{row['ratio']:.3f}",
+            "met": row["ratio"] >= TRAINING_RATIO_TARGET,
+        })
+    timed = [r for r in report.get("overhead", []) if r["figure"] in TIMED_FIGURES]
+    if timed:
+        low, high = min(r["ratio"] for r in timed), max(r["ratio"] for r in timed)
+        targets.append({
+            "target": f"all-attention ShishuLM vs baseline class: every time ratio in {OVERHEAD_BAND[0]:.2f}-{OVERHEAD_BAND[1]:.2f}",
+            "value": f"{low:.3f}-{high:.3f} over {len(timed)} figures",
+            "met": OVERHEAD_BAND[0] <= low and high <= OVERHEAD_BAND[1],
+        })
+    # Bandwidth: both models, batch 1, every context, in the faster of the two modes.
+    fastest = {}
+    for row in report["inference"]:
+        if row["batch"] != 1 or row["model"] not in (SHISHU, BASELINE):
+            continue
+        key = (row["model"], row["context"])
+        if key not in fastest or row["fraction_of_bandwidth_limit"] > fastest[key]["fraction_of_bandwidth_limit"]:
+            fastest[key] = row
+    if fastest:
+        worst = min(fastest.values(), key=lambda r: r["fraction_of_bandwidth_limit"])
+        targets.append({
+            "target": f"decode >= {BANDWIDTH_FRACTION_TARGET:.0%} of the bandwidth limit, both models, faster mode",
+            "value": f"lowest {worst['fraction_of_bandwidth_limit']:.1%} ({worst['model']}, context {worst['context']}, {worst['mode']})",
+            "met": worst["fraction_of_bandwidth_limit"] >= BANDWIDTH_FRACTION_TARGET,
+        })
+    return targets
+
+
+def _machine(bandwidth: float) -> dict:
+    import transformers
+
+    return {
+        "platform": platform.platform(),
+        "processor": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "load_average_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "memory_bandwidth_bytes_per_s": bandwidth,
+    }
+
+
+def _cpu_name() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def _raise_recompile_limits() -> dict:
+    # One compiled decode graph per (model, batch, context): more than dynamo's default of 8 per function.
+    import torch._dynamo.config as dynamo_config
+
+    previous = {name: getattr(dynamo_config, name) for name in ("recompile_limit", "accumulated_recompile_limit") if hasattr(dynamo_config, name)}
+    for name in previous:
+        setattr(dynamo_config, name, max(previous[name], 1024))
+    return previous
+
+
+def _restore_recompile_limits(previous: dict) -> None:
+    import torch._dynamo.config as dynamo_config
+
+    for name, value in previous.items():
+        setattr(dynamo_config, name, value)
+
+
+# ------------------------------------------------------------------------------------ report output
+
+
+def format_report(report: dict) -> str:
+    """The report as markdown tables: sizes, per-context timings, training, targets."""
+    models = report["models"]
+    machine = report["machine"]
+    lines = [
+        f"Machine: {machine['processor']}, {machine['torch_threads']} torch threads, "
+        f"memory bandwidth {machine['memory_bandwidth_bytes_per_s'] / 1e9:.1f} GB/s (copy); "
+        f"dtype {report['settings']['dtype']}; load average at end {_load(machine)}.",
+        "",
+        "| model | layers (attention / MLP-only) | unique parameters | weight bytes | KV cache / token |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for role, d in models.items():
+        kv = d.get("kv_cache_bytes_per_token")
+        lines.append(
+            f"| {d['label']} | {d['num_hidden_layers']} ({d['attention_layers']} / {d['mlp_layers']}) | "
+            f"{d['unique_parameters']:,} | {d['weight_bytes'] / 2**20:.1f} MiB | {kv:,.0f} B |" if kv is not None else
+            f"| {d['label']} | {d['num_hidden_layers']} ({d['attention_layers']} / {d['mlp_layers']}) | "
+            f"{d['unique_parameters']:,} | {d['weight_bytes'] / 2**20:.1f} MiB | - |"
+        )
+    lines += [
+        "",
+        "Prefill: ms for the whole prompt; decode: ms per token (median, p10-p90); ratio = baseline / ShishuLM; "
+        "BW% = decode tokens/s as a fraction of the memory-bandwidth limit.",
+        "",
+        "| mode | batch | context | prefill baseline | prefill ShishuLM | ratio | decode baseline | decode ShishuLM | ratio | BW% baseline | BW% ShishuLM |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    rows = {(r["model"], r["mode"], r["batch"], r["context"]): r for r in report["inference"]}
+    keys = sorted({(r["mode"], r["batch"], r["context"]) for r in report["inference"]}, key=lambda k: (MODES.index(k[0]), k[1], k[2]))
+    for mode, batch, context in keys:
+        b, s = rows[(BASELINE, mode, batch, context)], rows[(SHISHU, mode, batch, context)]
+        lines.append(
+            f"| {mode} | {batch} | {context} | {_ms(b['prefill'])} | {_ms(s['prefill'])} | "
+            f"{ratio(b['prefill']['median_ms'], s['prefill']['median_ms']):.2f} | {_ms(b['decode_per_token'])} | "
+            f"{_ms(s['decode_per_token'])} | {ratio(b['decode_per_token']['median_ms'], s['decode_per_token']['median_ms']):.2f} | "
+            f"{b['fraction_of_bandwidth_limit']:.0%} | {s['fraction_of_bandwidth_limit']:.0%} |"
+        )
+    compile_rows = [r for r in report["inference"] if "compile_seconds" in r]
+    if compile_rows:
+        lines += ["", "Compile time of the decode step (excluded above): " + ", ".join(
+            f"{models[r['model']]['label']} b{r['batch']}/{r['context']}: {r['compile_seconds']:.1f} s" for r in compile_rows
+        )]
+    training = report["training"]
+    b, s = training[BASELINE], training[SHISHU]
+    lines += [
+        "",
+        f"Training step (forward + backward, batch 1, {report['settings']['train_seq_len']} tokens): "
+        f"baseline {_ms(b['step'])}, ShishuLM {_ms(s['step'])}, ratio {ratio(b['step']['median_ms'], s['step']['median_ms']):.2f}; "
+        f"peak memory {b['peak_bytes'] / 2**20:.0f} MiB vs {s['peak_bytes'] / 2**20:.0f} MiB "
+        f"(ratio {ratio(b['peak_bytes'], s['peak_bytes']):.2f}).",
+    ]
+    if "overhead" in report:
+        twin = models[ALL_ATTENTION]
+        architecture = {(r["figure"], r.get("mode"), r.get("batch"), r.get("context")): r for r in report["architecture"]}
+        lines += [
+            "",
+            f"Same weights, two implementations: the baseline's class vs ShishuLM with every layer attention "
+            f"(max |logit difference| {twin.get('max_abs_logit_difference_vs_baseline', float('nan')):.1e}). "
+            "overhead = baseline / ShishuLM(all attention), 1.00 = no overhead; "
+            "architecture = ShishuLM(all attention) / ShishuLM, the saving of the layout alone (same code).",
+            "",
+            "| figure | baseline | ShishuLM(all attention) | overhead | architecture |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for row in report["overhead"]:
+            if row["figure"] not in TIMED_FIGURES:
+                continue
+            arch = architecture.get((row["figure"], row.get("mode"), row.get("batch"), row.get("context")))
+            lines.append(
+                f"| {_where(row)} | {row[BASELINE]:.1f} ms | {row[ALL_ATTENTION]:.1f} ms | {row['ratio']:.3f} | "
+                f"{arch['ratio']:.3f} |" if arch else f"| {_where(row)} | {row[BASELINE]:.1f} ms | {row[ALL_ATTENTION]:.1f} ms | {row['ratio']:.3f} | - |"
+            )
+    lines += ["", "| target | measured | met |", "| --- | --- | --- |"]
+    for target in report["targets"]:
+        met = {True: "yes", False: "no", None: "-"}[target["met"]]
+        lines.append(f"| {target['target']} | {target['value']} | {met} |")
+    return "\n".join(lines)
+
+
+def _ms(summary: dict) -> str:
+    median = summary["median_ms"]
+    digits = 1 if median < 100 else 0
+    return f"{median:.{digits}f} ({summary['p10_ms']:.{digits}f}-{summary['p90_ms']:.{digits}f})"
+
+
+def _where(row: dict) -> str:
+    if row["figure"] == "training_step_ms":
+        return "training step"
+    name = "prefill" if row["figure"] == "prefill_ms" else "decode / token"
+    return f"{name}, {row['mode']}, batch {row['batch']}, context {row['context']}"
+
+
+def _load(machine: dict) -> str:
+    load = machine.get("load_average_at_end")
+    return "/".join(f"{x:.1f}" for x in load) if load else "n/a"
+
+
+def plot_report(report: dict, path: str | os.PathLike) -> None:
+    """Decode latency vs context for both models in every mode (with their bandwidth limits), and the
+    baseline / ShishuLM ratio; written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = report["models"]
+    batch = min(r["batch"] for r in report["inference"])
+    colors = {BASELINE: "tab:blue", SHISHU: "tab:orange", ALL_ATTENTION: "tab:gray"}
+    styles = {"eager": "-", "compile": "--"}
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for mode in MODES:
+        for role in (BASELINE, SHISHU):
+            rows = sorted((r for r in report["inference"] if r["model"] == role and r["mode"] == mode and r["batch"] == batch), key=lambda r: r["context"])
+            if not rows:
+                continue
+            contexts = [r["context"] for r in rows]
+            left.plot(contexts, [r["decode_per_token"]["median_ms"] for r in rows], styles[mode], marker="o", color=colors[role], label=f"{models[role]['label']} ({mode})")
+            left.fill_between(contexts, [r["decode_per_token"]["p10_ms"] for r in rows], [r["decode_per_token"]["p90_ms"] for r in rows], color=colors[role], alpha=0.15)
+            if mode == "eager":
+                left.plot(contexts, [1e3 * batch / r["bandwidth_limit_tokens_per_s"] for r in rows], ":", color=colors[role], label=f"{models[role]['label']} bandwidth limit")
+        ratios = sorted((r for r in report["ratios"] if r["figure"] == "decode_ms_per_token" and r["mode"] == mode and r["batch"] == batch), key=lambda r: r["context"])
+        if ratios:
+            right.plot([r["context"] for r in ratios], [r["ratio"] for r in ratios], styles[mode], marker="o", color="tab:green", label=f"decode ({mode})")
+        prefill = sorted((r for r in report["ratios"] if r["figure"] == "prefill_ms" and r["mode"] == mode and r["batch"] == batch), key=lambda r: r["context"])
+        if prefill:
+            right.plot([r["context"] for r in prefill], [r["ratio"] for r in prefill], styles[mode], marker="s", color="tab:purple", label=f"prefill ({mode})")
+    bytes_ratio = sorted((r for r in report["ratios"] if r["figure"] == "bytes_read_per_step" and r["mode"] == "eager" and r["batch"] == batch), key=lambda r: r["context"])
+    if bytes_ratio:
+        right.plot([r["context"] for r in bytes_ratio], [r["ratio"] for r in bytes_ratio], ":", color="black", label="bytes read per step")
+    right.axhline(1.0, color="gray", linewidth=0.8)
+    left.set(xlabel="context (tokens)", ylabel="decode latency (ms / token)", title=f"Decode latency, batch {batch}, {report['settings']['dtype']}")
+    right.set(xlabel="context (tokens)", ylabel="baseline / ShishuLM", title="Speed-up of ShishuLM")
+    contexts = sorted({r["context"] for r in report["inference"]})
+    for axis in (left, right):
+        axis.set_xscale("log", base=2)
+        axis.set_xticks(contexts, [str(c) for c in contexts])
+        axis.minorticks_off()
+        axis.grid(True, alpha=0.3)
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=path.suffix or ".png", dir=path.parent)
+    os.close(fd)
+    try:
+        figure.savefig(tmp, dpi=120)
+        os.replace(tmp, path)
+    finally:
+        plt.close(figure)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+# ------------------------------------------------------------------------------------------- CLI
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 256,1024, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 256,1024, got {text!r}")
+    return values
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="the ShishuLM: a checkpoint folder or a Hub id")
+    parser.add_argument("--baseline", required=True, help="its parent: a checkpoint folder, an offline parent name (smollm2-135m) or a Hub id")
+    parser.add_argument("--contexts", type=_int_list, default=None, metavar="N,N,...", help="prompt lengths (default 256,1024,2048,4096; --quick: 256)")
+    parser.add_argument("--batch", type=_int_list, default=None, metavar="B,B,...", help="batch sizes (default 1)")
+    parser.add_argument("--dtype", default="float32", help="float32 (default), bfloat16 or float16")
+    parser.add_argument("--compile", action="store_true", help="also measure the static cache + torch.compile(fullgraph=True) decode")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per figure (default 5; --quick: 3)")
+    parser.add_argument("--decode-tokens", type=int, default=None, help="decode steps timed per repeat (default 8)")
+    parser.add_argument("--train-seq-len", type=int, default=None, help="training step sequence length (default 1024; --quick: 256)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice, one per core)")
+    parser.add_argument("--attn-implementation", default="sdpa", choices=["sdpa", "eager"], help="attention backend for both models")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend of --compile (default inductor; eager = trace only)")
+    parser.add_argument("--bandwidth-mib", type=int, default=512, help="size of the tensor copied to measure memory bandwidth (default 512)")
+    parser.add_argument("--no-overhead-check", action="store_true", help="skip the all-attention ShishuLM vs baseline class comparison")
+    parser.add_argument("--quick", action="store_true", help="one short context, fewer repeats: about a minute for 135M on 2 cores")
+    parser.add_argument("--json", metavar="OUT.json", help="write the full report as JSON")
+    parser.add_argument("--plot", metavar="OUT.png", help="plot decode latency vs context and the ratios")
+
+
+def settings_from_args(args: argparse.Namespace) -> BenchSettings:
+    overrides = {
+        "contexts": args.contexts,
+        "batches": args.batch,
+        "repeats": args.repeats,
+        "decode_tokens": args.decode_tokens,
+        "train_seq_len": args.train_seq_len,
+    }
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    overrides.update(
+        dtype=args.dtype,
+        compile=args.compile,
+        threads=args.threads,
+        attn_implementation=args.attn_implementation,
+        device=args.device,
+        compile_backend=args.compile_backend,
+        bandwidth_bytes=args.bandwidth_mib * 2**20,
+        overhead_check=not args.no_overhead_check,
+    )
+    return BenchSettings.quick(**overrides) if args.quick else BenchSettings(**overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    settings.check()
+    for output in (args.json, args.plot):
+        if output and Path(output).is_dir():
+            raise ValueError(f"{output} is a directory; give a file path")
+
+    def log(message: str) -> None:
+        print(f"shishu bench: {message}", file=sys.stderr, flush=True)
+
+    report = run_benchmark(args.model, args.baseline, settings, log=log)
+    print(format_report(report))
+    if args.json:
+        from .io_utils import atomic_write_json
+
+        atomic_write_json(args.json, report)
+        log(f"wrote {args.json}")
+    if args.plot:
+        plot_report(report, args.plot)
+        log(f"wrote {args.plot}")
+    return 0
+
+
+__all__ = [
+    "BenchSettings",
+    "compare",
+    "decode_weight_bytes",
+    "evaluate_targets",
+    "format_report",
+    "kv_cache_bytes",
+    "measure_memory_bandwidth",
+    "peak_bytes_allocated",
+    "plot_report",
+    "run_benchmark",
+    "summarize",
+    "unique_parameters",
+]

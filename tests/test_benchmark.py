@@ -1,0 +1,276 @@
+"""`shishu bench`: its arithmetic, its measurements on tiny models, a --quick run end to end, and the fast
+paths of the model it relies on (grouped-query SDPA on CPU, static cache + torch.compile).
+
+Correctness only: speed is checked by running the benchmark, never by a timed test.
+"""
+
+import json
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+from transformers.cache_utils import DynamicCache, StaticCache
+from transformers.generation.configuration_utils import CompileConfig
+
+import modeling_shishu.modeling_shishu as modeling
+from modeling_shishu import ShishuConfig, ShishuForCausalLM, benchmark
+from modeling_shishu.cli import main
+from conftest import tiny_config_kwargs
+
+
+HYBRID_LAYOUT = dict(
+    num_hidden_layers=6,
+    layer_types=["full_attention"] * 3 + ["mlp"] * 3,
+    mlp_share_groups=[[3, 4]],
+)
+
+
+def hybrid_model(**overrides) -> ShishuForCausalLM:
+    return ShishuForCausalLM(ShishuConfig(**tiny_config_kwargs(**{**HYBRID_LAYOUT, **overrides}))).eval()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Arithmetic
+
+
+def test_summarize_reports_median_and_interpolated_percentiles():
+    summary = benchmark.summarize([0.004, 0.001, 0.003, 0.002, 0.005])
+    assert summary["median_ms"] == pytest.approx(3.0)
+    assert summary["p10_ms"] == pytest.approx(1.4)  # 40% of the way from 1 ms to 2 ms
+    assert summary["p90_ms"] == pytest.approx(4.6)
+    assert summary["min_ms"] == pytest.approx(1.0)
+    assert summary["n"] == 5
+    assert benchmark.summarize([0.002])["p90_ms"] == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="no samples"):
+        benchmark.summarize([])
+
+
+def test_unique_parameters_count_shared_groups_and_tied_embeddings_once():
+    config = ShishuConfig(**tiny_config_kwargs(**HYBRID_LAYOUT))
+    h, i, v = config.hidden_size, config.intermediate_size, config.vocab_size
+    shared = ShishuForCausalLM(config)
+    unshared = ShishuForCausalLM(ShishuConfig(**tiny_config_kwargs(**{**HYBRID_LAYOUT, "mlp_share_groups": []})))
+    untied = ShishuForCausalLM(ShishuConfig(**tiny_config_kwargs(**HYBRID_LAYOUT, tie_word_embeddings=False)))
+
+    count, nbytes = benchmark.unique_parameters(shared)
+    assert nbytes == 4 * count
+    # one shared pair saves exactly one MLP and its norm; an untied head adds one vocab x hidden matrix
+    assert benchmark.unique_parameters(unshared)[0] - count == 3 * h * i + h
+    assert benchmark.unique_parameters(untied)[0] - count == v * h
+    assert benchmark.unique_parameters(shared.to(torch.bfloat16)) == (count, 2 * count)
+
+
+def test_decode_weight_bytes_reads_an_untied_input_table_only_at_the_batch_rows():
+    tied = hybrid_model()
+    untied = hybrid_model(tie_word_embeddings=False)
+    h, v = tied.config.hidden_size, tied.config.vocab_size
+    assert benchmark.decode_weight_bytes(tied, batch=3) == benchmark.unique_parameters(tied)[1]
+    expected = benchmark.unique_parameters(untied)[1] - 4 * v * h + 4 * 3 * h
+    assert benchmark.decode_weight_bytes(untied, batch=3) == expected
+
+
+def test_kv_cache_bytes_are_read_from_the_cache_object():
+    model = hybrid_model()
+    config = model.config
+    per_token = 2 * 3 * config.num_key_value_heads * config.head_dim * 4  # K and V, 3 attention layers, float32
+    input_ids = torch.randint(3, 99, (2, 10))
+    with torch.inference_mode():
+        dynamic = model(input_ids, use_cache=True).past_key_values
+        static = StaticCache(config=config, max_cache_len=16)
+        model(input_ids, past_key_values=static, use_cache=True)
+    assert benchmark.kv_cache_bytes(dynamic) == per_token * 2 * 10
+    assert benchmark.kv_cache_bytes(static) == per_token * 2 * 16  # a static cache holds max_cache_len slots
+    assert benchmark.bandwidth_limit_tokens_per_s(10e9, 10**9, batch=1) == pytest.approx(10.0)
+    assert benchmark.bandwidth_limit_tokens_per_s(10e9, 10**9, batch=4) == pytest.approx(40.0)
+
+
+@pytest.mark.parametrize("cache_kind", ["dynamic", "static"])
+def test_rewound_cache_repeats_the_same_decode_steps(cache_kind):
+    model = hybrid_model()
+    input_ids = torch.randint(3, 99, (1, 8))
+    steps = torch.randint(3, 99, (1, 3))
+    cache = DynamicCache(config=model.config) if cache_kind == "dynamic" else StaticCache(config=model.config, max_cache_len=12)
+    with torch.inference_mode():
+        model(input_ids, past_key_values=cache, use_cache=True)
+        runs = []
+        for _ in range(2):
+            logits = [model(steps[:, t : t + 1], past_key_values=cache, use_cache=True).logits for t in range(3)]
+            runs.append(torch.cat(logits, dim=1))
+            benchmark.rewind_cache(cache, 8)
+            assert int(cache.get_seq_length()) == 8
+        full = model(torch.cat([input_ids, steps], dim=1)).logits[:, 8:]
+    torch.testing.assert_close(runs[0], runs[1], atol=0, rtol=0)
+    torch.testing.assert_close(runs[0], full, atol=1e-5, rtol=1e-5)
+
+
+def test_peak_bytes_allocated_counts_only_what_the_step_allocates():
+    existing = torch.ones(2**20)  # 4 MiB that exists before the step: not counted, even when freed inside
+
+    def step():
+        nonlocal existing
+        first = torch.ones(2**20)  # 4 MiB
+        second = torch.ones(2**21)  # + 8 MiB -> 12 MiB live
+        del first
+        existing = None
+        third = torch.ones(2**19)  # 8 + 2 MiB live
+        del second, third
+
+    peak = benchmark.peak_bytes_allocated(step)
+    assert 12 * 2**20 <= peak < 13 * 2**20
+
+
+def test_memory_bandwidth_measurement_and_settings_checks():
+    result = benchmark.measure_memory_bandwidth(nbytes=4 * 2**20, repeats=2)
+    assert result["copy_bytes"] == 4 * 2**20 and result["bytes_per_s"] > 0
+    with pytest.raises(ValueError, match="contexts"):
+        benchmark.BenchSettings(contexts=[0]).check()
+    with pytest.raises(ValueError, match="dtype"):
+        benchmark.BenchSettings(dtype="float33").check()
+    with pytest.raises(ValueError, match="decode_tokens"):
+        benchmark.BenchSettings(decode_tokens=0).check()
+    quick = benchmark.BenchSettings.quick(contexts=[32])
+    assert quick.contexts == [32] and quick.train_seq_len == 256 and quick.modes == ["eager"]
+
+
+def _row(model, mode, context, prefill_ms, decode_ms, kv_bytes, bytes_read, fraction):
+    return {
+        "model": model, "mode": mode, "batch": 1, "context": context, "kv_cache_bytes": kv_bytes,
+        "prefill": {"median_ms": prefill_ms}, "decode_per_token": {"median_ms": decode_ms},
+        "kv_cache_bytes_per_token": kv_bytes / context, "bytes_read_per_step": bytes_read,
+        "fraction_of_bandwidth_limit": fraction,
+    }
+
+
+def test_ratios_and_targets_on_a_known_report():
+    report = {
+        "models": {
+            "shishu": {"unique_parameters": 836, "weight_bytes": 3344, "kv_cache_bytes_per_token": 20.0, "attention_layers": 20},
+            "baseline": {"unique_parameters": 1000, "weight_bytes": 4000, "kv_cache_bytes_per_token": 30.0, "attention_layers": 30},
+        },
+        "inference": [
+            _row("baseline", "eager", 2048, 1200.0, 60.0, 30 * 2048, 100, 0.55),
+            _row("shishu", "eager", 2048, 1000.0, 48.0, 20 * 2048, 80, 0.60),
+            _row("baseline", "compile", 2048, 1180.0, 50.0, 30 * 2048, 100, 0.52),
+            _row("shishu", "compile", 2048, 1000.0, 40.0, 20 * 2048, 80, 0.45),
+        ],
+        "training": {"baseline": {"step": {"median_ms": 900.0}, "peak_bytes": 2000}, "shishu": {"step": {"median_ms": 800.0}, "peak_bytes": 1600}},
+    }
+    ratios = {(r["figure"], r.get("mode")): r for r in benchmark.compare(report, "baseline", "shishu")}
+    assert ratios[("decode_ms_per_token", "eager")]["ratio"] == pytest.approx(1.25)
+    assert ratios[("prefill_ms", "compile")]["ratio"] == pytest.approx(1.18)
+    assert ratios[("unique_parameters", None)]["change"] == pytest.approx(-0.164)
+    assert ratios[("kv_cache_bytes_per_token", None)]["change"] == pytest.approx(-1 / 3)
+    assert ratios[("kv_cache_bytes", "eager")]["ratio"] == pytest.approx(1.5)
+    assert ratios[("training_peak_bytes", None)]["ratio"] == pytest.approx(1.25)
+    assert ("kv_cache_bytes", "compile") not in ratios  # static caches are sized by max_cache_len, not compared
+
+    report["ratios"] = list(ratios.values())
+    targets = {t["target"].split(" (")[0] if t["target"].startswith("KV") else t["target"]: t for t in benchmark.evaluate_targets(report)}
+    assert targets["KV cache per token -33.3%"]["met"] is True
+    assert targets["decode ratio at 2048 (eager) >= 1.20"]["met"] is True
+    assert targets["prefill ratio at 2048 (eager) >= 1.18"]["met"] is True
+    assert targets["prefill ratio at 2048 (compile) >= 1.18"]["met"] is True  # 1180 / 1000 = 1.18 exactly
+    assert targets["training step ratio >= 1.15"]["met"] is False  # 900 / 800 = 1.125
+    bandwidth = next(t for t in targets.values() if t["target"].startswith("decode >="))
+    # per model, the faster mode counts: baseline eager 55%, ShishuLM eager 60% -> the lowest is 55%
+    assert bandwidth["met"] is True and bandwidth["value"].startswith("lowest 55.0%")
+
+
+# ----------------------------------------------------------------------------------------------------
+# The command end to end on tiny checkpoints
+
+
+@pytest.fixture
+def tiny_pair(tmp_path):
+    """A tiny Llama parent and a ShishuLM made from it (top 2 of 6 layers MLP-only, shared as a pair)."""
+    llama_config = LlamaConfig(**tiny_config_kwargs(max_position_embeddings=256))
+    parent = LlamaForCausalLM(llama_config)
+    parent.save_pretrained(tmp_path / "parent")
+    shishu = ShishuForCausalLM(ShishuConfig.from_llama_config(llama_config, num_mlp_layers=2))
+    shishu.save_pretrained(tmp_path / "shishu")
+    return tmp_path / "shishu", tmp_path / "parent"
+
+
+def test_quick_run_in_both_modes_writes_json_plot_and_table(tiny_pair, tmp_path, capsys):
+    model, parent = tiny_pair
+    out_json, out_plot = tmp_path / "out" / "bench.json", tmp_path / "out" / "bench.png"
+    code = main([
+        "bench", "--model", str(model), "--baseline", str(parent), "--quick", "--contexts", "8,16",
+        "--train-seq-len", "16", "--threads", "1", "--bandwidth-mib", "4", "--decode-tokens", "2",
+        "--compile", "--compile-backend", "eager", "--json", str(out_json), "--plot", str(out_plot),
+    ])
+    assert code == 0
+    stdout = capsys.readouterr().out
+    assert "| mode | batch | context | prefill baseline |" in stdout and "| compile | 1 | 16 |" in stdout
+
+    report = json.loads(out_json.read_text())
+    assert set(report["models"]) == {"shishu", "baseline", "shishu_all_attention"}
+    assert report["models"]["shishu_all_attention"]["max_abs_logit_difference_vs_baseline"] <= 1e-5
+    rows = report["inference"]
+    assert {(r["mode"], r["context"], r["model"]) for r in rows} == {
+        (mode, context, role) for mode in ("eager", "compile") for context in (8, 16) for role in report["models"]
+    }
+    for row in rows:
+        assert row["decode_per_token"]["n"] == 3 * 2 and row["prefill"]["n"] == 3
+        assert 0 < row["fraction_of_bandwidth_limit"] and row["bytes_read_per_step"] > 0
+        if row["mode"] == "compile":
+            assert row["compile_seconds"] >= 0 and row["static_cache_bytes"] > 0
+    kv = next(r for r in report["ratios"] if r["figure"] == "kv_cache_bytes_per_token")
+    assert kv["change"] == pytest.approx(-2 / 6, abs=1e-12)  # measured from the cache: 4 of 6 layers attend
+    assert {r["figure"] for r in report["overhead"]} >= {"prefill_ms", "decode_ms_per_token", "training_step_ms"}
+    assert report["training"]["shishu"]["peak_bytes"] > report["models"]["shishu"]["weight_bytes"]
+    assert any(t["target"].startswith("KV cache per token") and t["met"] for t in report["targets"])
+
+    assert out_plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in out_json.parent.iterdir()) == ["bench.json", "bench.png"]  # no temporaries
+
+
+def test_bad_input_is_one_clear_error(tiny_pair, tmp_path, capsys):
+    model, parent = tiny_pair
+    assert main(["bench", "--model", str(tmp_path / "missing"), "--baseline", str(parent), "--quick"]) == 2
+    assert "no such checkpoint directory" in capsys.readouterr().err
+    assert main(["bench", "--model", str(parent), "--baseline", str(parent), "--quick", "--threads", "1", "--bandwidth-mib", "4"]) == 2
+    assert "must be a ShishuLM checkpoint" in capsys.readouterr().err
+    assert main(["bench", "--model", str(model), "--baseline", str(parent), "--contexts", "300"]) == 2
+    assert "max_position_embeddings" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench", "--model", str(model), "--baseline", str(parent), "--contexts", "a,b"])
+
+
+# ----------------------------------------------------------------------------------------------------
+# The model's fast paths that the benchmark measures
+
+
+def test_masked_attention_on_cpu_uses_the_kernel_gqa_and_matches_llama(monkeypatch):
+    kwargs = tiny_config_kwargs(tie_word_embeddings=False)  # LlamaConfig's default
+    llama = LlamaForCausalLM(LlamaConfig(**kwargs)).eval()
+    shishu = ShishuForCausalLM(ShishuConfig(**kwargs)).eval()
+    shishu.load_state_dict(llama.state_dict(), strict=False)
+    calls = []
+    real = modeling.sdpa_grouped_query_attention
+
+    def recording(*args, **kw):
+        calls.append(args[1].shape)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(modeling, "sdpa_grouped_query_attention", recording)
+    input_ids = torch.randint(3, 99, (2, 9))
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[0, :4] = 0  # left padding: a mask, so transformers would expand K/V per query head
+    with torch.inference_mode():
+        expected = llama(input_ids, attention_mask=attention_mask).logits
+        actual = shishu(input_ids, attention_mask=attention_mask).logits
+    assert len(calls) == kwargs["num_hidden_layers"]
+    valid = attention_mask.bool()
+    torch.testing.assert_close(actual[valid], expected[valid], atol=1e-5, rtol=1e-5)
+
+
+def test_static_cache_generate_with_torch_compile_on_the_hybrid_model():
+    model = hybrid_model()
+    prompt = torch.randint(3, 99, (1, 6))
+    expected = model.generate(prompt, max_new_tokens=6, do_sample=False)
+    compile_config = CompileConfig(fullgraph=True, dynamic=False, mode="default")
+    compile_config._compile_all_devices = True  # transformers only auto-compiles on accelerators otherwise
+    actual = model.generate(prompt, max_new_tokens=6, do_sample=False, cache_implementation="static", compile_config=compile_config)
+    assert hasattr(model, "_compiled_call")  # the decode steps really ran compiled (fullgraph: no graph breaks)
+    assert torch.equal(actual, expected)
