@@ -1,0 +1,211 @@
+"""`shishu push`: validate a checkpoint folder and upload it, with its card and scores, to the Hub.
+
+    shishu eval --model DIR --baseline smollm2-135m --suite offline --out runs/eval
+    shishu card DIR --results runs/eval/results.json --repo-id ORG/NAME
+    shishu push DIR --repo-id ORG/NAME [--private] [--dry-run]
+
+Validation, all before anything is sent:
+1. the folder holds config.json and safetensors weights, and no pickle files (*.bin, *.pt, ...);
+2. its eval_results.json is a valid `shishu eval` results file and names the model of the card;
+3. README.md (`model-index`) and .eval_results/*.yaml, parsed back with huggingface_hub, carry exactly the
+   numbers of eval_results.json, the weights are the ones that were evaluated (sha256), and the card was
+   rendered for this --repo-id;
+4. a FRESH Python process, with an empty transformers modules cache and no access to this repository's
+   code, loads the folder with `trust_remote_code=True` and runs a forward pass.
+
+Then `HfApi().upload_folder` sends exactly the listed files. `--dry-run` does everything but the upload
+and prints the files and their sizes.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+from .evaluation import read_results
+from .model_card import CARD_FILE, EVAL_RESULTS_DIR, RESULTS_COPY, check_card
+
+
+# Formats that unpickle on load: never published (safetensors only).
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+# Local clutter that never belongs in a model repository.
+IGNORED_NAMES = {".git", "__pycache__", ".cache", ".ipynb_checkpoints", ".DS_Store"}
+LOAD_TIMEOUT_SECONDS = 900
+
+# Runs in the fresh process: only transformers and torch, the folder's own remote code.
+_LOAD_CHECK = textwrap.dedent(
+    """
+    import json, math, sys
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    folder = sys.argv[1]
+    config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+    model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True, dtype=torch.float32).eval()
+    ids = tokenizer("To be, or not to be, that is the question.", return_tensors="pt").input_ids
+    with torch.no_grad():
+        logits = model(ids).logits
+    finite = bool(torch.isfinite(logits).all())
+    print(json.dumps({
+        "class": type(model).__name__,
+        "module": type(model).__module__,
+        "model_type": config.model_type,
+        "num_parameters": model.num_parameters(),
+        "logits_shape": list(logits.shape),
+        "finite": finite,
+    }))
+    sys.exit(0 if finite else 3)
+    """
+)
+
+
+def list_upload_files(folder: Path) -> list[tuple[str, int]]:
+    """Every file that would be uploaded, as (path relative to the folder, bytes), sorted."""
+    files = []
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder)
+        if any(part in IGNORED_NAMES for part in relative.parts) or not path.is_file():
+            continue
+        if any(part.startswith(".") and part != EVAL_RESULTS_DIR for part in relative.parts):
+            continue  # temporary files of interrupted atomic writes (".name.tmp-...") and other dotfiles
+        files.append((relative.as_posix(), path.stat().st_size))
+    return files
+
+
+def check_load_in_fresh_process(folder: Path, timeout: float = LOAD_TIMEOUT_SECONDS) -> dict:
+    """Load `folder` with remote code in a new interpreter and run one forward pass; return what it saw.
+
+    The child starts in an empty temporary directory with an empty `HF_MODULES_CACHE` and the Hub offline,
+    so it can only use the files in the folder (not this repository's `modeling_shishu` package, not a
+    previously cached copy of the remote code).
+    """
+    with tempfile.TemporaryDirectory(prefix="shishu-push-check-") as scratch:
+        env = {
+            **os.environ,
+            "HF_MODULES_CACHE": str(Path(scratch) / "modules"),
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
+        env.pop("PYTHONPATH", None)
+        try:
+            result = subprocess.run(
+                [sys.executable, "-c", _LOAD_CHECK, str(folder.resolve())],
+                cwd=scratch,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired:
+            raise ValueError(f"{folder} did not load within {timeout:.0f} s in a fresh process") from None
+    if result.returncode != 0:
+        lines = [line for line in (result.stderr or result.stdout).strip().splitlines() if line.strip()]
+        reason = lines[-1] if lines else f"exit code {result.returncode}"
+        raise ValueError(f"{folder} fails to load with trust_remote_code=True in a fresh process: {reason}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def validate_folder(folder: str | os.PathLike, repo_id: str | None = None, load_timeout: float = LOAD_TIMEOUT_SECONDS) -> dict:
+    """Run every check `shishu push` runs before an upload. Raises `ValueError` naming the first problem
+    class found (all card/results mismatches are listed); returns the fresh-process load report."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no such checkpoint folder: {folder}")
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"{folder} holds no config.json: not a checkpoint folder")
+    files = [name for name, _ in list_upload_files(folder)]
+    pickles = [name for name in files if name.endswith(PICKLE_SUFFIXES)]
+    if pickles:
+        raise ValueError(f"refusing to publish pickle files (safetensors only): {', '.join(pickles)}")
+    if not any(name.endswith(".safetensors") for name in files):
+        raise ValueError(f"{folder} holds no *.safetensors weights")
+    for required in (CARD_FILE, RESULTS_COPY):
+        if not (folder / required).is_file():
+            raise ValueError(f"{folder} has no {required}: run `shishu card {folder} --results RESULTS_JSON --repo-id ORG/NAME` first")
+    results = read_results(folder / RESULTS_COPY)  # ValueError names what is wrong with a bad file
+    problems = check_card(folder)
+    card_repo = (results.get("card") or {}).get("repo_id")
+    if repo_id is not None and card_repo != repo_id:
+        problems.append(
+            f"the card was rendered for repo id {card_repo!r}, not {repo_id!r}: re-run "
+            f"`shishu card {folder} --results {folder / RESULTS_COPY} --repo-id {repo_id}`"
+        )
+    if problems:
+        raise ValueError("card and results disagree: " + "; ".join(problems))
+    report = check_load_in_fresh_process(folder, timeout=load_timeout)
+    model = next(m for m in results["models"] if m["label"] == results["card"]["model"])
+    if model.get("num_parameters") and model["num_parameters"] != report["num_parameters"]:
+        raise ValueError(
+            f"the folder loads a model with {report['num_parameters']:,} parameters; the evaluated model "
+            f"{model['label']!r} had {model['num_parameters']:,}"
+        )
+    return report
+
+
+def _human(size: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(size)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("folder", metavar="DIR", help="checkpoint folder with README.md and eval_results.json (from `shishu card`)")
+    parser.add_argument("--repo-id", required=True, metavar="ORG/NAME", help="the Hub model repository")
+    parser.add_argument("--private", action="store_true", help="create the repository as private")
+    parser.add_argument("--dry-run", action="store_true", help="validate and list what would be sent, upload nothing")
+    parser.add_argument("--revision", help="branch to upload to (default: the repository's main branch)")
+    parser.add_argument("--commit-message", default=None, help="commit message (default: 'Upload <name> with its evaluation')")
+
+
+def run(args: argparse.Namespace) -> int:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(args.repo_id)
+    except HFValidationError as error:
+        raise ValueError(f"--repo-id {args.repo_id!r} is not a valid repository id: {error}") from None
+    if "/" not in args.repo_id:
+        raise ValueError(f"--repo-id must be ORG/NAME (or USER/NAME), got {args.repo_id!r}")
+    folder = Path(args.folder)
+    report = validate_folder(folder, repo_id=args.repo_id)
+    print(
+        f"validated {folder}: loads in a fresh process as {report['class']} ({report['model_type']}, "
+        f"{report['num_parameters']:,} parameters), card and .eval_results match {RESULTS_COPY}"
+    )
+    files = list_upload_files(folder)
+    width = max(len(name) for name, _ in files)
+    for name, size in files:
+        print(f"  {name:<{width}}  {_human(size):>9}")
+    print(f"  {len(files)} files, {_human(sum(size for _, size in files))} -> https://huggingface.co/{args.repo_id}" + (" (private)" if args.private else ""))
+    if args.dry_run:
+        print("dry run: nothing uploaded")
+        return 0
+
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    try:
+        api.create_repo(args.repo_id, private=args.private, exist_ok=True, repo_type="model")
+        commit = api.upload_folder(
+            repo_id=args.repo_id,
+            folder_path=str(folder),
+            allow_patterns=[name for name, _ in files],  # exactly the files listed above
+            revision=args.revision,
+            commit_message=args.commit_message or f"Upload {folder.resolve().name} with its evaluation",
+        )
+    except Exception as error:  # no network, no token, no permission, ...: one clear line
+        print(f"shishu push: error: upload to {args.repo_id} failed: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    print(f"uploaded: {getattr(commit, 'commit_url', commit)}")
+    return 0
+
+
+__all__ = ["check_load_in_fresh_process", "list_upload_files", "validate_folder"]

@@ -1,0 +1,190 @@
+"""`shishu card` and `shishu push`: card round trip, .eval_results files, validation, dry run, refusals.
+
+A tiny Llama parent (with the real SmolLM2 tokenizer) is converted with `convert_checkpoint`, both are
+evaluated with the real lm-eval on three offline tasks, and the converted folder is carded and pushed
+with --dry-run. The upload itself (`HfApi.upload_folder`) is the one step that cannot run here.
+"""
+
+import json
+import shutil
+
+import pytest
+import torch
+import yaml
+from huggingface_hub import ModelCard, parse_eval_result_entries
+from safetensors.torch import load_file, save_file
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from conftest import tiny_config_kwargs
+from modeling_shishu import model_card, publishing
+from modeling_shishu.cli import main as shishu_main
+from modeling_shishu.conversion import convert_checkpoint
+from modeling_shishu.evaluation import read_results
+from test_eval import parent_tokenizer, sha256
+
+
+TASKS = "offline_bigbench_social_iqa,offline_bigbench_strategyqa,offline_shakespeare"
+REPO_ID = "shishu-test/tiny-m2"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Tiny models on a shared CPU: one thread avoids thread-pool oversubscription (50x slower steps when
+    # other processes hold the cores).
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    """(converted folder, results.json): tiny parent -> convert (top 2 of 6 layers, pairs) -> eval both."""
+    root = tmp_path_factory.mktemp("pipeline")
+    tokenizer = parent_tokenizer()
+    torch.manual_seed(0)
+    parent = LlamaForCausalLM(LlamaConfig(**tiny_config_kwargs(
+        vocab_size=len(tokenizer), max_position_embeddings=4096, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )))  # fmt: skip
+    parent.save_pretrained(root / "tiny-parent")
+    tokenizer.save_pretrained(root / "tiny-parent")
+    converted = convert_checkpoint(root / "tiny-parent", root / "tiny-m2", num_mlp_layers=2, share="pairs")
+    argv = ["eval", "--model", str(converted), "--baseline", str(root / "tiny-parent"), "--tasks", TASKS,
+            "--limit", "2", "--bootstrap-iters", "10", "--out", str(root / "eval")]  # fmt: skip
+    assert shishu_main(argv) == 0
+    return converted, root / "eval" / "results.json"
+
+
+@pytest.fixture
+def carded(evaluated, tmp_path):
+    """A fresh copy of the converted folder with its card rendered for REPO_ID."""
+    folder = tmp_path / "tiny-m2"
+    shutil.copytree(evaluated[0], folder)
+    model_card.write_card(folder, evaluated[1], repo_id=REPO_ID, license="apache-2.0")
+    return folder
+
+
+def test_card_round_trip(carded, evaluated):
+    results = read_results(evaluated[1])
+    model = next(m for m in results["models"] if m["role"] == "model")
+    baseline = next(m for m in results["models"] if m["role"] == "baseline")
+    card = ModelCard.load(carded / "README.md")
+    assert card.data.license == "apache-2.0" and card.data.model_name == "tiny-m2"
+    parsed = {(r.dataset_type, r.dataset_config): r for r in card.data.eval_results}
+    assert len(parsed) == len(results["tasks"]) == 3
+    for task, record in results["tasks"].items():
+        hub = record.get("hub_dataset") or {"id": task, "task_id": task}
+        result = parsed[(hub["id"], hub["task_id"])]
+        assert result.metric_value == model["scores"][task]["value"]  # exactly, not rounded
+        assert result.metric_type == record["metric"] and result.dataset_args == {"num_few_shot": record["num_fewshot"]}
+        assert f"({record['num_fewshot']}-shot)" in result.dataset_name
+    assert parsed[("google/bigbench", "social_iqa")].metric_type == "acc"
+    assert model_card.check_card(carded) == []
+
+    text = (carded / "README.md").read_text()
+    # Layout, sizes and KV cache computed from the checkpoint: 4 attention layers, one shared MLP-only pair.
+    assert "| 0-3 | decoder (attention + MLP) | own | yes |" in text
+    assert "| 4+5 | MLP-only | one set per pair | none |" in text
+    num_parameters = sum(t.numel() for t in load_file(carded / "model.safetensors").values())
+    assert f"| unique parameters | {num_parameters:,} | {baseline['num_parameters']:,} |" in text
+    assert f"{2 * 4 * 2 * 8 * 2:,} B | {2 * 6 * 2 * 8 * 2:,} B | -33.3% |" in text  # 2 x layers x kv heads x head_dim x bf16
+    assert "None after conversion" in text and f'model_id = "{REPO_ID}"' in text
+    assert "| tiny-parent | difference |" in text  # the baseline column
+    assert json.loads((carded / "eval_results.json").read_text())["card"] == {"model": "tiny-m2", "repo_id": REPO_ID}
+
+
+def test_eval_results_files_are_valid(carded, evaluated):
+    results = read_results(evaluated[1])
+    model = next(m for m in results["models"] if m["role"] == "model")
+    files = sorted(p.name for p in (carded / ".eval_results").iterdir())
+    assert files == ["offline_bigbench_social_iqa.yaml", "offline_bigbench_strategyqa.yaml"]  # Shakespeare: no Hub benchmark
+    for name in files:
+        data = yaml.safe_load((carded / ".eval_results" / name).read_text())
+        assert set(data[0]) == {"dataset", "value", "date", "notes"} and set(data[0]["dataset"]) == {"id", "task_id"}
+        (entry,) = parse_eval_result_entries(data)
+        task = name.removesuffix(".yaml")
+        assert (entry.dataset_id, entry.task_id) == ("google/bigbench", results["tasks"][task]["hub_dataset"]["task_id"])
+        assert entry.value == model["scores"][task]["value"] and entry.date == results["date"]
+        assert "0-shot" in entry.notes and "2 of " in entry.notes
+
+
+def test_card_needs_a_licence_and_the_evaluated_weights(evaluated, tmp_path):
+    with pytest.raises(ValueError, match="pass --license"):
+        model_card.write_card(evaluated[0], evaluated[1], out=tmp_path / "card")
+    other = tmp_path / "other"
+    shutil.copytree(evaluated[0], other)
+    weights = load_file(other / "model.safetensors")
+    save_file({k: v + 1 for k, v in weights.items()}, other / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="holds no scores for the weights"):
+        model_card.write_card(other, evaluated[1], license="apache-2.0")
+
+
+def test_licence_is_inherited_from_an_offline_parent(evaluated):
+    results = read_results(evaluated[1])
+    baseline = next(m for m in results["models"] if m["role"] == "baseline")
+    baseline["fetched_from"] = {"hub_id": "HuggingFaceTB/SmolLM2-135M-Instruct", "license": "Apache-2.0"}
+    card, _, _ = model_card.render_card(evaluated[0], results)
+    assert card.data.license == "apache-2.0" and card.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def test_push_dry_run_validates_and_lists_the_files(carded, capsys):
+    assert shishu_main(["push", str(carded), "--repo-id", REPO_ID, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "loads in a fresh process as ShishuForCausalLM (shishu" in out
+    for name in ("config.json", "model.safetensors", "modeling_shishu.py", "configuration_shishu.py", "README.md",
+                 "eval_results.json", ".eval_results/offline_bigbench_social_iqa.yaml", "tokenizer.json", "conversion.json"):  # fmt: skip
+        assert f"  {name} " in out, name
+    assert "dry run: nothing uploaded" in out and f"-> https://huggingface.co/{REPO_ID}" in out
+    listed = dict(publishing.list_upload_files(carded))
+    assert listed["model.safetensors"] == (carded / "model.safetensors").stat().st_size
+
+
+def test_push_refuses_card_results_mismatch(carded, capsys):
+    readme = carded / "README.md"
+    card = ModelCard.load(readme)
+    card.data.eval_results[0].metric_value += 0.25
+    card.save(readme)
+    assert shishu_main(["push", str(carded), "--repo-id", REPO_ID, "--dry-run"]) == 2
+    error = capsys.readouterr().err
+    assert "card and results disagree" in error and "README.md model-index: offline_bigbench_social_iqa" in error
+
+    model_card.write_card(carded, carded / "eval_results.json", repo_id=REPO_ID, license="apache-2.0")  # repair
+    entry = carded / ".eval_results" / "offline_bigbench_strategyqa.yaml"
+    entry.write_text(entry.read_text().replace("value: ", "value: 7"))
+    assert shishu_main(["push", str(carded), "--repo-id", REPO_ID, "--dry-run"]) == 2
+    assert ".eval_results/offline_bigbench_strategyqa.yaml does not hold" in capsys.readouterr().err
+
+
+def test_push_refuses_bad_results_file(carded, capsys):
+    (carded / "eval_results.json").write_text('{"format": "something-else"}')
+    assert shishu_main(["push", str(carded), "--repo-id", REPO_ID, "--dry-run"]) == 2
+    error = capsys.readouterr().err
+    assert "eval_results.json is not a `shishu eval` results file" in error and "Traceback" not in error
+
+
+def test_push_refuses_other_repo_pickles_and_changed_weights(carded, capsys):
+    assert shishu_main(["push", str(carded), "--repo-id", "someone/else", "--dry-run"]) == 2
+    assert "rendered for repo id 'shishu-test/tiny-m2', not 'someone/else'" in capsys.readouterr().err
+    assert shishu_main(["push", str(carded), "--repo-id", "not a repo id", "--dry-run"]) == 2
+    assert "not a valid repository id" in capsys.readouterr().err
+
+    (carded / "pytorch_model.bin").write_bytes(b"\x80\x04pickle")
+    assert shishu_main(["push", str(carded), "--repo-id", REPO_ID, "--dry-run"]) == 2
+    assert "refusing to publish pickle files (safetensors only): pytorch_model.bin" in capsys.readouterr().err
+    (carded / "pytorch_model.bin").unlink()
+
+    weights = load_file(carded / "model.safetensors")
+    save_file({k: v * 2 for k, v in weights.items()}, carded / "model.safetensors", metadata={"format": "pt"})
+    assert shishu_main(["push", str(carded), "--repo-id", REPO_ID, "--dry-run"]) == 2
+    assert "are not the weights that were evaluated as 'tiny-m2'" in capsys.readouterr().err
+
+
+def test_push_refuses_a_folder_that_fails_to_load(carded, capsys):
+    # The folder's own remote code is what a user downloads; break it and the fresh process must fail.
+    code = carded / "modeling_shishu.py"
+    code.write_text(code.read_text().replace("class ShishuForCausalLM(", "class ShishuForCausalLMRenamed("))
+    assert shishu_main(["push", str(carded), "--repo-id", REPO_ID, "--dry-run"]) == 2
+    error = capsys.readouterr().err
+    assert "fails to load with trust_remote_code=True in a fresh process" in error and "ShishuForCausalLM" in error
+    assert sha256(carded / "model.safetensors")  # nothing was modified by the refusal

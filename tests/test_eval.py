@@ -1,0 +1,303 @@
+"""`shishu eval`: suites wired to lm-eval, offline task data, results.json on tiny checkpoints, DDP on CPU.
+
+The tiny checkpoints use the real SmolLM2 tokenizer of the offline parent (fetched once and cached) so the
+real offline task data tokenizes as it would for the real model; lm-eval runs for real, on a few examples.
+"""
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import tiny_config_kwargs
+from modeling_shishu import ShishuConfig, ShishuForCausalLM
+from modeling_shishu import evaluation
+from modeling_shishu.cli import main as shishu_main
+
+
+REPO = Path(__file__).resolve().parent.parent
+LIMIT = 2
+
+
+def parent_tokenizer():
+    from transformers import AutoTokenizer
+
+    from modeling_shishu.assets import fetch_parent
+
+    return AutoTokenizer.from_pretrained(fetch_parent("smollm2-135m"))
+
+
+def make_tiny_checkpoint(path: Path, seed: int = 0) -> Path:
+    """A 4-layer ShishuLM (2 attention, 2 MLP-only sharing one set of weights) with the parent's tokenizer."""
+    tokenizer = parent_tokenizer()
+    torch.manual_seed(seed)
+    config = ShishuConfig(
+        **tiny_config_kwargs(
+            vocab_size=len(tokenizer),
+            num_hidden_layers=4,
+            layer_types=["full_attention"] * 2 + ["mlp"] * 2,
+            mlp_share_groups=[[2, 3]],
+            max_position_embeddings=4096,  # GSM8K 5-shot prompts are ~1k tokens
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    ShishuForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Tiny models on a shared CPU: one thread avoids thread-pool oversubscription (50x slower steps when
+    # other processes hold the cores).
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    return make_tiny_checkpoint(root / "tiny-a", seed=0), make_tiny_checkpoint(root / "tiny-b", seed=1)
+
+
+@pytest.fixture(scope="module")
+def comparison_run(tiny_models, tmp_path_factory):
+    """The whole offline suite on two tiny models in one call (comparison mode), a few examples per task."""
+    out = tmp_path_factory.mktemp("eval") / "out"
+    argv = ["eval", "--model", str(tiny_models[0]), "--baseline", str(tiny_models[1]), "--suite", "offline",
+            "--limit", str(LIMIT), "--batch-size", "4", "--bootstrap-iters", "10", "--out", str(out)]  # fmt: skip
+    assert shishu_main(argv) == 0
+    return out
+
+
+# ------------------------------------------------------------------------------------------ suites
+
+
+def test_suites_are_wired_to_lm_eval_task_names():
+    from lm_eval.tasks import TaskManager
+
+    known = set(TaskManager().all_tasks)
+    commonsense = evaluation.load_suite("commonsense")
+    assert [t.task for t in commonsense.tasks] == [
+        "arc_easy", "arc_challenge", "boolq", "piqa", "social_iqa", "hellaswag", "openbookqa", "winogrande"
+    ]  # fmt: skip
+    leaderboard_v1 = {t.task: (t.num_fewshot, t.metric) for t in evaluation.load_suite("leaderboard-v1").tasks}
+    assert leaderboard_v1 == {
+        "arc_challenge": (25, "acc_norm"), "hellaswag": (10, "acc_norm"), "mmlu": (5, "acc"),
+        "truthfulqa_mc2": (0, "acc"), "winogrande": (5, "acc"), "gsm8k": (5, "exact_match"),
+    }  # fmt: skip
+    for name in ("commonsense", "leaderboard-v1", "leaderboard"):
+        suite = evaluation.load_suite(name)
+        assert suite.needs_hub
+        missing = [t.task for t in suite.tasks if t.task not in known]
+        assert not missing, f"suite {name}: not lm-eval task names: {missing}"
+        assert all(t.metric in {"acc", "acc_norm", "exact_match", "prompt_level_strict_acc"} for t in suite.tasks)
+    # The leaderboard suite lists exactly the members of lm-eval's `leaderboard` group.
+    group = yaml.safe_load((Path(sys.modules["lm_eval"].__file__).parent / "tasks/leaderboard/leaderboard.yaml").read_text())
+    assert sorted(group["task"]) == sorted(t.task for t in evaluation.load_suite("leaderboard").tasks)
+
+
+def test_unknown_suite_and_bad_suite_file_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown suite 'nope'.*offline"):
+        evaluation.load_suite("nope")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\ntasks:\n  - {task: x, num_fewshot: -1, metric: acc}\n")
+    with pytest.raises(ValueError, match="num_fewshot must be an integer"):
+        evaluation.load_suite(str(bad))
+
+
+def test_hub_suite_fails_fast_when_offline(tiny_models, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert shishu_main(["eval", "--model", str(tiny_models[0]), "--suite", "commonsense", "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert "Hugging Face Hub is unreachable: HF_HUB_OFFLINE is set" in error and "arc_easy" in error
+    assert "Traceback" not in error and not out.exists()
+
+
+def test_hub_suite_fails_fast_when_the_hub_does_not_answer(monkeypatch, tiny_models, tmp_path, capsys):
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    assert shishu_main(["eval", "--model", str(tiny_models[0]), "--suite", "leaderboard-v1", "--out", str(tmp_path / "o")]) == 2
+    error = capsys.readouterr().err
+    assert "Hugging Face Hub is unreachable (http://127.0.0.1" in error and "--suite offline" in error
+
+
+# ------------------------------------------------------------------------------------ offline data
+
+
+def test_bigbench_rows_use_bigbench_zero_shot_format():
+    import numpy as np
+
+    task = {
+        "examples": [
+            {"input": "Who?", "target_scores": {"b": 0, "a": 1, "c": 0}},
+            {"input": "Who?", "target_scores": {"b": 0, "a": 1, "c": 0}},  # duplicate: dropped
+            {"input": "Tie?", "target_scores": {"x": 0, "y": 0}},  # no best answer: dropped
+        ]
+    }
+    rows = evaluation.bigbench_multiple_choice_rows(task)
+    order = np.random.RandomState(seed=42).permutation(["a", "b", "c"])
+    assert rows == [{"id": 0, "prompt": "Q: Who?" + "".join(f"\n  choice: {c}" for c in order) + "\nA:",
+                     "choices": ["b", "a", "c"], "gold": 1}]  # fmt: skip
+    custom = {
+        "task_prefix": "Decide.\n", "example_input_prefix": "\n", "example_output_prefix": "\nThe above is ",
+        "append_choices_to_input": False, "examples": [{"input": "It rains.", "target_scores": {"right": 1, "wrong": 0}}],
+    }  # fmt: skip
+    assert evaluation.bigbench_multiple_choice_rows(custom)[0]["prompt"] == "Decide.\n\nIt rains.\nThe above is"
+
+
+def test_split_into_documents_keeps_the_text_and_the_bound():
+    text = "\n\n".join(f"Paragraph {i}.\n" + "line " * (i * 7) for i in range(40)) + "\n\n" + "x" * 450
+    documents = evaluation.split_into_documents(text, max_chars=300)
+    assert all(0 < len(document) <= 300 for document in documents)
+    squash = lambda s: "".join(s.split())  # noqa: E731
+    assert squash("".join(documents)) == squash(text)
+
+
+def test_offline_tasks_materialise_with_absolute_paths_and_load_from_anywhere(tmp_path, monkeypatch):
+    from lm_eval.tasks import TaskManager
+
+    folder = evaluation.materialize_offline_tasks(evaluation.eval_root() / "tasks" / "offline")
+    assert evaluation.materialize_offline_tasks(evaluation.eval_root() / "tasks" / "offline") == folder  # cached
+    manifest = json.loads((folder / "manifest.json").read_text())
+    suite = evaluation.load_suite("offline")
+    assert set(manifest["tasks"]) == {t.task for t in suite.tasks}
+    for task, entry in manifest["tasks"].items():
+        config = yaml.safe_load((folder / entry["template"]).read_text())
+        for split, path in config["dataset_kwargs"]["data_files"].items():
+            assert Path(path).is_absolute() and Path(path).is_file()
+            assert sha256(Path(path)) == entry["data"][split]["sha256"]
+    gsm8k = {split: [json.loads(line) for line in open(folder / "data" / f"gsm8k_{split}.jsonl")] for split in ("test", "fewshot")}
+    test_ids, fewshot_ids = {r["id"] for r in gsm8k["test"]}, {r["id"] for r in gsm8k["fewshot"]}
+    assert len(fewshot_ids) == 50 and not test_ids & fewshot_ids and test_ids | fewshot_ids == set(range(1319))
+    for line in open(folder / "data" / "bigbench_social_iqa.jsonl"):
+        row = json.loads(line)
+        assert 0 <= row["gold"] < len(row["choices"]) and row["prompt"].endswith("\nA:")
+
+    monkeypatch.chdir(tmp_path)  # data paths must not depend on the current directory
+    loaded = TaskManager(include_path=str(folder), include_defaults=False).load(["offline_gsm8k", "offline_shakespeare"])
+    gsm = loaded["tasks"]["offline_gsm8k"]
+    assert len(gsm.eval_docs) == 1269 and len(gsm.fewshot_docs()) == 50
+    assert len(loaded["tasks"]["offline_shakespeare"].eval_docs) == manifest["tasks"]["offline_shakespeare"]["data"]["test"]["rows"]
+
+
+# -------------------------------------------------------------------------------------- eval runs
+
+
+def test_offline_suite_comparison_writes_reproducible_results(comparison_run, tiny_models, capsys):
+    import lm_eval
+
+    results = evaluation.read_results(comparison_run / "results.json")
+    assert results["suite"]["name"] == "offline" and results["suite"]["file"] == "eval/suites/offline.yaml"
+    assert results["environment"]["lm_eval"] == lm_eval.__version__
+    assert results["environment"]["transformers"] and results["environment"]["torch"]
+    assert results["command"].startswith("shishu eval --model ") and "--limit 2" in results["command"]
+    settings = results["settings"]
+    assert settings["limit"] == LIMIT and settings["batch_size"] == "4" and settings["dtype"] == "auto"
+    assert settings["num_processes"] == 1 and settings["seeds"]["fewshot"] == 1234
+
+    expected_tasks = {t.task: t for t in evaluation.load_suite("offline").tasks}
+    assert list(results["tasks"]) == list(expected_tasks)
+    for name, record in results["tasks"].items():
+        assert record["version"] == 1.0 and record["metric"] == expected_tasks[name].metric
+        assert record["num_fewshot"] == (5 if name == "offline_gsm8k" else 0)
+        assert all(len(f["sha256"]) == 64 for f in record["offline_data"]["data"].values())
+    assert results["tasks"]["offline_gsm8k"]["filter"] == "strict-match"
+    assert results["tasks"]["offline_shakespeare"]["higher_is_better"] is False
+
+    model, baseline = results["models"]
+    assert (model["role"], model["label"], baseline["role"], baseline["label"]) == ("model", "tiny-a", "baseline", "tiny-b")
+    for entry, folder in zip(results["models"], tiny_models):
+        assert entry["files"]["model.safetensors"]["sha256"] == sha256(folder / "model.safetensors")
+        assert entry["model_type"] == "shishu" and entry["dtype"] == "float32"
+        assert entry["num_parameters"] == ShishuForCausalLM.from_pretrained(folder).num_parameters()
+        raw = json.loads((comparison_run / entry["lm_eval_results"]).read_text())  # lm-eval's own file
+        for task, score in entry["scores"].items():
+            assert score["n_samples"] == LIMIT and score["n_samples_total"] > LIMIT
+            assert score["value"] == raw["results"][task][f"{score['metric']},{score['filter']}"]
+        assert len(entry["lm_eval_samples"]) == len(expected_tasks)
+        assert all((comparison_run / path).is_file() for path in entry["lm_eval_samples"])
+    # Two different random models: different Shakespeare bits per byte, and the difference is model - baseline.
+    rows = {row["task"]: row for row in results["comparison"]["rows"]}
+    bpb = rows["offline_shakespeare"]
+    assert bpb["model"] != bpb["baseline"] and bpb["difference"] == bpb["model"] - bpb["baseline"]
+    assert bpb["model"] > 3.0  # random weights over a 49k vocabulary: far from a trained model's ~1.5
+
+    summary = (comparison_run / "summary.md").read_text()
+    assert "| task | metric | n-shot | n | tiny-a | tiny-b | difference |" in summary
+    assert f"{bpb['difference']:+.4f}" in summary
+
+
+def test_eval_refuses_existing_output_and_unknown_inputs(comparison_run, tiny_models, tmp_path, capsys):
+    assert shishu_main(["eval", "--model", str(tiny_models[0]), "--out", str(comparison_run)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert shishu_main(["eval", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    assert "no such checkpoint folder" in capsys.readouterr().err
+    assert shishu_main(["eval", "--model", str(tiny_models[0]), "--tasks", "hellaswag", "--out", str(tmp_path / "o")]) == 2
+    assert "not in suite 'offline'" in capsys.readouterr().err
+    assert shishu_main(["eval", "--model", str(tiny_models[0]), "--baseline", str(tiny_models[0]), "--out", str(tmp_path / "o")]) == 2
+    assert "both labelled" in capsys.readouterr().err
+
+
+def test_read_results_refuses_bad_files(comparison_run, tmp_path):
+    good = json.loads((comparison_run / "results.json").read_text())
+    cases = {
+        "not json {": "not valid JSON",
+        json.dumps({"hello": 1}): "not a `shishu eval` results file",
+        json.dumps({**good, "format_version": 99}): "format_version 99",
+        json.dumps({k: v for k, v in good.items() if k != "tasks"}): "missing tasks",
+    }
+    broken = json.loads(json.dumps(good))
+    broken["models"][0]["scores"]["offline_gsm8k"]["value"] = "high"
+    cases[json.dumps(broken)] = "offline_gsm8k: value 'high' is not a number"
+    for text, message in cases.items():
+        path = tmp_path / "results.json"
+        path.write_text(text)
+        with pytest.raises(ValueError, match=message):
+            evaluation.read_results(path)
+
+
+@pytest.mark.multiprocess
+def test_eval_data_parallel_on_two_cpu_processes(comparison_run, tiny_models, tmp_path):
+    """`ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2`: world size 2 (gloo), requests
+    sharded over both processes, and the same scores as the single-process run."""
+    out = tmp_path / "ddp"
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    command = [str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu", "--num_processes", "2",
+               "--main_process_port", str(free_port()), "-m", "modeling_shishu.cli", "eval",
+               "--model", str(tiny_models[0]), "--suite", "offline", "--tasks", "offline_bigbench_winowhy,offline_shakespeare",
+               "--limit", str(LIMIT), "--batch-size", "4", "--bootstrap-iters", "10", "--out", str(out)]  # fmt: skip
+    result = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "rank 0 of 2" in result.stderr and "rank 1 of 2" in result.stderr
+    parallel = evaluation.read_results(out / "results.json")
+    assert parallel["settings"]["num_processes"] == 2
+    assert parallel["command"].startswith("ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2")
+    single = evaluation.read_results(comparison_run / "results.json")["models"][0]["scores"]
+    for task, score in parallel["models"][0]["scores"].items():
+        assert score["n_samples"] == LIMIT
+        assert score["value"] == pytest.approx(single[task]["value"], rel=1e-5), task
