@@ -258,8 +258,15 @@ class RecipeParser(HfArgumentParser):
     `3e-4` (a string to YAML 1.1) becomes a float.
     """
 
+    def __init__(self, dataclass_types, **kwargs):
+        # No prefix matching: `--learning 0.1` must not silently set learning_rate.
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(dataclass_types, **kwargs)
+
     def parse_recipe(self, argv: list[str] | None = None) -> tuple:
         argv = list(sys.argv[1:] if argv is None else argv)
+        if argv.count("--config") > 1:
+            raise ValueError("--config is given more than once")
         if "--config" in argv:
             index = argv.index("--config")
             if index + 1 >= len(argv):

@@ -295,6 +295,16 @@ def write_model_folder(folder: Path, model, state_dict: dict, tokenizer) -> None
     tokenizer.save_pretrained(folder)
 
 
+def apply_default_permissions(folder: Path) -> None:
+    """Give a staged folder the permissions a plain `mkdir` / `open` would have (temporary folders and
+    files are created private), so released checkpoints are readable by the user's group as usual."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(folder, 0o777 & ~umask)
+    for path in folder.rglob("*"):
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+
+
 def save_checkpoint(accelerator, folder: Path, model, optimizer, tokenizer, trainer_state: dict) -> None:
     """Write `folder` atomically: every rank writes its RNG state, the main process the rest.
 
@@ -317,6 +327,8 @@ def save_checkpoint(accelerator, folder: Path, model, optimizer, tokenizer, trai
             save_optimizer_state(optimizer_state, tmp / OPTIMIZER_FILE)
             atomic_write_json(tmp / TRAINER_STATE_FILE, trainer_state)
         accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            apply_default_permissions(tmp)
     accelerator.wait_for_everyone()
 
 
@@ -328,6 +340,7 @@ def save_final_model(accelerator, folder: Path, model, tokenizer, extra_files: d
             write_model_folder(tmp, accelerator.unwrap_model(model), model_state, tokenizer)
             for name, data in (extra_files or {}).items():
                 atomic_write_json(tmp / name, data)
+            apply_default_permissions(tmp)
     accelerator.wait_for_everyone()
 
 

@@ -25,7 +25,10 @@ logger = logging.getLogger(__name__)
 OFFLINE_TEXT_CORPORA = ("shakespeare",)
 _LOADER_BY_SUFFIX = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "json", ".parquet": "parquet",
                      ".csv": "csv"}  # fmt: skip
-_TOKENIZE_BATCH = 64
+# Tokenize documents in batches of at most this many documents or characters: large enough for the fast
+# tokenizer's parallelism, small enough that a capped run (max_train_samples) stops reading early.
+_TOKENIZE_BATCH_DOCUMENTS = 64
+_TOKENIZE_BATCH_CHARS = 100_000
 
 
 # ------------------------------------------------------------------------------------------- loading
@@ -45,6 +48,8 @@ def load_documents(data_args, split: str, streaming: bool | None = None):
         missing = [f for f in files if not Path(f).exists()]
         if missing:
             raise FileNotFoundError(f"data file(s) not found: {', '.join(missing)}")
+        if all(Path(f).is_file() and Path(f).stat().st_size == 0 for f in files):
+            raise ValueError(f"split {split!r} is empty: {', '.join(files)} hold no data")
         suffixes = {Path(f).suffix.lower() for f in files}
         loaders = {_LOADER_BY_SUFFIX.get(s) for s in suffixes}
         if None in loaders or len(loaders) != 1:
@@ -84,14 +89,24 @@ def iter_token_ids(documents, tokenizer, text_column: str) -> Iterator[list[int]
     if tokenizer.eos_token_id is None:
         raise ValueError("the tokenizer has no eos_token: packing needs one to separate documents")
     eos = tokenizer.eos_token_id
-    for batch in documents.iter(batch_size=_TOKENIZE_BATCH):
-        texts = [text for text in batch[text_column] if text]
-        if not texts:
+    batch, chars = [], 0
+    for document in documents:
+        text = document[text_column]
+        if not text:
             continue
-        # Documents are longer than the model's context on purpose: packing cuts them into blocks.
-        encoded = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
-        for ids in encoded:
-            yield list(ids) + [eos]
+        batch.append(text)
+        chars += len(text)
+        if len(batch) >= _TOKENIZE_BATCH_DOCUMENTS or chars >= _TOKENIZE_BATCH_CHARS:
+            yield from _encode_with_eos(tokenizer, batch, eos)
+            batch, chars = [], 0
+    if batch:
+        yield from _encode_with_eos(tokenizer, batch, eos)
+
+
+def _encode_with_eos(tokenizer, texts: list[str], eos: int) -> Iterator[list[int]]:
+    # Documents are longer than the model's context on purpose: packing cuts them into blocks.
+    for ids in tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]:
+        yield list(ids) + [eos]
 
 
 # ------------------------------------------------------------------------------------------- packing
@@ -277,7 +292,7 @@ def eval_batches(data: PackedBlocks, batch_size: int, world_size: int, rank: int
         yield data.blocks[indices], weights
 
 
-def check_tokenizer_fits_model(tokenizer, config, max_seq_length: int | None = None) -> None:
+def check_tokenizer_fits_model(tokenizer, config, max_seq_length: int | None = None, length_field: str = "max_seq_length") -> None:
     """Refuse a tokenizer whose ids do not fit the model's embedding, or blocks longer than its positions."""
     if len(tokenizer) > config.vocab_size:
         raise ValueError(
@@ -286,6 +301,6 @@ def check_tokenizer_fits_model(tokenizer, config, max_seq_length: int | None = N
         )
     if max_seq_length is not None and max_seq_length > config.max_position_embeddings:
         raise ValueError(
-            f"max_seq_length={max_seq_length} is above the model's max_position_embeddings="
+            f"{length_field}={max_seq_length} is above the model's max_position_embeddings="
             f"{config.max_position_embeddings}"
         )

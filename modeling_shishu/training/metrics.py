@@ -138,14 +138,15 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
 
 def plot_loss_curve(records: list[dict], out_path: str | os.PathLike, title: str = "") -> None:
     """Training loss (and held-out loss, when present) against step, written atomically as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # The object API with the Agg canvas: no pyplot (slow to import, global state, needs no display).
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     train = [(r["step"], r["loss"]) for r in records if r.get("loss") is not None]
     held_out = [(r["step"], r["eval_loss"]) for r in records if r.get("eval_loss") is not None]
-    figure, axis = plt.subplots(figsize=(7, 4))
+    figure = Figure(figsize=(7, 4))
+    FigureCanvasAgg(figure)
+    axis = figure.subplots()
     if train:
         axis.plot(*zip(*train), label="train loss", linewidth=1.2)
     if held_out:
@@ -164,6 +165,5 @@ def plot_loss_curve(records: list[dict], out_path: str | os.PathLike, title: str
         figure.savefig(tmp, dpi=110)
         os.replace(tmp, out_path)
     finally:
-        plt.close(figure)
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -16,6 +16,7 @@ model, while `adapter/` keeps the adapter alone).
 
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,16 @@ from transformers import TrainerCallback
 
 from ..io_utils import atomic_directory, atomic_write_json
 from .arguments import RecipeParser, fingerprint_fields
-from .checkpointing import CHECKPOINT_PREFIX, FINAL_DIR, SUMMARY_FILE, RunDirectory, _remove_tree, prepare_for_hub
+from .checkpointing import (
+    CHECKPOINT_PREFIX,
+    FINAL_DIR,
+    SUMMARY_FILE,
+    RunDirectory,
+    _remove_tree,
+    apply_default_permissions,
+    load_model_weights,
+    prepare_for_hub,
+)
 from .data import check_tokenizer_fits_model
 from .metrics import MetricsLogger, detect_peak_flops, flops_per_token
 from .runner import load_tokenizer, report_bad_input, resolve_pretrained
@@ -67,6 +77,10 @@ class SFTScriptArguments:
     resume: bool = field(default=False, metadata={"help": "Continue from the last complete checkpoint in output_dir."})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace a previous run in output_dir."})
     merge_adapter: bool = field(default=True, metadata={"help": "LoRA: write final/ as the merged full model."})
+    stop_after_steps: int | None = field(
+        default=None,
+        metadata={"help": "Stop after this step without finishing the run, as if the job were killed (resume tests)."},
+    )
 
     def __post_init__(self):
         if self.dataset_name is None and not self.train_files:
@@ -187,6 +201,18 @@ class MetricsCallback(TrainerCallback):
             self.metrics.plot(title="sft")
 
 
+class StopAfterStepsCallback(TrainerCallback):
+    """Ends training after `stop_after_steps` (after that step's checkpoint, if any), like a kill would."""
+
+    def __init__(self, stop_after_steps: int):
+        self.stop_after_steps = stop_after_steps
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.stop_after_steps:
+            control.should_training_stop = True
+        return control
+
+
 def _atomic_sft_trainer_class():
     from trl import SFTTrainer
 
@@ -196,6 +222,23 @@ def _atomic_sft_trainer_class():
         `save_total_limit` checkpoints of `run_dir`."""
 
         run_dir: RunDirectory
+
+        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+            # transformers 5.23 reads a full-model checkpoint's config.json with the base PreTrainedConfig
+            # (only to compare versions), and that class's validation rejects the "mlp" layer type. Load the
+            # weights the way it would (safetensors, non-strict for tied weights) without that read.
+            model = self.model if model is None else model
+            folder = Path(resume_from_checkpoint)
+            has_weights = (folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file()
+            if not (folder / "config.json").is_file() or not has_weights or self.is_fsdp_enabled or self.is_deepspeed_enabled:
+                return super()._load_from_checkpoint(resume_from_checkpoint, model)
+            result = model.load_state_dict(load_model_weights(folder), strict=False)
+            tied = {"lm_head.weight"} if model.config.tie_word_embeddings else set()
+            if set(result.missing_keys) - tied or result.unexpected_keys:
+                raise ValueError(
+                    f"checkpoint {folder} does not fit the model: missing {sorted(set(result.missing_keys) - tied)}, "
+                    f"unexpected {sorted(result.unexpected_keys)}"
+                )
 
         def _save_checkpoint(self, model, trial):
             run_dir = Path(self.args.output_dir)
@@ -211,7 +254,9 @@ def _atomic_sft_trainer_class():
                 final = run_dir / name
                 if final.exists():
                     _remove_tree(final)
+                apply_default_permissions(staging / name)
                 os.rename(staging / name, final)
+                shutil.rmtree(staging)  # what is left: TRL's model card for the staging folder
                 self.run_dir.rotate(self.args.save_total_limit)
             self.accelerator.wait_for_everyone()
 
@@ -274,7 +319,7 @@ def run(script_args, training_args, model_args) -> int:
             raise ValueError(f"the tokenizer has no chat template and lacks the ChatML tokens {missing}; set chat_template_path")
         tokenizer.chat_template = CHATML_TEMPLATE
     config = AutoConfig.from_pretrained(model_path, trust_remote_code=True)
-    check_tokenizer_fits_model(tokenizer, config, training_args.max_length)
+    check_tokenizer_fits_model(tokenizer, config, training_args.max_length, length_field="max_length")
     train_dataset, eval_dataset = load_conversations(script_args)
     needed = training_args.per_device_train_batch_size * training_args.world_size
     if len(train_dataset) < needed:
@@ -283,6 +328,9 @@ def run(script_args, training_args, model_args) -> int:
             f"per_device_train_batch_size x processes = {needed}"
         )
 
+    if eval_dataset is None and training_args.eval_strategy != "no":
+        logger.warning("no held-out conversations (num_eval_samples / dataset_test_split / eval_files): evaluation is off")
+        training_args.eval_strategy = "no"
     world_size = training_args.world_size
     if training_args.process_index == 0:
         run_dir.claim(overwrite)
@@ -306,8 +354,13 @@ def run(script_args, training_args, model_args) -> int:
         ],
     )
     trainer.run_dir = run_dir
+    if script_args.stop_after_steps is not None:
+        trainer.add_callback(StopAfterStepsCallback(script_args.stop_after_steps))
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    if script_args.stop_after_steps is not None and trainer.state.global_step < trainer.state.max_steps:
+        logger.warning("stop_after_steps=%d: stopping without finishing the run", script_args.stop_after_steps)
+        return 0
     summary = {
         "stage": "sft",
         "steps": trainer.state.global_step,
@@ -355,6 +408,7 @@ def save_sft_outputs(trainer, run_dir, tokenizer, model_path, model_args, script
             with atomic_directory(run_dir.path / ADAPTER_DIR, overwrite=True) as tmp:
                 model.save_pretrained(tmp, state_dict=state_dict)
                 tokenizer.save_pretrained(tmp)
+                apply_default_permissions(tmp)
             if script_args.merge_adapter:
                 merged = merge_adapter(model_path, run_dir.path / ADAPTER_DIR)
                 _write_final(run_dir, merged, merged.state_dict(), tokenizer, summary)
@@ -371,6 +425,7 @@ def _write_final(run_dir, model, state_dict, tokenizer, summary) -> None:
         model.save_pretrained(tmp, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
         atomic_write_json(tmp / "training_summary.json", summary)
+        apply_default_permissions(tmp)
 
 
 def merge_adapter(base_path: str, adapter_dir: Path):

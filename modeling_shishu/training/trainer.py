@@ -54,6 +54,7 @@ def make_accelerator(train_args):
     unless the CPU is forced; a world size different from the launcher's WORLD_SIZE is refused.
     """
     from accelerate import Accelerator
+    from accelerate.utils import DistributedType
 
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(), mixed_precision=resolve_mixed_precision(train_args.mixed_precision)
@@ -63,6 +64,17 @@ def make_accelerator(train_args):
         raise RuntimeError(
             f"{launched} processes were launched but the process group has {accelerator.num_processes}: "
             f"on a machine without GPUs use recipes/accelerate_configs/cpu_ddp.yaml (or ACCELERATE_USE_CPU=1)"
+        )
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and accelerator.distributed_type != DistributedType.FSDP:
+        # accelerate shards with FSDP only on accelerators; on the CPU it would quietly run plain DDP.
+        raise ValueError(
+            "the FSDP launch config needs GPUs (accelerate does not run FSDP on the CPU); use "
+            "recipes/accelerate_configs/cpu_ddp.yaml here"
+        )
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        raise ValueError(
+            "the pretrain/distill loop shards with FSDP2 (recipes/accelerate_configs/fsdp.yaml), not DeepSpeed; "
+            "zero3.yaml is for the sft stage"
         )
     return accelerator
 

