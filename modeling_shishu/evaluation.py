@@ -17,7 +17,7 @@ is loaded by lm-eval's `HFLM` with `trust_remote_code=True`.
 
     results.json                  everything needed to reproduce and compare (see `build_results`)
     summary.md                    the table printed in the terminal
-    lm_eval/<label>/results_*.json, samples_<task>_*.jsonl   lm-eval's own raw output per model
+    lm_eval/<i>-<label>/results_*.json, samples_<task>_*.jsonl   lm-eval's own raw output per model
 
 With `--baseline`, both models run in one call and the table shows them side by side with the difference.
 """
@@ -56,7 +56,7 @@ OFFLINE_DATA_VERSION = 1
 # Rows of every offline data file are shuffled with this seed, so that `--limit N` scores a random
 # sample rather than the head of a file sorted by topic.
 OFFLINE_SHUFFLE_SEED = 1234
-_LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_UNSAFE_FOR_PATHS = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class HubUnreachableError(RuntimeError):
@@ -393,8 +393,8 @@ def resolve_model(name_or_path: str, role: str, revision: str | None, label: str
     if local_path is not None and revision is not None:
         raise ValueError(f"--revision applies to Hub ids, not to the local folder {local_path}")
     label = label or (local_path.name if local_path is not None else name_or_path.split("/")[-1])
-    if not _LABEL_RE.match(label):
-        raise ValueError(f"model label {label!r} must be letters, digits, '.', '_' or '-' (set it with --name)")
+    if not label.strip() or any(ord(char) < 32 for char in label):
+        raise ValueError(f"model label {label!r} must be a non-empty printable name (set it with --name)")
     pretrained = str(local_path) if local_path is not None else name_or_path
     return ModelSpec(label=label, pretrained=pretrained, revision=revision, role=role, local_path=local_path)
 
@@ -991,7 +991,8 @@ def run(args: argparse.Namespace) -> int:
     with atomic_directory(out, overwrite=args.overwrite) as tmp:
         raw_files = {}
         for run_ in runs:
-            folder = tmp / "lm_eval" / run_.spec.label
+            # A label may hold spaces or parentheses; its folder name keeps only path-safe characters.
+            folder = tmp / "lm_eval" / f"{len(raw_files)}-{_UNSAFE_FOR_PATHS.sub('_', run_.spec.label).strip('_') or 'model'}"
             results_file, samples_files = _write_raw_outputs(run_, folder, hub_args)
             raw_files[run_.spec.label] = {
                 "results": str(results_file.relative_to(tmp)),

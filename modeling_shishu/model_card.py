@@ -289,8 +289,10 @@ def _training_lines(facts: dict) -> list[str]:
                 "healing, distillation or fine-tuning. Its scores show what conversion alone costs."
             ]
         return ["No training record (`training_summary.json`) is stored with this checkpoint."]
-    lines = [f"Stage: {summary.get('stage')}, {summary.get('steps')} optimizer steps, {summary.get('tokens_seen'):,} tokens "
-             f"on {summary.get('world_size')} process(es), mixed precision {summary.get('mixed_precision')}."]
+    tokens = summary.get("tokens_seen")
+    lines = [f"Stage: {summary.get('stage')}, {summary.get('steps')} optimizer steps"
+             + (f", {tokens:,} tokens" if isinstance(tokens, int) else "")
+             + f" on {summary.get('world_size')} process(es), mixed precision {summary.get('mixed_precision')}."]
     data = config.get("dataset_name")
     if data:
         lines.append(f"Data: `{data}`" + (f" (config `{config['dataset_config_name']}`)" if config.get("dataset_config_name") else "")
@@ -302,8 +304,12 @@ def _training_lines(facts: dict) -> list[str]:
     settings = ", ".join(f"{key} {config[key]}" for key in keys if key in config)
     if settings:
         lines.append(f"Recipe: {settings} (full settings in `training_config.json`).")
-    if summary.get("final_loss") is not None:
-        lines.append(f"Loss: {summary.get('first_loss'):.4f} at the first logged step, {summary['final_loss']:.4f} at the last.")
+    if summary.get("first_loss") is not None and summary.get("final_loss") is not None:
+        lines.append(f"Training loss: {summary['first_loss']:.4f} at the first logged step, {summary['final_loss']:.4f} at the last.")
+    final_eval = summary.get("final_eval") or {}
+    if final_eval:
+        lines.append("Held-out evaluation at the end of training: " + ", ".join(
+            f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}" for key, value in final_eval.items()) + ".")
     return lines
 
 

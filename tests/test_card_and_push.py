@@ -188,3 +188,23 @@ def test_push_refuses_a_folder_that_fails_to_load(carded, capsys):
     error = capsys.readouterr().err
     assert "fails to load with trust_remote_code=True in a fresh process" in error and "ShishuForCausalLM" in error
     assert sha256(carded / "model.safetensors")  # nothing was modified by the refusal
+
+
+def test_card_states_the_training_record(evaluated, tmp_path):
+    folder = tmp_path / "trained"
+    shutil.copytree(evaluated[0], folder)
+    # The records `modeling_shishu.training` writes next to a trained model (values from a short run).
+    (folder / "training_summary.json").write_text(json.dumps({
+        "stage": "distill", "steps": 30, "world_size": 2, "mixed_precision": "no", "tokens_seen": 245760,
+        "first_loss": 3.5, "final_loss": 2.25, "final_eval": {"eval_loss": 2.5, "eval_kl": 0.75},
+    }))  # fmt: skip
+    (folder / "training_config.json").write_text(json.dumps({
+        "dataset_name": "shakespeare", "train_split": "train", "teacher_name_or_path": "smollm2-135m",
+        "kl_weight": 1.0, "lm_weight": 0.1, "temperature": 1.0, "learning_rate": 1e-4, "seed": 42,
+    }))  # fmt: skip
+    card, _, _ = model_card.render_card(folder, read_results(evaluated[1]), license="apache-2.0")
+    text = str(card)
+    assert "- Stage: distill, 30 optimizer steps, 245,760 tokens on 2 process(es), mixed precision no." in text
+    assert "- Data: `shakespeare`, split `train`." in text and "Teacher: `smollm2-135m` (KL weight 1.0" in text
+    assert "Training loss: 3.5000 at the first logged step, 2.2500 at the last." in text
+    assert "eval_loss 2.5000, eval_kl 0.7500" in text and "None after conversion" not in text

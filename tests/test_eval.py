@@ -289,13 +289,16 @@ def test_eval_data_parallel_on_two_cpu_processes(comparison_run, tiny_models, tm
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     command = [str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu", "--num_processes", "2",
                "--main_process_port", str(free_port()), "-m", "modeling_shishu.cli", "eval",
-               "--model", str(tiny_models[0]), "--suite", "offline", "--tasks", "offline_bigbench_winowhy,offline_shakespeare",
+               "--model", str(tiny_models[0]), "--name", "tiny-a (2 processes)", "--suite", "offline",
+               "--tasks", "offline_bigbench_winowhy,offline_shakespeare",
                "--limit", str(LIMIT), "--batch-size", "4", "--bootstrap-iters", "10", "--out", str(out)]  # fmt: skip
     result = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "rank 0 of 2" in result.stderr and "rank 1 of 2" in result.stderr
     parallel = evaluation.read_results(out / "results.json")
     assert parallel["settings"]["num_processes"] == 2
+    assert parallel["models"][0]["label"] == "tiny-a (2 processes)"  # any label; its folder is path-safe
+    assert parallel["models"][0]["lm_eval_results"].startswith("lm_eval/0-tiny-a_2_processes/results_")
     assert parallel["command"].startswith("ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2")
     single = evaluation.read_results(comparison_run / "results.json")["models"][0]["scores"]
     for task, score in parallel["models"][0]["scores"].items():
