@@ -1,0 +1,275 @@
+"""The main job end to end on the offline defaults (`make demo` / `shishu demo`).
+
+    shishu demo [--out outputs/demo] [--heal-steps 30] [--eval-limit 40] [--force STAGE]
+
+Stages, each one a documented command of its own (the demo prints it before running it):
+
+1. fetch-parent  `shishu fetch-parent smollm2-135m`                   the real SmolLM2-135M parent, cached
+2. analyze       `shishu analyze --model <parent> --k 10 --out ...`    per-layer linearity / removal cost
+3. convert       `shishu convert --parent <parent> --mlp-layers 10 --share pairs --out ...`
+4. heal          `accelerate launch --config_file recipes/accelerate_configs/cpu_ddp.yaml
+                  recipes/scripts/distill.py --config recipes/shishu-smollm2-135m-m10/distill/config.yaml ...`
+5. evaluate      `shishu eval --model <healed> --baseline <parent> --suite offline --limit N ...`
+                 `shishu eval --model <converted> --suite offline --tasks shakespeare_ppl ...` (before healing)
+   benchmark     `shishu bench --model <healed> --baseline <parent> --quick ...`
+6. release       `shishu card <release> --results ...`: weights, remote code, tokenizer, card, plots
+
+Re-running reuses every stage whose output is complete and whose command has not changed (a
+`stage.json` next to each output records the command). Outputs are written by the stage commands
+themselves, atomically, so an interrupted stage leaves nothing that looks complete.
+"""
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .io_utils import atomic_directory, atomic_write_json
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+VARIANT = "shishu-smollm2-135m-m10"
+STAGE_RECORD = "stage.json"
+
+
+@dataclass
+class Stage:
+    """One step of the demo: a command whose complete output is `output` (a file or a folder)."""
+
+    name: str
+    command: list[str]
+    output: Path
+    env: dict = field(default_factory=dict)
+    workdir: Path | None = None  # cleared before a re-run (defaults to `output` when it is a folder)
+
+    def record_path(self, out: Path) -> Path:
+        return out / "stages" / f"{self.name}.json"
+
+    def is_cached(self, out: Path) -> bool:
+        record = self.record_path(out)
+        if not record.exists() or not self.output.exists():
+            return False
+        return json.loads(record.read_text()).get("command") == self.command
+
+    def run(self, out: Path, force: bool = False) -> float:
+        printable = " ".join(shlex.quote(part) for part in self.command)
+        if self.is_cached(out) and not force:
+            print(f"[demo] {self.name}: cached ({self.output})", flush=True)
+            return 0.0
+        print(f"\n[demo] {self.name}: {printable}", flush=True)
+        stale = self.workdir or self.output
+        if stale.is_dir():
+            shutil.rmtree(stale)  # left by a different command or an interrupted run: rebuild it
+        start = time.perf_counter()
+        log_path = out / "logs" / f"{self.name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        # Stream the stage's progress to the terminal and keep a copy for the record.
+        with open(log_path, "w") as log:
+            process = subprocess.Popen(
+                self.command, cwd=REPO_ROOT, env={**os.environ, **self.env},
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            )
+            for line in process.stdout:
+                sys.stdout.write(f"  | {line}")
+                sys.stdout.flush()
+                log.write(line)
+            returncode = process.wait()
+        if returncode != 0:
+            raise RuntimeError(f"stage {self.name} failed (exit {returncode}); its log: {log_path}")
+        if not self.output.exists():
+            raise RuntimeError(f"stage {self.name} finished but wrote no {self.output}")
+        seconds = time.perf_counter() - start
+        atomic_write_json(self.record_path(out), {"command": self.command, "output": str(self.output), "seconds": round(seconds, 1)})
+        print(f"[demo] {self.name}: done in {seconds:.0f} s", flush=True)
+        return seconds
+
+
+def shishu(*args: str) -> list[str]:
+    """The `shishu` command of this interpreter (works without the console script on PATH)."""
+    return [sys.executable, "-m", "modeling_shishu.cli", *args]
+
+
+def build_stages(args: argparse.Namespace, parent: Path) -> list[Stage]:
+    out = Path(args.out).resolve()
+    analysis, converted, heal = out / "analysis", out / "converted", out / "heal"
+    healed = heal / "final"
+    distill_overrides = [
+        f"--student_name_or_path={converted}",
+        f"--teacher_name_or_path={parent}",
+        f"--output_dir={heal}",
+        f"--max_steps={args.heal_steps}",
+        f"--max_seq_length={args.heal_seq_length}",
+        "--per_device_train_batch_size=4",
+        "--gradient_accumulation_steps=1",
+        "--warmup_ratio=0.1",
+        f"--eval_steps={args.heal_steps}",
+        f"--save_steps={args.heal_steps}",
+        "--max_eval_samples=16",
+        "--logging_steps=5",
+    ]
+    limit = str(args.eval_limit)
+    return [
+        Stage("analyze", shishu("analyze", "--model", str(parent), "--k", "10", "--out", str(analysis)), analysis),
+        Stage(
+            "convert",
+            shishu("convert", "--parent", str(parent), "--mlp-layers", "10", "--share", "pairs",
+                   "--variant", VARIANT, "--out", str(converted), "--overwrite"),
+            converted,
+        ),
+        Stage(
+            "heal",
+            [
+                sys.executable, "-m", "accelerate.commands.launch",
+                "--config_file", str(REPO_ROOT / "recipes/accelerate_configs/cpu_ddp.yaml"),
+                "--main_process_port", str(args.port),
+                str(REPO_ROOT / "recipes/scripts/distill.py"),
+                "--config", str(REPO_ROOT / f"recipes/{VARIANT}/distill/config.yaml"),
+                *distill_overrides,
+            ],
+            healed,
+            env={"ACCELERATE_USE_CPU": "1"},
+            workdir=heal,
+        ),
+        Stage(
+            "evaluate",
+            shishu("eval", "--model", str(healed), "--name", VARIANT, "--baseline", str(parent),
+                   "--baseline-name", "smollm2-135m", "--suite", "offline", "--limit", limit,
+                   "--task-limit", f"offline_gsm8k={args.gsm8k_limit}", "--out", str(out / "eval"), "--overwrite"),
+            out / "eval",
+        ),
+        Stage(
+            "evaluate-before-healing",
+            shishu("eval", "--model", str(converted), "--name", f"{VARIANT} (converted, not healed)",
+                   "--suite", "offline", "--tasks", "offline_shakespeare", "--limit", limit,
+                   "--out", str(out / "eval-converted"), "--overwrite"),
+            out / "eval-converted",
+        ),
+        Stage(
+            "benchmark",
+            shishu("bench", "--model", str(healed), "--baseline", str(parent), "--quick",
+                   "--json", str(out / "bench.json"), "--plot", str(out / "bench.png")),
+            out / "bench.json",
+        ),
+    ]
+
+
+# ------------------------------------------------------------------------------------------ release
+
+
+def build_release(out: Path, healed: Path, converted: Path) -> Path:
+    """The Hub-ready folder: healed weights, remote code, tokenizer, card with scores, plots."""
+    release = out / VARIANT
+    with atomic_directory(release, overwrite=True) as tmp:
+        for item in healed.iterdir():
+            if item.is_file():
+                shutil.copy2(item, tmp / item.name)
+        shutil.copy2(converted / "conversion.json", tmp / "conversion.json")
+        plots = tmp / "plots"
+        plots.mkdir()
+        for source, name in [
+            (out / "analysis" / "layer_analysis.png", "layer_analysis.png"),
+            (out / "heal" / "loss_curve.png", "healing_loss_curve.png"),
+            (out / "bench.png", "benchmark.png"),
+        ]:
+            if source.exists():
+                shutil.copy2(source, plots / name)
+        # `shishu card` copies the results next to the card (eval_results.json)
+        subprocess.run(
+            shishu("card", str(tmp), "--results", str(out / "eval" / "results.json"), "--name", VARIANT),
+            cwd=REPO_ROOT, check=True,
+        )
+    return release
+
+
+def _score(results: dict, label: str, task: str):
+    for model in results["models"]:
+        if model["label"] == label:
+            return (model["scores"].get(task) or {}).get("value")
+    return None
+
+
+def final_table(out: Path, release: Path) -> str:
+    """Parent vs ShishuLM on every figure the demo measured."""
+    results = json.loads((out / "eval" / "results.json").read_text())
+    before = json.loads((out / "eval-converted" / "results.json").read_text())
+    bench = json.loads((out / "bench.json").read_text())
+    conversion = json.loads((out / "converted" / "conversion.json").read_text())
+    models = bench["models"]
+    shishu_role = next(role for role in models if role != "baseline" and "all" not in role)
+    rows = [("figure", "SmolLM2-135M parent", VARIANT, "ratio / change")]
+
+    def add(name, parent_value, shishu_value, relation="", digits=4):
+        fmt = (lambda v: f"{v:,.{digits}f}" if isinstance(v, float) else (f"{v:,}" if v is not None else "-"))
+        rows.append((name, fmt(parent_value), fmt(shishu_value), relation))
+
+    p_params, s_params = models["baseline"]["unique_parameters"], models[shishu_role]["unique_parameters"]
+    add("unique parameters", p_params, s_params, f"{s_params / p_params - 1:+.2%}")
+    p_kv, s_kv = models["baseline"]["kv_bytes_per_token"], models[shishu_role]["kv_bytes_per_token"]
+    add("KV cache bytes / token (measured)", p_kv, s_kv, f"{s_kv / p_kv - 1:+.2%}")
+    for figure, label in [("prefill_ms", "prefill latency ratio"), ("decode_ms_per_token", "decode latency ratio")]:
+        for row in bench["ratios"]:
+            if row["figure"] == figure and row.get("mode") == "eager":
+                rows.append((f"{label} (ctx {row['context']}, batch {row['batch']})", "", "", f"x{row['ratio']:.2f}"))
+    bpb = "offline_shakespeare"
+    add("held-out Shakespeare bits/byte: parent", _score(results, "smollm2-135m", bpb), None)
+    add("  ... after conversion (not healed)", None, _score(before, before["models"][0]["label"], bpb))
+    add("  ... after healing", None, _score(results, VARIANT, bpb))
+    for task, record in results["tasks"].items():
+        if task == bpb:
+            continue
+        p, s = _score(results, "smollm2-135m", task), _score(results, VARIANT, task)
+        add(f"{task} ({record['metric']}, {record.get('num_fewshot', 0)}-shot)", p, s,
+            "" if p is None or s is None else f"{s - p:+.4f}")
+    rows.append(("layers converted", "", ", ".join(map(str, conversion.get("mlp_layers", []))), ""))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(4)]
+    lines = [" | ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in rows]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    lines += ["", f"release folder : {release}", f"evaluation     : {out / 'eval' / 'results.json'}",
+              f"benchmark      : {out / 'bench.json'}", f"layer analysis : {out / 'analysis'}",
+              f"healing run    : {out / 'heal'}", f"stage logs     : {out / 'logs'}"]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="outputs/demo", help="working folder (default: outputs/demo)")
+    parser.add_argument("--heal-steps", type=int, default=30, help="distillation steps (default: 30)")
+    parser.add_argument("--heal-seq-length", type=int, default=256, help="distillation sequence length (default: 256)")
+    parser.add_argument("--eval-limit", type=int, default=40, help="documents per offline task (default: 40)")
+    parser.add_argument("--gsm8k-limit", type=int, default=8, help="GSM8K problems (generation is slow on CPU; default: 8)")
+    parser.add_argument("--port", type=int, default=29533, help="accelerate main process port for the healing run")
+    parser.add_argument("--force", nargs="*", default=[], metavar="STAGE", help="re-run these stages even if cached")
+
+
+def run(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    from .assets import DEFAULT_PARENT, fetch_parent
+
+    print(f"[demo] fetch-parent: shishu fetch-parent {DEFAULT_PARENT}", flush=True)
+    parent = fetch_parent(DEFAULT_PARENT)
+    print(f"[demo] parent: {parent}", flush=True)
+    stages = build_stages(args, parent)
+    unknown = set(args.force) - {stage.name for stage in stages}
+    if unknown:
+        raise ValueError(f"unknown stage(s) {sorted(unknown)}; stages: {[stage.name for stage in stages]}")
+    for stage in stages:
+        stage.run(out, force=stage.name in args.force)
+    print("\n[demo] release: writing the Hub-ready folder and its model card", flush=True)
+    release = build_release(out, out / "heal" / "final", out / "converted")
+    table = final_table(out, release)
+    (out / "summary.txt").write_text(table + "\n")
+    print("\n" + table)
+    print(f"\n[demo] finished in {time.perf_counter() - started:.0f} s")
+    return 0
