@@ -23,6 +23,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs, can_return_tuple
 from transformers.utils.generic import merge_with_config_defaults
+from transformers.utils.import_utils import is_torch_greater_or_equal
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_shishu import ATTENTION_LAYER, ShishuConfig
@@ -143,6 +144,33 @@ def eager_attention_forward(
     return attn_output, attn_weights
 
 
+# `enable_gqa` arrived in torch 2.5.
+_SDPA_SUPPORTS_GQA = is_torch_greater_or_equal("2.5")
+
+
+def sdpa_grouped_query_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+):
+    """SDPA with grouped-query attention done inside the kernel (`enable_gqa`), for masked attention on CPU.
+
+    transformers' SDPA path copies the keys and values once per query head (`repeat_kv`) whenever a mask is
+    present under `torch.compile`, i.e. at every decode step with a static cache: a copy of the whole cache,
+    per layer and per token, that costs more than the attention itself at long contexts. PyTorch's CPU kernel
+    takes grouped queries with a mask directly and gives the same result.
+    """
+    attn_output = torch.nn.functional.scaled_dot_product_attention(
+        query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=scaling, enable_gqa=True
+    )
+    return attn_output.transpose(1, 2).contiguous(), None
+
+
 class ShishuAttention(nn.Module):
     """Grouped-query attention with RoPE, dispatched through transformers' attention interface."""
 
@@ -193,6 +221,14 @@ class ShishuAttention(nn.Module):
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
         )
+        if (
+            self.config._attn_implementation == "sdpa"
+            and attention_mask is not None
+            and self.num_key_value_groups > 1
+            and query_states.device.type == "cpu"
+            and _SDPA_SUPPORTS_GQA
+        ):
+            attention_interface = sdpa_grouped_query_attention
         attn_output, attn_weights = attention_interface(
             self,
             query_states,
