@@ -202,6 +202,7 @@ def convert_checkpoint(
     extra_mlp_layers: int = 0,
     overwrite: bool = False,
     analysis_data: list[str] | None = None,
+    analysis_options: dict | None = None,
     pair_init: str = DEFAULT_PAIR_INIT,
     dtype: str | torch.dtype = "auto",
     variant: str | None = None,
@@ -213,7 +214,8 @@ def convert_checkpoint(
         out: the output folder; refused if it exists unless `overwrite`.
         num_mlp_layers: K, the number of parent layers that become MLP-only blocks (the top K by default).
         mlp_layers: None (the top K), a list of parent layer indices, or "auto" (the layer analysis
-            recommends K layers, computed on `analysis_data` or held-out Shakespeare).
+            recommends K layers, computed on `analysis_data` or held-out Shakespeare, with
+            `analysis_options` passed on to `analysis.analyze_layers` (e.g. `fit_tokens`).
         share, extra_mlp_layers, pair_init: see `convert_model`.
         dtype: weights dtype of the output ("auto" keeps the parent's; "bfloat16" for a small release).
         variant: name recorded in `conversion.json` when converting a named variant.
@@ -244,7 +246,7 @@ def convert_checkpoint(
 
         texts = analysis_data if analysis_data is not None else default_analysis_texts()
         logger.info("layers auto: analysing %d parent layers", num_parent_layers)
-        analysis = analyze_layers(parent_model, tokenizer, texts, ks=[num_mlp_layers])
+        analysis = analyze_layers(parent_model, tokenizer, texts, ks=[num_mlp_layers], **(analysis_options or {}))
         recommended = analysis.recommend(num_mlp_layers)
         layers = recommended.layers
         selection = {
