@@ -105,9 +105,10 @@ def build_stages(args: argparse.Namespace, parent: Path) -> list[Stage]:
         f"--output_dir={heal}",
         f"--max_steps={args.heal_steps}",
         f"--max_seq_length={args.heal_seq_length}",
-        "--per_device_train_batch_size=4",
+        "--per_device_train_batch_size=2",
         "--gradient_accumulation_steps=1",
         "--warmup_ratio=0.1",
+        f"--learning_rate={args.heal_lr}",
         f"--eval_steps={args.heal_steps}",
         f"--save_steps={args.heal_steps}",
         "--max_eval_samples=16",
@@ -133,20 +134,21 @@ def build_stages(args: argparse.Namespace, parent: Path) -> list[Stage]:
                 *distill_overrides,
             ],
             healed,
-            env={"ACCELERATE_USE_CPU": "1"},
+            # one thread per process: two processes share the two cores of a CPU machine
+            env={"ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"},
             workdir=heal,
         ),
         Stage(
             "evaluate",
             shishu("eval", "--model", str(healed), "--name", VARIANT, "--baseline", str(parent),
-                   "--baseline-name", "smollm2-135m", "--suite", "offline", "--limit", limit,
+                   "--baseline-name", "smollm2-135m", "--suite", "offline", "--limit", limit, "--dtype", "bfloat16",
                    "--task-limit", f"offline_gsm8k={args.gsm8k_limit}", "--out", str(out / "eval"), "--overwrite"),
             out / "eval",
         ),
         Stage(
             "evaluate-before-healing",
             shishu("eval", "--model", str(converted), "--name", f"{VARIANT} (converted, not healed)",
-                   "--suite", "offline", "--tasks", "offline_shakespeare", "--limit", limit,
+                   "--suite", "offline", "--tasks", "offline_shakespeare", "--limit", limit, "--dtype", "bfloat16",
                    "--out", str(out / "eval-converted"), "--overwrite"),
             out / "eval-converted",
         ),
@@ -241,8 +243,9 @@ def final_table(out: Path, release: Path) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="outputs/demo", help="working folder (default: outputs/demo)")
-    parser.add_argument("--heal-steps", type=int, default=30, help="distillation steps (default: 30)")
-    parser.add_argument("--heal-seq-length", type=int, default=256, help="distillation sequence length (default: 256)")
+    parser.add_argument("--heal-steps", type=int, default=20, help="distillation steps (default: 20)")
+    parser.add_argument("--heal-lr", type=float, default=3e-4, help="distillation peak learning rate (default: 3e-4)")
+    parser.add_argument("--heal-seq-length", type=int, default=128, help="distillation sequence length (default: 128)")
     parser.add_argument("--eval-limit", type=int, default=40, help="documents per offline task (default: 40)")
     parser.add_argument("--gsm8k-limit", type=int, default=8, help="GSM8K problems (generation is slow on CPU; default: 8)")
     parser.add_argument("--port", type=int, default=29533, help="accelerate main process port for the healing run")
