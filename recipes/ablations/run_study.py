@@ -380,9 +380,10 @@ def measure_run(run_dir: Path, summary: dict, study: Study, blocks: torch.Tensor
 
     model = ShishuForCausalLM.from_pretrained(run_dir / "final", dtype=torch.float32)
     config = model.config
+    unique = count_unique_parameters(model)
     result = {
-        "unique_parameters": count_unique_parameters(model),
-        "non_embedding_parameters": count_unique_parameters(model) - model.get_input_embeddings().weight.numel(),
+        "unique_parameters": unique,
+        "non_embedding_parameters": unique - model.get_input_embeddings().weight.numel(),
         "applied_parameters": applied_parameters(config),
         "train_flops_per_token": summary["flops_per_token"],
         "attention_layers": len(config.attention_layer_indices),
@@ -409,7 +410,6 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 def aggregate(study: Study, runs: dict) -> list[dict]:
     """Per-arm means and spreads over seeds (architecture numbers are identical across seeds)."""
-    parent = study.arms[0].name
     rows = []
     for arm in study.arms:
         per_seed = runs[arm.name]
@@ -444,7 +444,6 @@ def aggregate(study: Study, runs: dict) -> list[dict]:
         # Paired by seed: same init seed, same data order, only the layout differs.
         paired = [b - p for b, p in zip(row["bits_per_byte_per_seed"], base["bits_per_byte_per_seed"])]
         row["bits_per_byte_paired_delta_std"] = _mean_std(paired)[1]
-    assert base["arm"] == parent
     return rows
 
 
@@ -463,13 +462,17 @@ def layout_string(layer_types: list[str]) -> str:
 def markdown_table(rows: list[dict], seeds: list[int]) -> str:
     header = (
         "| arm | layout (A: attention, M: MLP-only) | unique params | vs parent | KV bytes/token | train GFLOP/token "
-        f"| held-out loss | bits/byte (mean ± sd, {len(seeds)} seeds) | Δ bits/byte vs parent | train tokens/s | decode ms/token |\n"
+        f"| held-out loss | bits/byte (mean ± sd, {len(seeds)} seeds) | Δ bits/byte vs parent (± paired sd) | train tokens/s "
+        "| decode ms/token |\n"
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
     )
     lines = []
     for row in rows:
         shared = f" (shared {', '.join('+'.join(map(str, g)) for g in row['share_groups'])})" if row["share_groups"] else ""
-        delta = "—" if row is rows[0] else f"{row['bits_per_byte_delta_vs_parent']:+.4f} ({100 * row['bits_per_byte_relative_vs_parent']:+.1f}%)"
+        delta = "—" if row is rows[0] else (
+            f"{row['bits_per_byte_delta_vs_parent']:+.4f} ± {row['bits_per_byte_paired_delta_std']:.4f} "
+            f"({100 * row['bits_per_byte_relative_vs_parent']:+.1f}%)"
+        )
         lines.append(
             f"| {row['label']} | {row['layout']}{shared} | {row['unique_parameters'] / 1e6:.3f}M | "
             f"{100 * row['parameters_vs_parent']:.1f}% | {row['kv_bytes_per_token']:,.0f} ({row['kv_dtype']}) | "
@@ -599,7 +602,8 @@ def run_study(study: Study, output_dir: Path, results_dir: Path, overrides: list
         "init_seeds": study.seeds,
         "torch_threads": torch.get_num_threads(),
         "device": "cuda" if torch.cuda.is_available() else "cpu",
-        "wall_seconds": time.perf_counter() - started,
+        "wall_seconds": time.perf_counter() - started,  # this invocation (finished runs are reused)
+        "train_seconds_total": sum(r["train_seconds"] for per_seed in runs.values() for r in per_seed),
     }
     shape = ", ".join(f"{k}={v}" for k, v in parent_model.config_overrides.items())
     settings["describe"] = (
@@ -607,7 +611,8 @@ def run_study(study: Study, output_dir: Path, results_dir: Path, overrides: list
         f"{settings['steps']} steps x {settings['tokens_per_step']:,} tokens "
         f"({rows[0]['train_tokens']:,} training tokens per run, identical batches for every run: data seed "
         f"{settings['data_seed']}); init seeds {study.seeds}; {settings['device']}, {settings['torch_threads']} threads; "
-        f"study wall time {settings['wall_seconds'] / 60:.1f} min."
+        f"training time summed over the {len(study.arms) * len(study.seeds)} runs "
+        f"{settings['train_seconds_total'] / 60:.1f} min."
     )
     results = {"settings": settings, "arms": rows, "runs": runs}
     results_dir.mkdir(parents=True, exist_ok=True)
