@@ -347,3 +347,15 @@ def test_metrics_plot_and_torn_lines(tmp_path):
     assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not any(name.startswith(".") for name in os.listdir(tmp_path))
     assert math.isfinite(records[-1]["eval_loss"])
+
+
+def test_peak_flops_lookup_for_mfu():
+    from modeling_shishu.training.metrics import detect_peak_flops, peak_flops
+
+    assert peak_flops("NVIDIA A100-SXM4-80GB") == 312e12
+    assert peak_flops("NVIDIA H100 PCIe") == 756e12 and peak_flops("NVIDIA H100 80GB HBM3") == 989e12
+    assert peak_flops("NVIDIA L40S") == 362e12 and peak_flops("NVIDIA L4") == 121e12
+    assert peak_flops("Some Future Accelerator") is None
+    assert detect_peak_flops(123e12) == 123e12
+    if not torch.cuda.is_available():
+        assert detect_peak_flops() is None  # no MFU on a CPU

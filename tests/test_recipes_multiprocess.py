@@ -62,20 +62,29 @@ def tokenizer():
     return load_tokenizer("smollm2-135m")
 
 
-def test_pretrain_ddp_two_processes(tmp_path):
+def test_pretrain_ddp_two_processes_and_resume(tmp_path):
     from modeling_shishu import ShishuForCausalLM
+    from modeling_shishu.training.metrics import read_metrics
 
     out = tmp_path / "pretrain"
-    accelerate_launch(
-        "pretrain", "--config", str(RECIPES / "shishu-tiny" / "pretrain" / "config.yaml"), "--output_dir", str(out),
+    args = [
+        "--config", str(RECIPES / "shishu-tiny" / "pretrain" / "config.yaml"), "--output_dir", str(out),
         "--max_seq_length", "64", "--per_device_train_batch_size", "2", "--max_train_samples", "64",
-        "--max_eval_samples", "3", "--max_steps", "4", "--save_steps", "2", "--eval_steps", "4", "--logging_steps", "1",
-        "--progress_bar", "false",
-    )  # fmt: skip
-    summary = assert_two_ranks_in_sync(out, ShishuForCausalLM)
-    assert summary["tokens_per_step"] == 2 * 2 * 64  # two ranks x two blocks x 64 tokens
+        "--max_eval_samples", "3", "--max_steps", "5", "--save_steps", "2", "--eval_steps", "5", "--logging_steps", "1",
+        "--progress_bar", "false", "--gradient_checkpointing",
+    ]  # fmt: skip
+    accelerate_launch("pretrain", *args, "--stop_after_steps", "3")  # stops after step 3; last checkpoint: step 2
+    stopped = {r["step"]: r["loss"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r}
+    assert sorted(stopped) == [1, 2, 3] and not (out / "final").exists()
     checkpoint = out / "checkpoint-2"
     assert (checkpoint / "rng_state_0.safetensors").is_file() and (checkpoint / "rng_state_1.safetensors").is_file()
+
+    accelerate_launch("pretrain", *args, "--resume")
+    resumed = {r["step"]: r["loss"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r}
+    assert sorted(resumed) == [1, 2, 3, 4, 5]
+    assert resumed[3] == pytest.approx(stopped[3], abs=1e-6)  # step 3 recomputed after the resume, same loss
+    summary = assert_two_ranks_in_sync(out, ShishuForCausalLM)
+    assert summary["tokens_per_step"] == 2 * 2 * 64  # two ranks x two blocks x 64 tokens
 
 
 def test_distill_ddp_two_processes(tmp_path, tokenizer):

@@ -191,3 +191,25 @@ def test_bad_inputs_are_reported_in_one_line(tmp_path, capsys):
     assert "already holds a different run (learning_rate: 0.5 there, 0.003 now)" in capsys.readouterr().err
     assert _bad(foreign) == 2
     assert "is not empty and holds no run.json" in capsys.readouterr().err
+
+
+def test_local_text_files_streamed_and_resumed(tmp_path):
+    """Local files through `datasets` (the path Hub corpora take), streamed and packed on the fly; a
+    resumed streaming run replays the stream to its checkpoint and sees the same batches."""
+    from modeling_shishu import assets
+
+    plays = assets.shakespeare_texts("validation")
+    (tmp_path / "train.txt").write_text(plays[0][:60_000])
+    (tmp_path / "valid.txt").write_text(plays[1][:20_000])
+    out = tmp_path / "run"
+    args = [*SMALL, "--train_files", str(tmp_path / "train.txt"), "--eval_files", str(tmp_path / "valid.txt"),
+            "--streaming", "--max_steps", "4", "--save_steps", "2", "--eval_steps", "4"]  # fmt: skip
+    assert pretrain(out, *args, "--stop_after_steps", "3") == 0
+    stopped = dict((s, loss) for s, loss, _ in train_losses(out))
+    assert pretrain(out, *args, "--resume") == 0
+    resumed = dict((s, loss) for s, loss, _ in train_losses(out))
+    assert sorted(resumed) == [1, 2, 3, 4]
+    assert resumed[3] == pytest.approx(stopped[3], abs=1e-6)
+    summary = json.loads((out / "training_summary.json").read_text())
+    assert summary["steps"] == 4 and summary["tokens_seen"] == 4 * 2 * 64
+    assert summary["final_eval"]["eval_loss"] < 11.5

@@ -266,7 +266,9 @@ class StreamingBatches:
 
     def micro_batches(self, step: int) -> list[torch.Tensor]:
         if step != self.next_step:
-            raise RuntimeError(f"streaming batches must be read in order: asked for step {step}, next is {self.next_step}")
+            raise RuntimeError(
+                f"streaming batches must be read in order: asked for step {step}, next is {self.next_step}"
+            )
         self.next_step += 1
         return [self._next_batch() for _ in range(self.gradient_accumulation_steps)]
 
@@ -292,7 +294,9 @@ def eval_batches(data: PackedBlocks, batch_size: int, world_size: int, rank: int
         yield data.blocks[indices], weights
 
 
-def check_tokenizer_fits_model(tokenizer, config, max_seq_length: int | None = None, length_field: str = "max_seq_length") -> None:
+def check_tokenizer_fits_model(
+    tokenizer, config, max_seq_length: int | None = None, length_field: str = "max_seq_length"
+) -> None:
     """Refuse a tokenizer whose ids do not fit the model's embedding, or blocks longer than its positions."""
     if len(tokenizer) > config.vocab_size:
         raise ValueError(

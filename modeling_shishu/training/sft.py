@@ -39,6 +39,7 @@ from .checkpointing import (
 from .data import check_tokenizer_fits_model
 from .metrics import MetricsLogger, detect_peak_flops, flops_per_token
 from .runner import load_tokenizer, report_bad_input, resolve_pretrained
+from .trainer import has_accelerator
 
 
 logger = logging.getLogger(__name__)
@@ -108,7 +109,9 @@ def load_conversations(script_args):
     elif script_args.dataset_name in OFFLINE_CHAT_CORPORA:
         from .. import assets
 
-        limit = None if script_args.max_train_samples is None else script_args.max_train_samples + script_args.num_eval_samples
+        limit = None
+        if script_args.max_train_samples is not None:
+            limit = script_args.max_train_samples + script_args.num_eval_samples
         conversations = assets.sharegpt_conversations(limit=limit)
         split = len(conversations) - script_args.num_eval_samples
         train = datasets.Dataset.from_dict({column: conversations[:split]})
@@ -229,8 +232,9 @@ def _atomic_sft_trainer_class():
             # weights the way it would (safetensors, non-strict for tied weights) without that read.
             model = self.model if model is None else model
             folder = Path(resume_from_checkpoint)
-            has_weights = (folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file()
-            if not (folder / "config.json").is_file() or not has_weights or self.is_fsdp_enabled or self.is_deepspeed_enabled:
+            has_weights = any((folder / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json"))
+            sharded = self.is_fsdp_enabled or self.is_deepspeed_enabled
+            if not (folder / "config.json").is_file() or not has_weights or sharded:
                 return super()._load_from_checkpoint(resume_from_checkpoint, model)
             result = model.load_state_dict(load_model_weights(folder), strict=False)
             tied = {"lm_head.weight"} if model.config.tie_word_embeddings else set()
@@ -270,7 +274,7 @@ def parse_args(argv=None):
     from trl import ModelConfig, SFTConfig
 
     parser = RecipeParser((SFTScriptArguments, SFTConfig, ModelConfig))
-    if not torch.cuda.is_available():
+    if not has_accelerator():
         # No GPU: run (and join a multi-process launch) on the CPU, in float32 unless the recipe says otherwise.
         parser.set_defaults(use_cpu=True, bf16=False)
     return parser.parse_recipe(argv)
@@ -314,9 +318,12 @@ def run(script_args, training_args, model_args) -> int:
 
     tokenizer = load_tokenizer(script_args.tokenizer_name or model_path)
     if tokenizer.chat_template is None and training_args.chat_template_path is None:
-        missing = [t for t in ("<|im_start|>", "<|im_end|>") if tokenizer.convert_tokens_to_ids(t) in (None, tokenizer.unk_token_id)]
+        chatml_tokens = ("<|im_start|>", "<|im_end|>")
+        missing = [t for t in chatml_tokens if tokenizer.convert_tokens_to_ids(t) in (None, tokenizer.unk_token_id)]
         if missing:
-            raise ValueError(f"the tokenizer has no chat template and lacks the ChatML tokens {missing}; set chat_template_path")
+            raise ValueError(
+                f"the tokenizer has no chat template and lacks the ChatML tokens {missing}; set chat_template_path"
+            )
         tokenizer.chat_template = CHATML_TEMPLATE
     config = AutoConfig.from_pretrained(model_path, trust_remote_code=True)
     check_tokenizer_fits_model(tokenizer, config, training_args.max_length, length_field="max_length")

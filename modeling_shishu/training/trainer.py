@@ -36,6 +36,12 @@ from ..io_utils import atomic_write_json
 logger = logging.getLogger(__name__)
 
 
+def has_accelerator() -> bool:
+    """A GPU (or another torch accelerator: XPU, MPS, ...) is present."""
+    accelerator_api = getattr(torch, "accelerator", None)  # torch >= 2.6
+    return accelerator_api.is_available() if accelerator_api is not None else torch.cuda.is_available()
+
+
 def resolve_mixed_precision(requested: str) -> str | None:
     """`auto`: what `accelerate launch` was configured with, else bf16 on a GPU that supports it, else no."""
     if requested != "auto":
@@ -51,13 +57,14 @@ def make_accelerator(train_args):
     """An `Accelerator` that runs on the CPU when there is no GPU, and that checks the process group.
 
     `accelerate launch --multi_gpu` on a machine without GPUs starts processes that each train alone
-    unless the CPU is forced; a world size different from the launcher's WORLD_SIZE is refused.
+    unless the CPU is forced (then they join one gloo group). A process group smaller than the launcher's
+    WORLD_SIZE is refused, and so are FSDP on a CPU (accelerate would fall back to DDP) and DeepSpeed.
     """
     from accelerate import Accelerator
     from accelerate.utils import DistributedType
 
     accelerator = Accelerator(
-        cpu=not torch.cuda.is_available(), mixed_precision=resolve_mixed_precision(train_args.mixed_precision)
+        cpu=not has_accelerator(), mixed_precision=resolve_mixed_precision(train_args.mixed_precision)
     )
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if accelerator.num_processes != launched:
