@@ -203,7 +203,7 @@ def final_table(out: Path, release: Path) -> str:
     bench = json.loads((out / "bench.json").read_text())
     conversion = json.loads((out / "converted" / "conversion.json").read_text())
     models = bench["models"]
-    shishu_role = next(role for role in models if role != "baseline" and "all" not in role)
+    shishu_role = "shishu"
     rows = [("figure", "SmolLM2-135M parent", VARIANT, "ratio / change")]
 
     def add(name, parent_value, shishu_value, relation="", digits=4):
@@ -212,8 +212,8 @@ def final_table(out: Path, release: Path) -> str:
 
     p_params, s_params = models["baseline"]["unique_parameters"], models[shishu_role]["unique_parameters"]
     add("unique parameters", p_params, s_params, f"{s_params / p_params - 1:+.2%}")
-    p_kv, s_kv = models["baseline"]["kv_bytes_per_token"], models[shishu_role]["kv_bytes_per_token"]
-    add("KV cache bytes / token (measured)", p_kv, s_kv, f"{s_kv / p_kv - 1:+.2%}")
+    p_kv, s_kv = models["baseline"]["kv_cache_bytes_per_token"], models[shishu_role]["kv_cache_bytes_per_token"]
+    add(f"KV cache bytes / token ({models[shishu_role]['dtype']}, measured)", int(p_kv), int(s_kv), f"{s_kv / p_kv - 1:+.2%}")
     for figure, label in [("prefill_ms", "prefill latency ratio"), ("decode_ms_per_token", "decode latency ratio")]:
         for row in bench["ratios"]:
             if row["figure"] == figure and row.get("mode") == "eager":
