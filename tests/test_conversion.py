@@ -237,7 +237,7 @@ def test_checkpoint_folder_reloads_with_remote_code(tmp_path):
     assert record["mlp_layers"] == [2, 3, 4, 5]
     assert record["extra_mlp_layers"] == 1
     assert record["mlp_share_groups"] == [[2, 3], [4, 5]]  # layer 6 (extra) is the odd one out
-    assert record["share"] == "pairs" and record["pair_init"] == "lower"
+    assert record["share"] == "pairs" and record["pair_init"] == "average"
     assert record["parent"]["num_parameters"] == parent.num_parameters()
     assert record["sizes"]["attention_layers"] == 2 and record["sizes"]["kv_change"] == pytest.approx(-4 / 6)
 
