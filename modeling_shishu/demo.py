@@ -142,13 +142,14 @@ def build_stages(args: argparse.Namespace, parent: Path) -> list[Stage]:
             "evaluate",
             shishu("eval", "--model", str(healed), "--name", VARIANT, "--baseline", str(parent),
                    "--baseline-name", "smollm2-135m", "--suite", "offline", "--limit", limit, "--dtype", "bfloat16",
-                   "--task-limit", f"offline_gsm8k={args.gsm8k_limit}", "--out", str(out / "eval"), "--overwrite"),
+                   "--task-limit", f"offline_gsm8k={args.gsm8k_limit}",
+                   "--task-limit", f"offline_shakespeare={args.ppl_limit}", "--out", str(out / "eval"), "--overwrite"),
             out / "eval",
         ),
         Stage(
             "evaluate-before-healing",
             shishu("eval", "--model", str(converted), "--name", f"{VARIANT} (converted, not healed)",
-                   "--suite", "offline", "--tasks", "offline_shakespeare", "--limit", limit, "--dtype", "bfloat16",
+                   "--suite", "offline", "--tasks", "offline_shakespeare", "--limit", str(args.ppl_limit), "--dtype", "bfloat16",
                    "--out", str(out / "eval-converted"), "--overwrite"),
             out / "eval-converted",
         ),
@@ -247,7 +248,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heal-lr", type=float, default=3e-4, help="distillation peak learning rate (default: 3e-4)")
     parser.add_argument("--heal-seq-length", type=int, default=128, help="distillation sequence length (default: 128)")
     parser.add_argument("--eval-limit", type=int, default=40, help="documents per offline task (default: 40)")
-    parser.add_argument("--gsm8k-limit", type=int, default=8, help="GSM8K problems (generation is slow on CPU; default: 8)")
+    parser.add_argument("--gsm8k-limit", type=int, default=4, help="GSM8K problems (generation is slow on CPU; default: 4)")
+    parser.add_argument("--ppl-limit", type=int, default=12, help="held-out Shakespeare documents (default: 12)")
     parser.add_argument("--port", type=int, default=29533, help="accelerate main process port for the healing run")
     parser.add_argument("--force", nargs="*", default=[], metavar="STAGE", help="re-run these stages even if cached")
 

@@ -1,0 +1,59 @@
+"""The demo's stage runner: caching by command, rebuild on change, failures leave no record.
+
+The full demo runs the real 135M pipeline (about 15-20 minutes here), so CI checks its parts instead:
+every stage command is tested in its own module's tests."""
+
+import sys
+
+import pytest
+
+from modeling_shishu.demo import Stage, build_stages, add_arguments
+
+
+def write_stage(out, text: str, name: str = "write") -> Stage:
+    target = out / "result"
+    code = f"import pathlib; p = pathlib.Path({str(target)!r}); p.mkdir(); (p / 'x.txt').write_text({text!r})"
+    return Stage(name, [sys.executable, "-c", code], target)
+
+
+def test_stage_runs_once_then_is_cached(tmp_path):
+    stage = write_stage(tmp_path, "one")
+    assert not stage.is_cached(tmp_path)
+    stage.run(tmp_path)
+    assert (tmp_path / "result" / "x.txt").read_text() == "one"
+    assert stage.is_cached(tmp_path)
+    assert stage.run(tmp_path) == 0.0  # cached: not run again (mkdir would fail)
+    assert (tmp_path / "logs" / "write.log").exists()
+
+
+def test_changed_command_rebuilds_the_output(tmp_path):
+    write_stage(tmp_path, "one").run(tmp_path)
+    changed = write_stage(tmp_path, "two")
+    assert not changed.is_cached(tmp_path)
+    changed.run(tmp_path)
+    assert (tmp_path / "result" / "x.txt").read_text() == "two"
+
+
+def test_failed_stage_raises_and_is_not_recorded(tmp_path):
+    failing = Stage("fail", [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"], tmp_path / "nothing")
+    with pytest.raises(RuntimeError, match="stage fail failed \\(exit 3\\)"):
+        failing.run(tmp_path)
+    assert not failing.record_path(tmp_path).exists()
+    assert "boom" in (tmp_path / "logs" / "fail.log").read_text()
+
+
+def test_demo_stages_are_the_documented_commands(tmp_path):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--out", str(tmp_path)])
+    stages = build_stages(args, tmp_path / "parent")
+    assert [s.name for s in stages] == [
+        "analyze", "convert", "heal", "evaluate", "evaluate-before-healing", "benchmark",
+    ]
+    heal = stages[2]
+    assert "recipes/scripts/distill.py" in " ".join(heal.command)
+    assert heal.env["ACCELERATE_USE_CPU"] == "1"
+    convert = stages[1].command
+    assert convert[convert.index("--mlp-layers") + 1] == "10" and "pairs" in convert
