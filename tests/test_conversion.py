@@ -277,6 +277,10 @@ def test_cli_convert_explicit_layers_and_bf16(tmp_path, capsys):
     assert "no such checkpoint directory" in capsys.readouterr().err
     assert shishu_main(["convert", "--parent", str(parent_dir), "--layers", "a,b", "--out", str(tmp_path / "x")]) == 2
     assert "--layers must be" in capsys.readouterr().err
+    # a variant whose parent is Hub-only, with the Hub switched off (conftest): a clear error
+    assert shishu_main(["convert", "--variant", "shishu-qwen2-0.5b-m8", "--out", str(tmp_path / "x")]) == 2
+    assert "parent 'Qwen/Qwen2-0.5B' is not available" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 # ----------------------------------------------------------------------------------------------------
