@@ -399,8 +399,8 @@ def analyze_layers(
     ablation_windows = eval_windows[torch.tensor(_spread(len(eval_windows), num_ablation))]
     dim = model.config.hidden_size
 
-    fit_stats = {i: _LinearFitStats(dim, "cpu") for i in attention_layers}
-    eval_stats = {i: _LinearFitStats(dim, "cpu") for i in attention_layers}
+    fit_stats = {i: _LinearFitStats(dim, device) for i in attention_layers}
+    eval_stats = {i: _LinearFitStats(dim, device) for i in attention_layers}
     cosine_sum = dict.fromkeys(attention_layers, 0.0)
     ratio_sum = dict.fromkeys(attention_layers, 0.0)
     captured = {}
@@ -425,7 +425,7 @@ def analyze_layers(
                     if layer_idx not in captured:
                         continue
                     normed, attn = captured.pop(layer_idx)
-                    (fit_stats if role == "fit" else eval_stats)[layer_idx].add(normed.float().cpu(), attn.float().cpu())
+                    (fit_stats if role == "fit" else eval_stats)[layer_idx].add(normed, attn)
                     if role == "eval":
                         x, a = residual.float(), attn.float()
                         cosine_sum[layer_idx] += torch.nn.functional.cosine_similarity(x, x + a, dim=-1).sum().item()
@@ -496,7 +496,6 @@ def analyze_layers(
             eval_tokens=num_eval_tokens,
             ablation_tokens=ablation_windows.numel(),
             ridge=ridge,
-            text_tokens_per_window=context_length,
         ),
     )
     for k in ks:
