@@ -132,9 +132,24 @@ def test_memory_bandwidth_measurement_and_settings_checks():
     assert quick.contexts == [32] and quick.train_seq_len == 256 and quick.modes == ["eager"]
 
 
+def test_forward_flops_count_shared_layers_per_use_and_causal_attention():
+    model = hybrid_model()  # h 32, FFN 64, 4 heads / 2 KV heads of 8, vocab 99; layers 3 and 4 share
+    attention = 32 * 32 + 2 * 32 * 16 + 32 * 32  # q, k, v, o
+    mlp = 3 * 32 * 64
+    projections = 3 * (attention + mlp) + 3 * mlp  # the shared pair's weights run twice
+    causal_keys = 5 * 6 // 2  # 5 queries attend 1 + 2 + ... + 5 keys
+    expected = 2 * (2 * 5 * projections + 2 * 1 * 99 * 32 + 3 * 2 * 2 * 4 * 8 * causal_keys)
+    assert benchmark.forward_flops(model, batch=2, tokens=5, logits_tokens=1) == expected
+    weights = benchmark.decode_matmul_weights(model)
+    assert len(weights) == 3 * 7 + 3 * 3 + 1  # decoder layers, MLP-only layers (shared ones per use), LM head
+    assert weights[21] is weights[24]  # layer 4 multiplies by layer 3's gate projection
+    assert sum(w.numel() for w in weights) == projections + 99 * 32
+
+
 def _row(model, mode, context, prefill_ms, decode_ms, kv_bytes, bytes_read, fraction):
     return {
         "model": model, "mode": mode, "batch": 1, "context": context, "kv_cache_bytes": kv_bytes,
+        "prefill_flops": 1000 if model == "baseline" else 850,
         "prefill": {"median_ms": prefill_ms}, "decode_per_token": {"median_ms": decode_ms},
         "kv_cache_bytes_per_token": kv_bytes / context, "bytes_read_per_step": bytes_read,
         "fraction_of_bandwidth_limit": fraction,
@@ -153,7 +168,10 @@ def test_ratios_and_targets_on_a_known_report():
             _row("baseline", "compile", 2048, 1180.0, 50.0, 30 * 2048, 100, 0.52),
             _row("shishu", "compile", 2048, 1000.0, 40.0, 20 * 2048, 80, 0.45),
         ],
-        "training": {"baseline": {"step": {"median_ms": 900.0}, "peak_bytes": 2000}, "shishu": {"step": {"median_ms": 800.0}, "peak_bytes": 1600}},
+        "training": {
+            "baseline": {"step": {"median_ms": 900.0}, "peak_bytes": 2000, "flops": 1100},
+            "shishu": {"step": {"median_ms": 800.0}, "peak_bytes": 1600, "flops": 1000},
+        },
     }
     ratios = {(r["figure"], r.get("mode")): r for r in benchmark.compare(report, "baseline", "shishu")}
     assert ratios[("decode_ms_per_token", "eager")]["ratio"] == pytest.approx(1.25)
@@ -168,6 +186,8 @@ def test_ratios_and_targets_on_a_known_report():
     targets = {t["target"].split(" (")[0] if t["target"].startswith("KV") else t["target"]: t for t in benchmark.evaluate_targets(report)}
     assert targets["KV cache per token -33.3%"]["met"] is True
     assert targets["decode ratio at 2048 (eager) >= 1.20"]["met"] is True
+    assert targets["decode ratio at 2048 (eager) >= 1.20"]["limit"] == pytest.approx(1.25)  # bytes read 100 / 80
+    assert targets["training step ratio >= 1.15"]["limit"] == pytest.approx(1.1)  # FLOPs 1100 / 1000
     assert targets["prefill ratio at 2048 (eager) >= 1.18"]["met"] is True
     assert targets["prefill ratio at 2048 (compile) >= 1.18"]["met"] is True  # 1180 / 1000 = 1.18 exactly
     assert targets["training step ratio >= 1.15"]["met"] is False  # 900 / 800 = 1.125
@@ -196,7 +216,7 @@ def test_quick_run_in_both_modes_writes_json_plot_and_table(tiny_pair, tmp_path,
     out_json, out_plot = tmp_path / "out" / "bench.json", tmp_path / "out" / "bench.png"
     code = main([
         "bench", "--model", str(model), "--baseline", str(parent), "--quick", "--contexts", "8,16",
-        "--train-seq-len", "16", "--threads", "1", "--bandwidth-mib", "4", "--decode-tokens", "2",
+        "--train-seq-len", "16", "--threads", "1", "--bandwidth-mib", "4", "--decode-tokens", "2", "--clock", "cpu",
         "--compile", "--compile-backend", "eager", "--json", str(out_json), "--plot", str(out_plot),
     ])
     assert code == 0
@@ -210,8 +230,11 @@ def test_quick_run_in_both_modes_writes_json_plot_and_table(tiny_pair, tmp_path,
     assert {(r["mode"], r["context"], r["model"]) for r in rows} == {
         (mode, context, role) for mode in ("eager", "compile") for context in (8, 16) for role in report["models"]
     }
+    assert report["settings"]["clock"] == "cpu"
+    assert all(report["matmul_floor"][role]["1"]["n"] == 2 * 3 for role in report["models"])
     for row in rows:
         assert row["decode_per_token"]["n"] == 3 * 2 and row["prefill"]["n"] == 3
+        assert row["matmul_floor_fraction_of_bandwidth_limit"] > 0
         assert 0 < row["fraction_of_bandwidth_limit"] and row["bytes_read_per_step"] > 0
         if row["mode"] == "compile":
             assert row["compile_seconds"] >= 0 and row["static_cache_bytes"] > 0
