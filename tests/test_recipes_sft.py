@@ -37,7 +37,7 @@ def tiny_shishu(tmp_path_factory):
     return folder
 
 
-SMALL = ["--max_train_samples", "12", "--num_eval_samples", "4", "--max_length", "96", "--per_device_train_batch_size", "2",
+SMALL = ["--max_train_samples", "8", "--num_eval_samples", "2", "--max_length", "64", "--per_device_train_batch_size", "2",
          "--per_device_eval_batch_size", "2", "--logging_steps", "1", "--disable_tqdm", "true"]  # fmt: skip
 
 

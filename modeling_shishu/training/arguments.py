@@ -52,6 +52,7 @@ OPERATIONAL_FIELDS = frozenset(
         "dataset_num_proc",
         "log_level",
         "log_level_replica",
+        "use_cpu",
     }
 )
 
@@ -261,6 +262,10 @@ class RecipeParser(HfArgumentParser):
     def __init__(self, dataclass_types, **kwargs):
         # No prefix matching: `--learning 0.1` must not silently set learning_rate.
         kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault(
+            "description",
+            "--config FILE.yaml reads the recipe file (keys: the fields below); flags given here override it.",
+        )
         super().__init__(dataclass_types, **kwargs)
 
     def parse_recipe(self, argv: list[str] | None = None) -> tuple:

@@ -379,7 +379,11 @@ def run(script_args, training_args, model_args) -> int:
         "fingerprint": run_dir.fingerprint,
     }
     if eval_dataset is not None:
-        summary["final_eval"] = trainer.evaluate()
+        evaluations = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
+        if evaluations and evaluations[-1].get("step") == trainer.state.global_step:
+            summary["final_eval"] = evaluations[-1]  # already evaluated at the last step
+        else:
+            summary["final_eval"] = trainer.evaluate()
     save_sft_outputs(trainer, run_dir, tokenizer, model_path, model_args, script_args, summary)
     return 0
 
