@@ -277,26 +277,29 @@ def matmul_floor_pass(model: torch.nn.Module, batch: int):
     return run
 
 
-def peak_bytes_allocated(step, device: str = "cpu") -> int:
-    """Peak of the bytes allocated (and not yet freed) while `step()` runs: on CPU from the profiler's
-    allocator events, on CUDA from the caching allocator's statistics. Tensors that existed before
-    (weights, inputs) are not counted."""
+def profile_step(step, device: str = "cpu") -> tuple[int, int]:
+    """(peak bytes, aten ops) of one call of `step()`.
+
+    Peak bytes: the peak of the bytes allocated and not yet freed while the step runs (on CPU from the
+    profiler's allocator events, on CUDA from the caching allocator's statistics); tensors that existed
+    before (weights, inputs) are not counted. Aten ops: every aten operator the step dispatches, nested
+    ones included, a noise-free measure of how much work an implementation asks for."""
     from torch.profiler import ProfilerActivity, profile
 
-    if torch.device(device).type == "cuda":
+    cuda = torch.device(device).type == "cuda"
+    if cuda:
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=not cuda) as prof:
         step()
+    events = list(prof.profiler.kineto_results.events())
+    aten_ops = sum(event.name().startswith("aten::") for event in events)
+    if cuda:
         torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - before
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step()
-    events = sorted(
-        (event.start_ns(), event.nbytes()) for event in prof.profiler.kineto_results.events() if event.name() == "[memory]"
-    )
-    return max(itertools.accumulate((nbytes for _, nbytes in events), initial=0))
+        return torch.cuda.max_memory_allocated(device) - before, aten_ops
+    allocations = sorted((event.start_ns(), event.nbytes()) for event in events if event.name() == "[memory]")
+    return max(itertools.accumulate((nbytes for _, nbytes in allocations), initial=0)), aten_ops
 
 
 def _timed(fn, device: str = "cpu", clock: str = "wall") -> float:
@@ -439,6 +442,20 @@ def prompt_ids(models: list[BenchModel], batch: int, length: int, seed: int) -> 
     return torch.randint(0, vocab, (batch, length), generator=generator).to(models[0].model.device)
 
 
+def count_inference_ops(models: list[BenchModel], settings: BenchSettings) -> dict:
+    """Aten ops of one prefill (the shortest context, batch 1) and of the decode step after it, eager mode."""
+    context = min(settings.contexts)
+    ids = prompt_ids(models, 1, context, settings.seed)
+    counts = {}
+    with torch.inference_mode():
+        for m in models:
+            cache = new_cache(m.model, "eager", 0)
+            _, prefill = profile_step(lambda: m.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1), settings.device)
+            _, decode = profile_step(lambda: m.model(input_ids=ids[:, -1:], past_key_values=cache, use_cache=True), settings.device)
+            counts[m.role] = {"context": context, "prefill": prefill, "decode_step": decode}
+    return counts
+
+
 def measure_matmul_floor(models: list[BenchModel], settings: BenchSettings) -> dict:
     """Time of the decode step's weight matmuls alone (`matmul_floor_pass`) per model and batch, interleaved."""
     results = {}
@@ -541,9 +558,9 @@ def measure_training(models: list[BenchModel], settings: BenchSettings, log) -> 
             m.model.train()
             step(m)  # warm-up
             m.model.zero_grad(set_to_none=True)
-            peak = peak_bytes_allocated(lambda: step(m), settings.device)
+            peak, aten_ops = profile_step(lambda: step(m), settings.device)
             m.model.zero_grad(set_to_none=True)
-            results[m.role] = {"peak_bytes_during_step": peak}
+            results[m.role] = {"peak_bytes_during_step": peak, "aten_ops": aten_ops}
         with _gc_paused():
             for repeat in range(settings.train_repeats):
                 for m in interleaved(models, repeat):
@@ -600,6 +617,10 @@ def run_benchmark(model: str, baseline: str, settings: BenchSettings, log=None) 
 
     bandwidth = measure_memory_bandwidth(settings.bandwidth_bytes, settings.bandwidth_repeats, settings.device)
     log(f"memory bandwidth (copy, read + write): {bandwidth['bytes_per_s'] / 1e9:.1f} GB/s")
+    aten_ops = count_inference_ops(models, settings)
+    log("aten ops per prefill / decode step: " + "; ".join(
+        f"{m.label} {aten_ops[m.role]['prefill']} / {aten_ops[m.role]['decode_step']}" for m in models
+    ))
     matmul_floor = measure_matmul_floor(models, settings)
     log("decode weight matmuls alone (matmul floor): " + "; ".join(
         f"{m.label} batch {b}: {matmul_floor[m.role][b]['median_ms']:.1f} ms" for m in models for b in settings.batches
@@ -628,10 +649,13 @@ def run_benchmark(model: str, baseline: str, settings: BenchSettings, log=None) 
         "settings": dataclasses.asdict(settings),
         "machine": _machine(best_bandwidth),
         "models": {m.role: m.describe() for m in models},
+        "aten_ops": aten_ops,
         "matmul_floor": {role: {str(b): summary for b, summary in per_batch.items()} for role, per_batch in matmul_floor.items()},
         "inference": inference,
         "training": training,
     }
+    for role, counts in aten_ops.items():
+        counts["training_step"] = training[role]["aten_ops"]
     if twin_difference is not None:
         report["models"][ALL_ATTENTION]["max_abs_logit_difference_vs_baseline"] = twin_difference
     add_derived_figures(report, models)
@@ -750,6 +774,14 @@ def evaluate_targets(report: dict) -> list[dict]:
             "met": row["ratio"] >= TRAINING_RATIO_TARGET,
             "limit": limit,
         })
+    ops = report.get("aten_ops", {})
+    if BASELINE in ops and ALL_ATTENTION in ops:
+        kinds = ("prefill", "decode_step", "training_step")
+        targets.append({
+            "target": "all-attention ShishuLM dispatches no more aten ops than the baseline class (prefill, decode step, training step)",
+            "value": ", ".join(f"{ops[ALL_ATTENTION][k]} vs {ops[BASELINE][k]}" for k in kinds),
+            "met": all(ops[ALL_ATTENTION][k] <= ops[BASELINE][k] for k in kinds),
+        })
     timed = [r for r in report.get("overhead", []) if r["figure"] in TIMED_FIGURES]
     if timed:
         low, high = min(r["ratio"] for r in timed), max(r["ratio"] for r in timed)
@@ -861,6 +893,10 @@ def format_report(report: dict) -> str:
             f"{_ms(s['decode_per_token'])} | {ratio(b['decode_per_token']['median_ms'], s['decode_per_token']['median_ms']):.2f} | "
             f"{b['fraction_of_bandwidth_limit']:.0%} | {s['fraction_of_bandwidth_limit']:.0%} |"
         )
+    if report.get("aten_ops"):
+        lines += ["", "Aten ops dispatched (prefill of the shortest context / one decode step / one training step): " + ", ".join(
+            f"{models[role]['label']} {c['prefill']} / {c['decode_step']} / {c.get('training_step', '-')}" for role, c in report["aten_ops"].items()
+        )]
     floors = report.get("matmul_floor", {})
     if floors:
         limits = {(r["model"], r["batch"]): r["matmul_floor_fraction_of_bandwidth_limit"] for r in report["inference"]}
@@ -958,9 +994,13 @@ def plot_report(report: dict, path: str | os.PathLike) -> None:
         prefill = sorted((r for r in report["ratios"] if r["figure"] == "prefill_ms" and r["mode"] == mode and r["batch"] == batch), key=lambda r: r["context"])
         if prefill:
             right.plot([r["context"] for r in prefill], [r["ratio"] for r in prefill], styles[mode], marker="s", color="tab:purple", label=f"prefill ({mode})")
-    bytes_ratio = sorted((r for r in report["ratios"] if r["figure"] == "bytes_read_per_step" and r["mode"] == "eager" and r["batch"] == batch), key=lambda r: r["context"])
-    if bytes_ratio:
-        right.plot([r["context"] for r in bytes_ratio], [r["ratio"] for r in bytes_ratio], ":", color="black", label="bytes read per step")
+        same_code = sorted((r for r in report.get("architecture", []) if r["figure"] == "decode_ms_per_token" and r["mode"] == mode and r["batch"] == batch), key=lambda r: r["context"])
+        if same_code:
+            right.plot([r["context"] for r in same_code], [r["ratio"] for r in same_code], styles[mode], marker=".", color="tab:gray", label=f"decode, same code ({mode})")
+    for limit_figure, color, label in (("bytes_read_per_step", "black", "limit: bytes read per step"), ("prefill_flops", "tab:purple", "limit: prefill FLOPs")):
+        limit = sorted((r for r in report["ratios"] if r["figure"] == limit_figure and r["mode"] == "eager" and r["batch"] == batch), key=lambda r: r["context"])
+        if limit:
+            right.plot([r["context"] for r in limit], [r["ratio"] for r in limit], ":", color=color, label=label)
     right.axhline(1.0, color="gray", linewidth=0.8)
     left.set(xlabel="context (tokens)", ylabel="decode latency (ms / token)", title=f"Decode latency, batch {batch}, {report['settings']['dtype']}")
     right.set(xlabel="context (tokens)", ylabel="baseline / ShishuLM", title="Speed-up of ShishuLM")
@@ -1074,7 +1114,7 @@ __all__ = [
     "format_report",
     "kv_cache_bytes",
     "measure_memory_bandwidth",
-    "peak_bytes_allocated",
+    "profile_step",
     "plot_report",
     "run_benchmark",
     "summarize",

@@ -103,7 +103,7 @@ def test_rewound_cache_repeats_the_same_decode_steps(cache_kind):
     torch.testing.assert_close(runs[0], full, atol=1e-5, rtol=1e-5)
 
 
-def test_peak_bytes_allocated_counts_only_what_the_step_allocates():
+def test_profile_step_counts_only_what_the_step_allocates_and_every_aten_op():
     existing = torch.ones(2**20)  # 4 MiB that exists before the step: not counted, even when freed inside
 
     def step():
@@ -115,8 +115,12 @@ def test_peak_bytes_allocated_counts_only_what_the_step_allocates():
         third = torch.ones(2**19)  # 8 + 2 MiB live
         del second, third
 
-    peak = benchmark.peak_bytes_allocated(step)
+    peak, aten_ops = benchmark.profile_step(step)
     assert 12 * 2**20 <= peak < 13 * 2**20
+    assert aten_ops >= 3  # three torch.ones (each dispatches nested aten ops too)
+    _, one_more = benchmark.profile_step(lambda: torch.ones(4) + 1)
+    _, fewer = benchmark.profile_step(lambda: torch.ones(4))
+    assert one_more > fewer
 
 
 def test_memory_bandwidth_measurement_and_settings_checks():
@@ -243,6 +247,10 @@ def test_quick_run_in_both_modes_writes_json_plot_and_table(tiny_pair, tmp_path,
     assert {r["figure"] for r in report["overhead"]} >= {"prefill_ms", "decode_ms_per_token", "training_step_ms"}
     assert report["training"]["shishu"]["peak_bytes"] > report["models"]["shishu"]["weight_bytes"]
     assert any(t["target"].startswith("KV cache per token") and t["met"] for t in report["targets"])
+    # the same weights in ShishuLM code dispatch exactly the aten ops of transformers' Llama; the hybrid fewer
+    ops = report["aten_ops"]
+    assert ops["shishu_all_attention"] == ops["baseline"]
+    assert all(ops["shishu"][k] < ops["baseline"][k] for k in ("prefill", "decode_step", "training_step"))
 
     assert out_plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in out_json.parent.iterdir()) == ["bench.json", "bench.png"]  # no temporaries
