@@ -9,6 +9,14 @@ import tempfile
 from pathlib import Path
 
 
+def _default_mode(mode: int) -> int:
+    """`mode` under the process umask: mkdtemp/mkstemp create private (0700/0600) entries, but a
+    finished output should get the permissions an ordinary mkdir/open would have given it."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
+
+
 @contextlib.contextmanager
 def atomic_directory(final_path: str | os.PathLike, overwrite: bool = False):
     """Yield a temporary directory next to `final_path`; on success it is renamed to `final_path`.
@@ -27,6 +35,7 @@ def atomic_directory(final_path: str | os.PathLike, overwrite: bool = False):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    os.chmod(tmp, _default_mode(0o777))
     if final_path.exists():
         old = final_path.with_name(f".{final_path.name}.old-{os.getpid()}")
         os.rename(final_path, old)
@@ -44,6 +53,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+        os.chmod(tmp, _default_mode(0o666))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
