@@ -74,6 +74,7 @@ def build_training_data(data_args, train_args, tokenizer, accelerator):
 
 def claim_run_directory(accelerator, run_dir: RunDirectory, train_args) -> None:
     """Main process writes `run.json` (after every check passed); the others wait for it."""
+    accelerator.wait_for_everyone()  # every rank has checked the folder before it is claimed
     if accelerator.is_main_process:
         run_dir.claim(train_args.overwrite_output_dir)
     accelerator.wait_for_everyone()
