@@ -133,7 +133,7 @@ def test_memory_bandwidth_measurement_and_settings_checks():
     with pytest.raises(ValueError, match="decode_tokens"):
         benchmark.BenchSettings(decode_tokens=0).check()
     quick = benchmark.BenchSettings.quick(contexts=[32])
-    assert quick.contexts == [32] and quick.train_seq_len == 256 and quick.modes == ["eager"]
+    assert quick.contexts == [32] and quick.train_seq_len == 128 and quick.modes == ["eager"]
 
 
 def test_forward_flops_count_shared_layers_per_use_and_causal_attention():
@@ -305,3 +305,23 @@ def test_static_cache_generate_with_torch_compile_on_the_hybrid_model():
     actual = model.generate(prompt, max_new_tokens=6, do_sample=False, cache_implementation="static", compile_config=compile_config)
     assert hasattr(model, "_compiled_call")  # the decode steps really ran compiled (fullgraph: no graph breaks)
     assert torch.equal(actual, expected)
+
+
+def test_inductor_gemv_turns_single_row_matmuls_into_reductions_and_is_restored():
+    import torch._inductor.config as inductor_config
+    from torch._dynamo.utils import counters
+
+    before = inductor_config.post_grad_fusion_options
+    weight, x = torch.randn(3000, 64), torch.randn(1, 64)  # 3000 outputs: above inductor's default CPU bound
+    torch._dynamo.reset()
+    counters.clear()
+    previous = benchmark.enable_inductor_gemv()
+    try:
+        compiled = torch.compile(lambda a, w: torch.nn.functional.linear(a, w), fullgraph=True, dynamic=False)
+        with torch.inference_mode():
+            torch.testing.assert_close(compiled(x, weight), torch.nn.functional.linear(x, weight), atol=1e-4, rtol=1e-5)
+    finally:
+        benchmark.restore_inductor_gemv(previous)
+        torch._dynamo.reset()
+    assert counters["inductor"]["decompose_mm"] + counters["inductor"]["decompose_addmm"] >= 1
+    assert inductor_config.post_grad_fusion_options == before
