@@ -210,6 +210,7 @@ def convert_checkpoint(
     pair_init: str = DEFAULT_PAIR_INIT,
     dtype: str | torch.dtype = "auto",
     variant: str | None = None,
+    analysis_file: str | Path | None = None,
 ) -> Path:
     """Convert `parent` and write a complete Hub-ready ShishuLM folder to `out`, atomically.
 
@@ -223,6 +224,8 @@ def convert_checkpoint(
         share, extra_mlp_layers, pair_init: see `convert_model`.
         dtype: weights dtype of the output ("auto" keeps the parent's; "bfloat16" for a small release).
         variant: name recorded in `conversion.json` when converting a named variant.
+        analysis_file: a `layer_analysis.json` written by `shishu analyze` for this parent: its recommended
+            set of K layers is converted (the same choice as "auto", without running the analysis again).
 
     The folder holds config.json (with `auto_map`), model.safetensors, the tokenizer, generation_config.json,
     the two remote-code files and conversion.json (parent, converted layers, sharing, sizes).
@@ -245,7 +248,11 @@ def convert_checkpoint(
     num_parent_layers = parent_model.config.num_hidden_layers
     num_mlp_layers, layers = _resolve_layer_choice(num_mlp_layers, mlp_layers, num_parent_layers)
     selection = {"rule": "top", "description": f"the top {num_mlp_layers} parent layers (the paper's choice)"}
-    if layers == "auto":
+    if analysis_file is not None:
+        if layers is not None:
+            raise ValueError("give either explicit / auto layers or an analysis file, not both")
+        layers, selection = layers_from_analysis(analysis_file, num_mlp_layers, num_parent_layers)
+    elif layers == "auto":
         from .analysis import analyze_layers, default_analysis_texts
 
         texts = analysis_data if analysis_data is not None else default_analysis_texts()
@@ -297,6 +304,34 @@ def convert_checkpoint(
     return out
 
 
+def layers_from_analysis(path: str | Path, num_mlp_layers: int, num_parent_layers: int) -> tuple[list[int], dict]:
+    """The layer set that `shishu analyze` recommended for K = `num_mlp_layers`, and its selection record."""
+    from .analysis import LayerAnalysis
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "layer_analysis.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no layer analysis at {path} (write one with `shishu analyze --out ...`)")
+    try:
+        analysis = LayerAnalysis.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ValueError(f"{path} is not a layer analysis written by `shishu analyze`: {error}") from None
+    if len(analysis.rows) != num_parent_layers:
+        raise ValueError(f"{path} analyses {len(analysis.rows)} layers but the parent has {num_parent_layers}: it is another model's analysis")
+    if num_mlp_layers <= 0:
+        raise ValueError("converting an analysis recommendation needs the number of layers (--mlp-layers K > 0)")
+    recommended = analysis.recommend(num_mlp_layers)
+    selection = {
+        "rule": f"analysis ({recommended.rule})",
+        "description": recommended.description,
+        "joint_attention_removal_cost": recommended.joint_cost,
+        "analysis_file": str(path),
+        "analysis_settings": analysis.settings,
+    }
+    return list(recommended.layers), selection
+
+
 def _describe_parent(requested: str, folder: Path, parent_model) -> dict:
     description = {
         "requested": requested,
@@ -334,6 +369,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--extra-mlp-layers", type=int, default=None, metavar="N", help="MLP-only blocks appended on top (start as identities)")
     parser.add_argument("--pair-init", choices=PAIR_INIT_RULES, default=DEFAULT_PAIR_INIT, help=f"how a shared pair is initialised (default: {DEFAULT_PAIR_INIT})")
     parser.add_argument("--dtype", default="auto", help="weights dtype of the output: auto (the parent's), float32, bfloat16")
+    parser.add_argument("--layers-from", default=None, metavar="ANALYSIS", help="convert the K layers recommended by a `shishu analyze` output (layer_analysis.json or its folder)")
     parser.add_argument("--analysis-data", nargs="+", default=None, metavar="FILE", help="text files for --layers auto (default: held-out Shakespeare)")
     parser.add_argument("--out", required=True, help="output folder (written atomically)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
@@ -357,6 +393,8 @@ def run(args: argparse.Namespace) -> int:
     if parent is None:
         raise ValueError("give --parent (a folder, an offline parent name or a Hub id) or --variant")
     layers = _parse_layers(args.layers)
+    if args.layers_from and layers is not None:
+        raise ValueError("give either --layers or --layers-from, not both")
     if k is None and not isinstance(layers, list):
         raise ValueError("give --mlp-layers K (or explicit --layers i,j,...)")
     texts = None
@@ -376,6 +414,7 @@ def run(args: argparse.Namespace) -> int:
         pair_init=args.pair_init,
         dtype=args.dtype,
         variant=args.variant,
+        analysis_file=args.layers_from,
     )
     record = json.loads((out / "conversion.json").read_text(encoding="utf-8"))
     sizes = record["sizes"]

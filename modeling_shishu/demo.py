@@ -5,8 +5,10 @@
 Stages, each one a documented command of its own (the demo prints it before running it):
 
 1. fetch-parent  `shishu fetch-parent smollm2-135m`                   the real SmolLM2-135M parent, cached
-2. analyze       `shishu analyze --model <parent> --k 10 --out ...`    per-layer linearity / removal cost
-3. convert       `shishu convert --parent <parent> --mlp-layers 10 --share pairs --out ...`
+2. analyze       `shishu analyze --model <parent> --k 10 --out ...`    per-layer linearity / removal cost,
+                 and the set of 10 layers (5 adjacent pairs) whose attention costs least to drop
+3. convert       `shishu convert --parent <parent> --mlp-layers 10 --layers-from <analysis> --share pairs ...`
+                 (`--layers top`: the paper's literal choice, the top 10 layers)
 4. heal          `accelerate launch --config_file recipes/accelerate_configs/cpu_ddp.yaml
                   recipes/scripts/distill.py --config recipes/shishu-smollm2-135m-m10/distill/config.yaml ...`
 5. evaluate      `shishu eval --model <healed> --baseline <parent> --suite offline --limit N ...`
@@ -15,7 +17,8 @@ Stages, each one a documented command of its own (the demo prints it before runn
 6. release       `shishu card <release> --results ...`: weights, remote code, tokenizer, card, plots
 
 Re-running reuses every stage whose output is complete and whose command has not changed (a
-`stage.json` next to each output records the command). Outputs are written by the stage commands
+`stage.json` next to each output records the command); once a stage runs again, every later stage
+does too, since it reads that stage's output. Outputs are written by the stage commands
 themselves, atomically, so an interrupted stage leaves nothing that looks complete.
 """
 
@@ -57,11 +60,12 @@ class Stage:
             return False
         return json.loads(record.read_text()).get("command") == self.command
 
-    def run(self, out: Path, force: bool = False) -> float:
+    def run(self, out: Path, force: bool = False) -> bool:
+        """Run the stage unless its output is cached; returns whether it ran."""
         printable = " ".join(shlex.quote(part) for part in self.command)
         if self.is_cached(out) and not force:
             print(f"[demo] {self.name}: cached ({self.output})", flush=True)
-            return 0.0
+            return False
         print(f"\n[demo] {self.name}: {printable}", flush=True)
         stale = self.workdir or self.output
         if stale.is_dir():
@@ -87,7 +91,7 @@ class Stage:
         seconds = time.perf_counter() - start
         atomic_write_json(self.record_path(out), {"command": self.command, "output": str(self.output), "seconds": round(seconds, 1)})
         print(f"[demo] {self.name}: done in {seconds:.0f} s", flush=True)
-        return seconds
+        return True
 
 
 def shishu(*args: str) -> list[str]:
@@ -120,6 +124,7 @@ def build_stages(args: argparse.Namespace, parent: Path) -> list[Stage]:
         Stage(
             "convert",
             shishu("convert", "--parent", str(parent), "--mlp-layers", "10", "--share", "pairs",
+                   *(["--layers-from", str(analysis)] if args.layers == "analysis" else []),
                    "--variant", VARIANT, "--out", str(converted), "--overwrite"),
             converted,
         ),
@@ -190,10 +195,12 @@ def build_release(out: Path, healed: Path, converted: Path) -> Path:
     return release
 
 
-def _score(results: dict, label: str, task: str):
+def _score(results: dict, label: str, task: str, metric: str | None = None):
+    """A model's headline score on a task, or one of the task's other metrics (e.g. "word_perplexity,none")."""
     for model in results["models"]:
         if model["label"] == label:
-            return (model["scores"].get(task) or {}).get("value")
+            score = model["scores"].get(task) or {}
+            return score.get("metrics", {}).get(metric) if metric else score.get("value")
     return None
 
 
@@ -220,9 +227,11 @@ def final_table(out: Path, release: Path) -> str:
             if row["figure"] == figure and row.get("mode") == "eager":
                 rows.append((f"{label} (ctx {row['context']}, batch {row['batch']})", "", "", f"x{row['ratio']:.2f}"))
     bpb = "offline_shakespeare"
-    add("held-out Shakespeare bits/byte: parent", _score(results, "smollm2-135m", bpb), None)
-    add("  ... after conversion (not healed)", None, _score(before, before["models"][0]["label"], bpb))
-    add("  ... after healing", None, _score(results, VARIANT, bpb))
+    unhealed = before["models"][0]["label"]
+    for metric, name in [(None, "bits/byte"), ("word_perplexity,none", "word perplexity"), ("byte_perplexity,none", "byte perplexity")]:
+        add(f"held-out Shakespeare {name}: parent", _score(results, "smollm2-135m", bpb, metric), None)
+        add("  ... after conversion (not healed)", None, _score(before, unhealed, bpb, metric))
+        add("  ... after healing", None, _score(results, VARIANT, bpb, metric))
     for task, record in results["tasks"].items():
         if task == bpb:
             continue
@@ -244,6 +253,8 @@ def final_table(out: Path, release: Path) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="outputs/demo", help="working folder (default: outputs/demo)")
+    parser.add_argument("--layers", choices=["analysis", "top"], default="analysis",
+                        help="which 10 layers become MLP-only: the analysis's pick (default) or the top 10 (the paper's rule)")
     parser.add_argument("--heal-steps", type=int, default=20, help="distillation steps (default: 20)")
     parser.add_argument("--heal-lr", type=float, default=3e-4, help="distillation peak learning rate (default: 3e-4)")
     parser.add_argument("--heal-seq-length", type=int, default=128, help="distillation sequence length (default: 128)")
@@ -269,8 +280,10 @@ def run(args: argparse.Namespace) -> int:
     unknown = set(args.force) - {stage.name for stage in stages}
     if unknown:
         raise ValueError(f"unknown stage(s) {sorted(unknown)}; stages: {[stage.name for stage in stages]}")
+    upstream_ran = False
     for stage in stages:
-        stage.run(out, force=stage.name in args.force)
+        # a stage that ran again may have changed what every later stage reads
+        upstream_ran |= stage.run(out, force=upstream_ran or stage.name in args.force)
     print("\n[demo] release: writing the Hub-ready folder and its model card", flush=True)
     release = build_release(out, out / "heal" / "final", out / "converted")
     table = final_table(out, release)

@@ -115,6 +115,24 @@ def test_cli_writes_table_json_and_png(tmp_path, capsys):
     assert len(data["rows"]) == 6 and "2" in data["recommendations"]
     assert (out / "layer_analysis.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
+    # `convert --layers-from` converts exactly the layers the analysis recommended, without re-analysing.
+    converted = tmp_path / "converted"
+    assert shishu_main(["convert", "--parent", str(parent_dir), "--mlp-layers", "2", "--layers-from", str(out), "--out", str(converted)]) == 0
+    record = json.loads((converted / "conversion.json").read_text())
+    assert record["mlp_layers"] == data["recommendations"]["2"]["layers"]
+    assert record["layer_selection"]["rule"] == f"analysis ({data['recommendations']['2']['rule']})"
+    capsys.readouterr()
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({**data, "rows": data["rows"][:4]}))
+    for extra, message in [
+        (["--layers", "1,2", "--layers-from", str(out)], "give either --layers or --layers-from"),
+        (["--mlp-layers", "2", "--layers-from", str(other)], "analyses 4 layers but the parent has 6"),
+        (["--mlp-layers", "2", "--layers-from", str(tmp_path / "none")], "no layer analysis at"),
+    ]:
+        assert shishu_main(["convert", "--parent", str(parent_dir), *extra, "--out", str(tmp_path / "x")]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
 
 def test_convert_layers_auto_uses_the_recommendation(tmp_path):
     parent = tiny_llama()

@@ -19,10 +19,11 @@ def write_stage(out, text: str, name: str = "write") -> Stage:
 def test_stage_runs_once_then_is_cached(tmp_path):
     stage = write_stage(tmp_path, "one")
     assert not stage.is_cached(tmp_path)
-    stage.run(tmp_path)
+    assert stage.run(tmp_path) is True
     assert (tmp_path / "result" / "x.txt").read_text() == "one"
     assert stage.is_cached(tmp_path)
-    assert stage.run(tmp_path) == 0.0  # cached: not run again (mkdir would fail)
+    assert stage.run(tmp_path) is False  # cached: not run again (mkdir would fail)
+    assert stage.run(tmp_path, force=True) is True  # forced: the stale output is removed, then rebuilt
     assert (tmp_path / "logs" / "write.log").exists()
 
 
@@ -57,3 +58,6 @@ def test_demo_stages_are_the_documented_commands(tmp_path):
     assert heal.env["ACCELERATE_USE_CPU"] == "1"
     convert = stages[1].command
     assert convert[convert.index("--mlp-layers") + 1] == "10" and "pairs" in convert
+    assert convert[convert.index("--layers-from") + 1] == str(stages[0].output)  # the analysis picks the layers
+    top = build_stages(parser.parse_args(["--out", str(tmp_path), "--layers", "top"]), tmp_path / "parent")
+    assert "--layers-from" not in top[1].command
