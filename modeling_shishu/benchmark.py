@@ -6,8 +6,10 @@
 
 `--model` and `--baseline` are checkpoint folders, Hub ids, or (baseline) an offline parent name
 (`smollm2-135m`). Both models are loaded in the same process and every timing is interleaved between
-them (the order alternates every repeat), after warm-up, so that drift and contention from other work
-on the machine hit both alike; medians and the 10th-90th percentile spread are reported.
+them (the order rotates every repeat), after warm-up, so that drift, contention from other work on the
+machine and what the previous model left in the CPU caches hit both alike; medians and the 10th-90th
+percentile spread are reported. With `--compile` on CPU, inductor compiles batch-1 matmuls into fused
+reductions instead of BLAS GEMV calls (`--no-inductor-gemv` keeps GEMV), for both models alike.
 
 What is measured, for each model:
 
@@ -526,10 +528,13 @@ def measure_inference(models: list[BenchModel], settings: BenchSettings, mode: s
                 for m in interleaved(models, repeat):
                     empty_cache(m)
                     prefill_samples[m.role].append(_timed(lambda: prefill(m), settings.device, settings.clock))
+            # Decode steps alternate between the models one token at a time: a step is ~20-100 ms, short
+            # enough that the bandwidth drift of a shared machine hits neighbouring steps alike.
             for repeat in range(settings.repeats):
-                for m in interleaved(models, repeat):
+                for m in models:
                     rewind_cache(caches[m.role], context)
-                    for _ in range(settings.decode_tokens):
+                for token in range(settings.decode_tokens):
+                    for m in interleaved(models, repeat * settings.decode_tokens + token):
                         decode_samples[m.role].append(_timed(lambda: decode_step(m), settings.device, settings.clock))
 
     for m in models:
@@ -794,12 +799,25 @@ def evaluate_targets(report: dict) -> list[dict]:
             "met": all(ops[ALL_ATTENTION][k] <= ops[BASELINE][k] for k in kinds),
         })
     timed = [r for r in report.get("overhead", []) if r["figure"] in TIMED_FIGURES]
-    if timed:
-        low, high = min(r["ratio"] for r in timed), max(r["ratio"] for r in timed)
+    # Eager mode and training run the same kernels in both classes, so their ratio is the implementation's
+    # overhead. In compile mode (static cache, so a mask) ShishuLM hands grouped queries to the SDPA kernel
+    # where transformers' Llama copies the cache per query head first: that ratio is a kernel gain.
+    same_kernels = [r for r in timed if r.get("mode") != "compile"]
+    if same_kernels:
+        low, high = min(r["ratio"] for r in same_kernels), max(r["ratio"] for r in same_kernels)
+        median = statistics.median(r["ratio"] for r in same_kernels)
         targets.append({
-            "target": f"all-attention ShishuLM vs baseline class: every time ratio in {OVERHEAD_BAND[0]:.2f}-{OVERHEAD_BAND[1]:.2f}",
-            "value": f"{low:.3f}-{high:.3f} over {len(timed)} figures",
+            "target": f"all-attention ShishuLM vs baseline class, same kernels (eager, training): every time ratio in {OVERHEAD_BAND[0]:.2f}-{OVERHEAD_BAND[1]:.2f}",
+            "value": f"{low:.3f}-{high:.3f} over {len(same_kernels)} figures, median {median:.3f}",
             "met": OVERHEAD_BAND[0] <= low and high <= OVERHEAD_BAND[1],
+        })
+    kernel_gain = [r for r in timed if r.get("mode") == "compile"]
+    if kernel_gain:
+        low, high = min(r["ratio"] for r in kernel_gain), max(r["ratio"] for r in kernel_gain)
+        targets.append({
+            "target": "all-attention ShishuLM vs baseline class, compile mode (in-kernel GQA vs the baseline's per-head cache copy): no slower",
+            "value": f"{low:.3f}-{high:.3f} over {len(kernel_gain)} figures",
+            "met": low >= OVERHEAD_BAND[0],
         })
     # Bandwidth: both models, batch 1, every context, in the faster of the two modes.
     fastest = {}
@@ -975,7 +993,10 @@ def format_report(report: dict) -> str:
             f"Same weights, two implementations: the baseline's class vs ShishuLM with every layer attention "
             f"(max |logit difference| {twin.get('max_abs_logit_difference_vs_baseline', float('nan')):.1e}). "
             "overhead = baseline / ShishuLM(all attention), 1.00 = no overhead; "
-            "architecture = ShishuLM(all attention) / ShishuLM, the saving of the layout alone (same code).",
+            "architecture = ShishuLM(all attention) / ShishuLM, the saving of the layout alone (same code). "
+            "Eager and training run the same kernels in both classes; in compile mode (static cache, so a mask) "
+            "ShishuLM passes grouped queries to the SDPA kernel where the baseline's class copies the cache per "
+            "query head, so there the ratio is that kernel's gain.",
             "",
             "| figure | baseline | ShishuLM(all attention) | overhead | architecture |",
             "| --- | --- | --- | --- | --- |",

@@ -199,6 +199,22 @@ def test_ratios_and_targets_on_a_known_report():
     # per model, the faster mode counts: baseline eager 55%, ShishuLM eager 60% -> the lowest is 55%
     assert bandwidth["met"] is True and bandwidth["value"].startswith("lowest 55.0%")
 
+    # Overhead: eager and training figures (same kernels in both classes) must sit in the band; compile
+    # figures (ShishuLM's in-kernel GQA) only must not be slower.
+    report["overhead"] = [
+        {"figure": "decode_ms_per_token", "mode": "eager", "ratio": 0.99},
+        {"figure": "prefill_ms", "mode": "eager", "ratio": 1.02},
+        {"figure": "training_step_ms", "ratio": 1.01},
+        {"figure": "decode_ms_per_token", "mode": "compile", "ratio": 1.40},
+    ]
+    targets = {t["target"].split(" (")[0]: t for t in benchmark.evaluate_targets(report)}
+    same_kernels = targets["all-attention ShishuLM vs baseline class, same kernels"]
+    assert same_kernels["met"] is True and same_kernels["value"] == "0.990-1.020 over 3 figures, median 1.010"
+    assert targets["all-attention ShishuLM vs baseline class, compile mode"]["met"] is True
+    report["overhead"][0]["ratio"] = 0.95
+    targets = {t["target"].split(" (")[0]: t for t in benchmark.evaluate_targets(report)}
+    assert targets["all-attention ShishuLM vs baseline class, same kernels"]["met"] is False
+
 
 # ----------------------------------------------------------------------------------------------------
 # The command end to end on tiny checkpoints
