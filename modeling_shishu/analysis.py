@@ -51,7 +51,7 @@ import torch
 from transformers.masking_utils import create_causal_mask
 
 from .configuration_shishu import MLP_LAYER, pair_adjacent_mlp_layers
-from .io_utils import atomic_write_json
+from .io_utils import atomic_save_figure, atomic_write_json
 
 
 logger = logging.getLogger(__name__)
@@ -546,12 +546,7 @@ def plot_analysis(analysis: LayerAnalysis, path: str | Path, k: int | None = Non
     axes[-1].set_xlabel("layer" + (f" (shaded: recommended set for K={k})" if k else ""))
     figure.suptitle(f"{analysis.model}: per-layer attention analysis (context {analysis.settings['context_length']})")
     figure.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(tmp, dpi=110)
-    plt.close(figure)
-    tmp.replace(path)
-    return path
+    return atomic_save_figure(figure, path, dpi=110)
 
 
 def write_outputs(analysis: LayerAnalysis, out_dir: str | Path, k: int | None = None) -> tuple[Path, Path]:

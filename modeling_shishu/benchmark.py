@@ -55,7 +55,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -1042,6 +1041,8 @@ def plot_report(report: dict, path: str | os.PathLike) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .io_utils import atomic_save_figure
+
     models = report["models"]
     batch = min(r["batch"] for r in report["inference"])
     colors = {BASELINE: "tab:blue", SHISHU: "tab:orange", ALL_ATTENTION: "tab:gray"}
@@ -1081,17 +1082,7 @@ def plot_report(report: dict, path: str | os.PathLike) -> None:
         axis.grid(True, alpha=0.3)
         axis.legend(fontsize=7)
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=path.suffix or ".png", dir=path.parent)
-    os.close(fd)
-    try:
-        figure.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
-    finally:
-        plt.close(figure)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    atomic_save_figure(figure, path, dpi=120)
 
 
 # ------------------------------------------------------------------------------------------- CLI

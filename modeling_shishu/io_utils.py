@@ -63,3 +63,22 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike, data) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def atomic_save_figure(figure, path: str | os.PathLike, dpi: int = 110) -> Path:
+    """Save a matplotlib figure to `path` through a temporary file and an atomic rename, then close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=path.suffix or ".png", dir=path.parent)
+    os.close(fd)
+    try:
+        figure.savefig(tmp, dpi=dpi)
+        os.chmod(tmp, _default_mode(0o666))
+        os.replace(tmp, path)
+    finally:
+        plt.close(figure)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return path

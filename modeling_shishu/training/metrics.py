@@ -8,10 +8,9 @@ checkpoint's step are dropped, so the file always reads as one uninterrupted run
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
-from ..io_utils import atomic_write_text
+from ..io_utils import atomic_save_figure, atomic_write_text
 
 
 # Dense bf16 peak FLOP/s per device (vendor datasheets, no sparsity). Matched by substring of
@@ -158,12 +157,4 @@ def plot_loss_curve(records: list[dict], out_path: str | os.PathLike, title: str
     if train or held_out:
         axis.legend()
     figure.tight_layout()
-    out_path = Path(out_path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.tmp-", suffix=".png", dir=out_path.parent)
-    os.close(fd)
-    try:
-        figure.savefig(tmp, dpi=110)
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_save_figure(figure, out_path, dpi=110)
