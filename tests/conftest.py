@@ -32,6 +32,16 @@ def tiny_config_kwargs(**overrides):
     return kwargs
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread: two threads on a busy 2-core machine spin-wait for each other
+    and made tiny-model tests up to 40x slower. Modules opt in with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -9,8 +9,10 @@ import torch
 from modeling_shishu.analysis import LayerAnalysis, _spread, analyze_layers, lowest_cost_pairs, make_windows
 from modeling_shishu.cli import main as shishu_main
 from modeling_shishu.conversion import convert_checkpoint, convert_model
-from test_conversion import one_thread, save_parent, tiny_llama, tiny_texts, tiny_tokenizer  # noqa: F401 (one_thread: autouse fixture)
+from test_conversion import save_parent, tiny_llama, tiny_texts, tiny_tokenizer
 
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SMALL = dict(context_length=16, fit_tokens=512, eval_tokens=128, ablation_tokens=128, batch_size=8)
 

@@ -27,14 +27,7 @@ TASKS = "offline_bigbench_social_iqa,offline_bigbench_strategyqa,offline_shakesp
 REPO_ID = "shishu-test/tiny-m2"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models on a shared CPU: one thread avoids thread-pool oversubscription (50x slower steps when
-    # other processes hold the cores).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -28,14 +28,7 @@ from modeling_shishu.variants import VARIANTS, count_unique_parameters, get_vari
 # Tiny parents (shared with test_analysis.py and test_export_llama.py)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread; two threads on a busy 2-core machine spin-wait for each
-    other and made these tests up to 40x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 WORDS = [f"w{i}" for i in range(4, 99)]

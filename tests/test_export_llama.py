@@ -10,7 +10,10 @@ from transformers import AutoModelForCausalLM, LlamaForCausalLM
 from modeling_shishu.cli import main as shishu_main
 from modeling_shishu.conversion import convert_checkpoint, convert_model
 from modeling_shishu.export_llama import export_llama, shishu_to_llama
-from test_conversion import one_thread, INPUT_IDS, logits, save_parent, tiny_llama, tiny_qwen2  # noqa: F401 (one_thread: autouse fixture)
+from test_conversion import INPUT_IDS, logits, save_parent, tiny_llama, tiny_qwen2
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_logits_equal_with_pairs_extra_layers_and_untied_head():

@@ -44,6 +44,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(REPO_ROOT))
 
+from modeling_shishu.benchmark import kv_cache_bytes  # noqa: E402
 from modeling_shishu.io_utils import atomic_directory, atomic_write_json, atomic_write_text  # noqa: E402
 
 
@@ -331,16 +332,6 @@ def held_out_loss(model, blocks: torch.Tensor, byte_lengths: torch.Tensor, batch
         tokens += targets.numel()
         nbytes += int(byte_lengths[targets.cpu()].sum())
     return {"loss": nll / tokens, "bits_per_byte": nll / math.log(2) / nbytes, "tokens": tokens, "bytes": nbytes}
-
-
-def kv_cache_bytes(cache) -> int:
-    total = 0
-    for layer in cache.layers:
-        for name in ("keys", "values"):
-            tensor = getattr(layer, name, None)
-            if isinstance(tensor, torch.Tensor):
-                total += tensor.numel() * tensor.element_size()
-    return total
 
 
 @torch.inference_mode()
