@@ -456,15 +456,19 @@ def _architecture_summary(facts: dict) -> str:
     if layers["mlp"] == 0:
         return f"All {layers['total']} layers are decoder blocks (attention + MLP): the Llama architecture."
     shared = sum(len(group) for group in facts["share_groups"])
+    types = facts["layer_types"]
+    mlp_on_top = all(t != "full_attention" for t in types[layers["attention"]:])
     text = (
-        f"{layers['attention']} decoder blocks (RMSNorm, grouped-query attention with RoPE, SwiGLU MLP) followed by "
-        f"{layers['mlp']} MLP-only blocks"
+        f"{layers['attention']} decoder blocks (RMSNorm, grouped-query attention with RoPE, SwiGLU MLP) "
+        + ("followed by " if mlp_on_top else "interleaved with ")
+        + f"{layers['mlp']} MLP-only blocks"
     )
     groups = len(facts["share_groups"])
+    group_words = "1 group" if groups == 1 else f"{groups} groups"
     if shared == layers["mlp"]:
-        text += f" in {groups} groups of adjacent blocks that each share one set of MLP and norm weights"
+        text += f" in {group_words} of adjacent blocks that each share one set of MLP and norm weights"
     elif shared:
-        text += f", {shared} of which run in {groups} groups that each share one set of MLP and norm weights"
+        text += f", {shared} of which run in {group_words} that each share one set of MLP and norm weights"
     return text + "."
 
 

@@ -201,3 +201,19 @@ def test_card_states_the_training_record(evaluated, tmp_path):
     assert "- Data: `shakespeare`, split `train`." in text and "Teacher: `smollm2-135m` (KL weight 1.0" in text
     assert "Training loss: 3.5000 at the first logged step, 2.2500 at the last." in text
     assert "eval_loss 2.5000, eval_kl 0.7500" in text and "None after conversion" not in text
+
+
+def test_architecture_summary_says_where_the_mlp_only_blocks_are():
+    from modeling_shishu.model_card import _architecture_summary
+
+    def facts(layer_types, share_groups):
+        mlp = sum(t == "mlp" for t in layer_types)
+        layers = {"total": len(layer_types), "attention": len(layer_types) - mlp, "mlp": mlp}
+        return {"layers": layers, "layer_types": layer_types, "share_groups": share_groups}
+
+    A, M = "full_attention", "mlp"
+    top = _architecture_summary(facts([A, A, A, A, M, M], [[4, 5]]))
+    assert top.startswith("4 decoder blocks") and "followed by 2 MLP-only blocks in 1 group of adjacent blocks" in top
+    mixed = _architecture_summary(facts([A, M, M, A, A, M], [[1, 2]]))
+    assert "interleaved with 3 MLP-only blocks, 2 of which run in 1 group that" in mixed
+    assert "Llama architecture" in _architecture_summary(facts([A, A], []))
