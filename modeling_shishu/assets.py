@@ -211,10 +211,9 @@ def download_from_index(name: str, version: str, folder: Path) -> Path:
     )
     with urllib.request.urlopen(request, timeout=60) as response:
         listing = json.load(response)
-    prefix = f"{_canonical_name(name)}-{version}".replace("-", "_")
     files = [
         f for f in listing.get("files", [])
-        if f["filename"].lower().replace("-", "_").startswith(prefix) and f["filename"].endswith(_ARCHIVE_SUFFIXES)
+        if f["filename"].endswith(_ARCHIVE_SUFFIXES) and _archive_pin(f["filename"]) == (_canonical_name(name), version)
     ]  # fmt: skip
     if not files:
         raise RuntimeError(f"the index {index} lists no archive of {name}=={version}")
@@ -230,6 +229,15 @@ def download_from_index(name: str, version: str, folder: Path) -> Path:
         target.unlink()
         raise RuntimeError(f"{chosen['filename']} from {index} has sha256 {digest.hexdigest()}, the index says {expected}")
     return target
+
+
+def _archive_pin(filename: str) -> tuple[str, str]:
+    """(canonical name, version) of a wheel or source archive file name, so that 1.0 never matches 1.0.1."""
+    if filename.endswith(".whl"):
+        name, version = filename.split("-")[:2]
+    else:
+        name, _, version = filename.removesuffix(".tar.gz").removesuffix(".zip").rpartition("-")
+    return _canonical_name(name), version
 
 
 def _single_archive(folder: Path) -> Path | None:

