@@ -60,6 +60,8 @@ from pathlib import Path
 
 import torch
 
+from .io_utils import atomic_save_figure, atomic_write_json
+
 
 logger = logging.getLogger(__name__)
 
@@ -193,18 +195,21 @@ def unique_parameters(model: torch.nn.Module) -> tuple[int, int]:
     return count, nbytes
 
 
+def executed_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The block each layer runs, in execution order: a share group's owner once per layer of the group
+    (a plain Llama / Qwen2 model has no `weight_owners`: every layer runs its own block)."""
+    config = model.config
+    owners = list(getattr(config, "weight_owners", range(config.num_hidden_layers)))
+    return [model.model.layers[owners[layer_idx]] for layer_idx in range(config.num_hidden_layers)]
+
+
 def forward_flops(model: torch.nn.Module, batch: int, tokens: int, logits_tokens: int) -> int:
     """Multiply-add FLOPs (2 per MAC) of a forward pass over `tokens` new tokens from an empty cache: every
     projection of every layer in execution order (a shared group's weights once per layer that runs them),
     the LM head on `logits_tokens` positions, and causal attention (query i attends i + 1 keys)."""
     config = model.config
-    layers = model.model.layers
-    owners = list(getattr(config, "weight_owners", range(config.num_hidden_layers)))
-    projection_weights, attention_layers = 0, 0
-    for layer_idx in range(config.num_hidden_layers):
-        block = layers[owners[layer_idx]]
-        projection_weights += sum(m.weight.numel() for m in block.modules() if isinstance(m, torch.nn.Linear))
-        attention_layers += hasattr(block, "self_attn")
+    projection_weights = sum(w.numel() for w in decode_matmul_weights(model)[:-1])  # [-1]: the LM head
+    attention_layers = sum(hasattr(block, "self_attn") for block in executed_blocks(model))
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     attended_keys = tokens * (tokens + 1) // 2
     attention = attention_layers * 2 * 2 * config.num_attention_heads * head_dim * attended_keys  # QK^T and AV
@@ -259,12 +264,7 @@ def measure_memory_bandwidth(nbytes: int = 512 * 2**20, repeats: int = 5, device
 def decode_matmul_weights(model: torch.nn.Module) -> list[torch.Tensor]:
     """The weight matrices one decode step multiplies by, in execution order: every projection of every
     layer (a shared group's weights once per layer that runs them), then the LM head."""
-    config = model.config
-    owners = list(getattr(config, "weight_owners", range(config.num_hidden_layers)))
-    weights = []
-    for layer_idx in range(config.num_hidden_layers):
-        block = model.model.layers[owners[layer_idx]]
-        weights += [m.weight for m in block.modules() if isinstance(m, torch.nn.Linear)]
+    weights = [m.weight for block in executed_blocks(model) for m in block.modules() if isinstance(m, torch.nn.Linear)]
     return weights + [model.get_output_embeddings().weight]
 
 
@@ -636,11 +636,8 @@ def run_benchmark(model: str, baseline: str, settings: BenchSettings, log=None) 
         f"{m.label} batch {b}: {matmul_floor[m.role][b]['median_ms']:.1f} ms" for m in models for b in settings.batches
     ))
 
-    previous_limits = _raise_recompile_limits()
-    previous_inductor = None
-    if settings.compile and settings.inductor_gemv and torch.device(settings.device).type == "cpu":
-        previous_inductor = enable_inductor_gemv()
-    try:
+    fuse_gemv = settings.compile and settings.inductor_gemv and torch.device(settings.device).type == "cpu"
+    with _raised_recompile_limits(), (inductor_fused_gemv() if fuse_gemv else contextlib.nullcontext()):
         if settings.compile:
             for m in models:
                 # fullgraph: a graph break is an error, not a silent slow path.
@@ -652,10 +649,6 @@ def run_benchmark(model: str, baseline: str, settings: BenchSettings, log=None) 
                     per_model = measure_inference(models, settings, mode, batch, context, log)
                     for m in models:
                         inference.append({"mode": mode, "batch": batch, "context": context, "model": m.role, **per_model[m.role]})
-    finally:
-        _restore_recompile_limits(previous_limits)
-        if previous_inductor is not None:
-            restore_inductor_gemv(previous_inductor)
     training = measure_training(models, settings, log)
     bandwidth_after = measure_memory_bandwidth(settings.bandwidth_bytes, settings.bandwidth_repeats, settings.device, settings.clock)
     best_bandwidth = max(bandwidth["bytes_per_s"], bandwidth_after["bytes_per_s"])
@@ -866,54 +859,49 @@ def _cpu_name() -> str:
 _GEMV_MAX_DIMENSION = 2**24
 
 
-def enable_inductor_gemv() -> tuple:
-    """Make inductor compile CPU matmuls with one row (a batch-1 decode step) into fused multiply-reduce
-    kernels (its `decompose_mm_pass`) for every matrix size; returns what `restore_inductor_gemv` needs.
+@contextlib.contextmanager
+def inductor_fused_gemv():
+    """Within the block, inductor compiles CPU matmuls with one row (a batch-1 decode step) into fused
+    multiply-reduce kernels (its `decompose_mm_pass`) for every matrix size; the settings are restored after.
 
     Measured here (EPYC, 2 threads): BLAS GEMV streams fp32 weights at ~9 GB/s, the fused reduction at
-    ~27 GB/s; a compiled 135M decode step went from 53 to 24 ms. The pass reads its size bounds once, when
+    ~27 GB/s; a compiled 135M decode step went from 53 to 24 ms. The pass reads its size bound once, when
     inductor first loads it, so an already loaded pass gets the bound set directly.
     """
     import torch._inductor.config as inductor_config
+
+    def loaded_pass():
+        return sys.modules.get("torch._inductor.fx_passes.decompose_mem_bound_mm")
 
     previous_options = inductor_config.post_grad_fusion_options
     options = dict(previous_options)
     options["decompose_mm_pass"] = {**options.get("decompose_mm_pass", {}), "cpu_max_other_dimension_decomposition": _GEMV_MAX_DIMENSION}
     inductor_config.post_grad_fusion_options = options
-    loaded_pass = sys.modules.get("torch._inductor.fx_passes.decompose_mem_bound_mm")
-    previous_bound = getattr(loaded_pass, "cpu_max_other_dimension_decomposition", None)
-    if loaded_pass is not None:
-        loaded_pass.cpu_max_other_dimension_decomposition = _GEMV_MAX_DIMENSION
-    return previous_options, previous_bound
+    if loaded_pass() is not None:
+        loaded_pass().cpu_max_other_dimension_decomposition = _GEMV_MAX_DIMENSION
+    try:
+        yield
+    finally:
+        inductor_config.post_grad_fusion_options = previous_options
+        if loaded_pass() is not None:  # back to the bound the previous options (or torch's default) give
+            default = getattr(loaded_pass(), "CPU_MAX_OTHER_DIMENSION_DECOMPOSITION", None)
+            loaded_pass().cpu_max_other_dimension_decomposition = previous_options.get(
+                "decompose_mm_pass", {}).get("cpu_max_other_dimension_decomposition", default)
 
 
-def restore_inductor_gemv(previous: tuple) -> None:
-    import torch._inductor.config as inductor_config
-
-    previous_options, previous_bound = previous
-    inductor_config.post_grad_fusion_options = previous_options
-    loaded_pass = sys.modules.get("torch._inductor.fx_passes.decompose_mem_bound_mm")
-    if loaded_pass is not None:
-        default = getattr(loaded_pass, "CPU_MAX_OTHER_DIMENSION_DECOMPOSITION", None)
-        restored = previous_options.get("decompose_mm_pass", {}).get("cpu_max_other_dimension_decomposition", default)
-        loaded_pass.cpu_max_other_dimension_decomposition = previous_bound if previous_bound is not None else restored
-
-
-def _raise_recompile_limits() -> dict:
+@contextlib.contextmanager
+def _raised_recompile_limits():
     # One compiled decode graph per (model, batch, context): more than dynamo's default of 8 per function.
     import torch._dynamo.config as dynamo_config
 
     previous = {name: getattr(dynamo_config, name) for name in ("recompile_limit", "accumulated_recompile_limit") if hasattr(dynamo_config, name)}
     for name in previous:
         setattr(dynamo_config, name, max(previous[name], 1024))
-    return previous
-
-
-def _restore_recompile_limits(previous: dict) -> None:
-    import torch._dynamo.config as dynamo_config
-
-    for name, value in previous.items():
-        setattr(dynamo_config, name, value)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            setattr(dynamo_config, name, value)
 
 
 # ------------------------------------------------------------------------------------ report output
@@ -1041,8 +1029,6 @@ def plot_report(report: dict, path: str | os.PathLike) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .io_utils import atomic_save_figure
-
     models = report["models"]
     batch = min(r["batch"] for r in report["inference"])
     colors = {BASELINE: "tab:blue", SHISHU: "tab:orange", ALL_ATTENTION: "tab:gray"}
@@ -1158,8 +1144,6 @@ def run(args: argparse.Namespace) -> int:
     report = run_benchmark(args.model, args.baseline, settings, log=log)
     print(format_report(report))
     if args.json:
-        from .io_utils import atomic_write_json
-
         atomic_write_json(args.json, report)
         log(f"wrote {args.json}")
     if args.plot:

@@ -45,20 +45,26 @@ def atomic_directory(final_path: str | os.PathLike, overwrite: bool = False):
         os.rename(tmp, final_path)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same folder and an atomic rename."""
-    path = Path(path)
+@contextlib.contextmanager
+def _atomic_file(path: Path):
+    """Yield a temporary file path next to `path` (same suffix); on success it gets the umask
+    permissions and is renamed to `path`, on an exception it is removed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        yield tmp
         os.chmod(tmp, _default_mode(0o666))
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write `text` to `path` through a temporary file in the same folder and an atomic rename."""
+    with _atomic_file(Path(path)) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
 
 
 def atomic_write_json(path: str | os.PathLike, data) -> None:
@@ -70,15 +76,9 @@ def atomic_save_figure(figure, path: str | os.PathLike, dpi: int = 110) -> Path:
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=path.suffix or ".png", dir=path.parent)
-    os.close(fd)
     try:
-        figure.savefig(tmp, dpi=dpi)
-        os.chmod(tmp, _default_mode(0o666))
-        os.replace(tmp, path)
+        with _atomic_file(path) as tmp:
+            figure.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
     finally:
         plt.close(figure)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
     return path

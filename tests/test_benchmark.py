@@ -331,13 +331,12 @@ def test_inductor_gemv_turns_single_row_matmuls_into_reductions_and_is_restored(
     weight, x = torch.randn(3000, 64), torch.randn(1, 64)  # 3000 outputs: above inductor's default CPU bound
     torch._dynamo.reset()
     counters.clear()
-    previous = benchmark.enable_inductor_gemv()
     try:
-        compiled = torch.compile(lambda a, w: torch.nn.functional.linear(a, w), fullgraph=True, dynamic=False)
-        with torch.inference_mode():
-            torch.testing.assert_close(compiled(x, weight), torch.nn.functional.linear(x, weight), atol=1e-4, rtol=1e-5)
+        with benchmark.inductor_fused_gemv():
+            compiled = torch.compile(lambda a, w: torch.nn.functional.linear(a, w), fullgraph=True, dynamic=False)
+            with torch.inference_mode():
+                torch.testing.assert_close(compiled(x, weight), torch.nn.functional.linear(x, weight), atol=1e-4, rtol=1e-5)
     finally:
-        benchmark.restore_inductor_gemv(previous)
         torch._dynamo.reset()
     assert counters["inductor"]["decompose_mm"] + counters["inductor"]["decompose_addmm"] >= 1
     assert inductor_config.post_grad_fusion_options == before

@@ -308,6 +308,21 @@ def test_run_directory_refuses_other_runs(tmp_path):
         RunDirectory(stranger, "pretrain", {}).check(resume=True, overwrite=False)
 
 
+def test_claim_on_all_ranks_waits_for_every_check_before_and_after_the_claim(tmp_path):
+    run = RunDirectory(tmp_path / "run", "pretrain", {"seed": 1})
+    events = []
+
+    def wait_for_everyone():
+        events.append(("barrier", (run.path / "run.json").exists()))
+
+    run.claim_on_all_ranks(False, is_main_process=True, wait_for_everyone=wait_for_everyone)
+    assert events == [("barrier", False), ("barrier", True)]  # nobody sees run.json before the first barrier
+    events.clear()
+    other_rank = RunDirectory(tmp_path / "other", "pretrain", {"seed": 1})
+    other_rank.claim_on_all_ranks(False, is_main_process=False, wait_for_everyone=wait_for_everyone)
+    assert len(events) == 2 and not other_rank.path.exists()  # only the main process writes
+
+
 def test_checkpoints_only_count_when_complete_and_rotate(tmp_path):
     run = RunDirectory(tmp_path, "pretrain", {})
     for step in (5, 10, 15):

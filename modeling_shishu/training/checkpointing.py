@@ -119,6 +119,16 @@ class RunDirectory:
                                                     "config": self.config})  # fmt: skip
         self.remove_stale_temporaries()
 
+    def claim_on_all_ranks(self, overwrite: bool, is_main_process: bool, wait_for_everyone) -> None:
+        """`claim` by the main process once every rank has run `check`; the others wait for `run.json`.
+
+        Without the first barrier a slower rank would `check` after the claim and refuse the fresh
+        `run.json` as "an unfinished run"."""
+        wait_for_everyone()
+        if is_main_process:
+            self.claim(overwrite)
+        wait_for_everyone()
+
     def _read_run_file(self) -> dict | None:
         run_file = self.path / RUN_FILE
         if not run_file.is_file():

@@ -89,11 +89,8 @@ def open_run(stage: str, train_args, *fingerprinted_args):
 
 
 def claim_run_directory(accelerator, run_dir: RunDirectory, train_args) -> None:
-    """Main process writes `run.json` (after every check passed); the others wait for it."""
-    accelerator.wait_for_everyone()  # every rank has checked the folder before it is claimed
-    if accelerator.is_main_process:
-        run_dir.claim(train_args.overwrite_output_dir)
-    accelerator.wait_for_everyone()
+    """Main process writes `run.json` (after every rank's check passed); the others wait for it."""
+    run_dir.claim_on_all_ranks(train_args.overwrite_output_dir, accelerator.is_main_process, accelerator.wait_for_everyone)
 
 
 def report_bad_input(stage: str):

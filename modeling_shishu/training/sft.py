@@ -339,12 +339,7 @@ def run(script_args, training_args, model_args) -> int:
         logger.warning("no held-out conversations (num_eval_samples / dataset_test_split / eval_files): evaluation is off")
         training_args.eval_strategy = "no"
     world_size = training_args.world_size
-    # every rank has checked the folder before rank 0 claims it; otherwise a slower rank would find
-    # rank 0's fresh claim and refuse it as "an unfinished run"
-    _barrier(world_size)
-    if training_args.process_index == 0:
-        run_dir.claim(overwrite)
-    _barrier(world_size)
+    run_dir.claim_on_all_ranks(overwrite, training_args.process_index == 0, lambda: _barrier(world_size))
     checkpoint = run_dir.latest_checkpoint() if script_args.resume else None
 
     trainer = _atomic_sft_trainer_class()(
