@@ -7,6 +7,7 @@ with --dry-run. The upload itself (`HfApi.upload_folder`) is the one step that c
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -177,7 +178,8 @@ def test_push_refuses_a_folder_that_fails_to_load(carded, capsys):
     # The folder's own remote code is what a user downloads; break it and the fresh process must fail.
     code = carded / "modeling_shishu.py"
     code.write_text(code.read_text().replace("class ShishuForCausalLM(", "class ShishuForCausalLMRenamed("))
-    assert shishu_main(["push", str(carded), "--repo-id", REPO_ID, "--dry-run"]) == 2
+    push = ["push", str(carded), "--repo-id", REPO_ID, "--dry-run", "--allow-stale-remote-code"]
+    assert shishu_main(push) == 2
     error = capsys.readouterr().err
     assert "fails to load with trust_remote_code=True in a fresh process" in error and "ShishuForCausalLM" in error
     assert sha256(carded / "model.safetensors")  # nothing was modified by the refusal
@@ -217,3 +219,20 @@ def test_architecture_summary_says_where_the_mlp_only_blocks_are():
     mixed = _architecture_summary(facts([A, M, M, A, A, M], [[1, 2]]))
     assert "interleaved with 3 MLP-only blocks, 2 of which run in 1 group that" in mixed
     assert "Llama architecture" in _architecture_summary(facts([A, A], []))
+
+
+def test_push_refuses_remote_code_this_version_did_not_write(carded, capsys):
+    code = carded / "modeling_shishu.py"
+    code.write_text(code.read_text() + "\n# an edit made after saving\n")
+    assert shishu_main(["push", str(carded), "--repo-id", REPO_ID, "--dry-run"]) == 2
+    error = capsys.readouterr().err
+    assert "modeling_shishu.py in" in error and "differ from the remote code this version of shishulm writes" in error
+    assert "Traceback" not in error
+    (carded / "configuration_shishu.py").unlink()
+    assert publishing.stale_remote_code(carded) == ["configuration_shishu.py", "modeling_shishu.py"]
+    code.write_text(code.read_text().replace("\n# an edit made after saving\n", ""))
+    (carded / "configuration_shishu.py").write_bytes(
+        (Path(publishing.__file__).parent / "configuration_shishu.py").read_bytes()
+    )
+    assert publishing.stale_remote_code(carded) == []
+    assert shishu_main(["push", str(carded), "--repo-id", REPO_ID, "--dry-run"]) == 0
