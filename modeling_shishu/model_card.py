@@ -319,6 +319,20 @@ def _change(new: int | None, old: int | None) -> str:
     return f"{(new - old) / old:+.1%}"
 
 
+def supported_transformers_range() -> str:
+    """The transformers releases the remote code is tested on, as the installed package declares them."""
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+
+    for line in requires("shishulm") or []:
+        requirement = Requirement(line)
+        if requirement.name == "transformers" and requirement.marker is None:
+            lower_bounds_first = sorted(requirement.specifier, key=lambda spec: spec.operator.startswith("<"))
+            return ",".join(str(spec) for spec in lower_bounds_first)
+    raise ValueError("the installed shishulm package declares no transformers requirement")
+
+
 def render_card(
     folder: str | os.PathLike,
     results: dict,
@@ -411,6 +425,7 @@ def render_card(
         "model_name": name,
         "is_shishu": facts["model_type"] == "shishu",
         "load_id": repo_id or folder.resolve().name,
+        "transformers_range": supported_transformers_range(),
         "layers": facts["layers"],
         "layout": layout_rows(facts["layer_types"], facts["share_groups"]),
         "architecture": {

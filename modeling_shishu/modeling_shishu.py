@@ -37,25 +37,39 @@ logger = logging.get_logger(__name__)
 #   deprecated). Every forward accepts both names; outputs use the installed release's field name.
 CACHE_OUTPUT_FIELD = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
 _MASK_CACHE_ARGUMENT = "cache" if "cache" in inspect.signature(create_causal_mask).parameters else "past_key_values"
-# - An MLP-only block needs a cache layer without keys and values, so that caches read the sequence length from an
-#   attention layer. From 5.15 on, transformers gives "mlp" layers such a layer. 5.10-5.14 give it to their other
-#   attention-free layer name, "moe", only: "mlp" is registered the same way here, and a cache that still holds a
-#   key/value layer for an MLP-only block (their static cache) is mended in `ShishuModel.forward`.
-_KV_FREE_CACHE_LAYER = getattr(cache_utils, "LinearAttentionLayer", None)
+# - An MLP-only block needs a cache layer without keys and values, or caches read the sequence length from an
+#   empty layer. From 5.15 on, transformers gives "mlp" layers such a layer; 5.10-5.14 give it to their other
+#   attention-free layer name, "moe", only (5.14 refuses "mlp" outright), so "mlp" is registered the same way
+#   here. The static cache of 5.10-5.13 ignores that mapping: `ShishuModel.forward` swaps its key/value layers
+#   of MLP-only blocks for key/value-free ones.
 for _registry in ("LAYER_TYPE_CACHE_MAPPING", "DYNAMIC_LAYER_TYPE_MAPPING", "STATIC_LAYER_TYPE_MAPPING"):
     _mapping = getattr(cache_utils, _registry, None)
     if isinstance(_mapping, dict) and "moe" in _mapping and MLP_LAYER not in _mapping:
         _mapping[MLP_LAYER] = _mapping["moe"]
 
+if hasattr(cache_utils, "LinearAttentionLayer"):
 
-def free_mlp_layers_of_key_values(cache: Cache | None, config: ShishuConfig) -> None:
-    """Swap a key/value cache layer that a release built for an MLP-only block for a key/value-free one."""
+    class KeyValueFreeStaticLayer(cache_utils.LinearAttentionLayer):
+        """A cache layer without keys and values that still answers a static cache's size questions."""
+
+        def __init__(self, max_batch_size: int, max_cache_len: int):
+            super().__init__()
+            self.max_batch_size = max_batch_size
+            self.max_cache_len = max_cache_len
+
+else:
+    KeyValueFreeStaticLayer = None
+
+
+def free_static_mlp_layers(cache: Cache | None, config: ShishuConfig, batch_size: int) -> None:
+    """Swap the key/value layers a 5.10-5.13 static cache built for MLP-only blocks for key/value-free ones."""
     layers = getattr(cache, "layers", None)
-    if layers is None or _KV_FREE_CACHE_LAYER is None:
+    if layers is None or KeyValueFreeStaticLayer is None:
         return
     for layer_idx in config.mlp_layer_indices:
-        if layer_idx < len(layers) and isinstance(layers[layer_idx], cache_utils.CacheLayerMixin):
-            layers[layer_idx] = _KV_FREE_CACHE_LAYER()
+        layer = layers[layer_idx] if layer_idx < len(layers) else None
+        if isinstance(layer, cache_utils.StaticLayer) and not layer.is_initialized:
+            layers[layer_idx] = KeyValueFreeStaticLayer(batch_size, layer.max_cache_len)
 
 
 def pick_cache(cache: Cache | None, past_key_values: Cache | None) -> Cache | None:
@@ -505,7 +519,7 @@ class ShishuModel(ShishuPreTrainedModel):
         if use_cache and cache is None:
             # "mlp" layer types map to key/value-free cache layers: only attention layers hold keys and values.
             cache = DynamicCache(config=self.config)
-        free_mlp_layers_of_key_values(cache, self.config)
+        free_static_mlp_layers(cache, self.config, inputs_embeds.shape[0])
 
         if position_ids is None:
             past_seen_tokens = cache.get_seq_length() if cache is not None else 0

@@ -20,7 +20,7 @@ sys.modules["modeling_shishu"] = None  # the package must not be needed: only th
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
-from transformers import AutoModelForCausalLM, LlamaForCausalLM  # noqa: E402
+from transformers import AutoModelForCausalLM, CompileConfig, LlamaForCausalLM  # noqa: E402
 
 
 NEW_TOKENS = 12
@@ -81,6 +81,17 @@ def check_hybrid(folder: Path, reference: dict) -> dict:
         singles = [greedy(model, p[None], torch.ones(1, len(p), dtype=torch.long))[0] for p in prompts]
         results["left_padded_batch"] = batched
         results["single_prompts"] = singles
+
+        # a compiled static-cache step on a padded batch (what generate() does by itself on GPUs), then eager
+        compile_config = CompileConfig(fullgraph=True)
+        compile_config._compile_all_devices = True
+        torch._dynamo.reset()
+        torch._dynamo.utils.counters.clear()
+        results["compiled_static_cache"] = greedy(
+            model, padded, mask, cache_implementation="static", compile_config=compile_config
+        )
+        results["compiled_graphs"] = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+        results["eager_static_cache"] = greedy(model, padded, mask, cache_implementation="static")
     return results
 
 

@@ -85,6 +85,7 @@ def test_card_round_trip(carded, evaluated):
     assert f"{2 * 4 * 2 * 8 * 2:,} B | {2 * 6 * 2 * 8 * 2:,} B | -33.3% |" in text  # 2 x layers x kv heads x head_dim x bf16
     assert "None after conversion" in text and f'model_id = "{REPO_ID}"' in text
     assert "| tiny-parent | difference |" in text  # the baseline column
+    assert "tested on every transformers release\n`>=5.10.4,<5.25`" in text  # the range setup.cfg declares
     assert json.loads((carded / "eval_results.json").read_text())["card"] == {"model": "tiny-m2", "repo_id": REPO_ID}
 
 

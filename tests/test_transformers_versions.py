@@ -143,6 +143,8 @@ def test_remote_code_under_release(version, saved_models, tmp_path):
     assert tokens["dynamic_cache"] == tokens["no_cache"]
     assert tokens["static_cache"] == tokens["no_cache"]
     assert hybrid["left_padded_batch"] == hybrid["single_prompts"]
+    assert hybrid["compiled_static_cache"] == hybrid["eager_static_cache"]
+    assert hybrid["compiled_graphs"] == 1
     assert report["all_attention"]["logits_vs_llama"] <= 1e-5
 
 
