@@ -418,6 +418,21 @@ def _timed(fn, device: str = "cpu", clock: str = "wall") -> float:
     return now() - start
 
 
+def _cudagraph_skips() -> int:
+    from torch._dynamo.utils import counters
+
+    return counters["inductor"]["cudagraph_skips"]
+
+
+def _start_kernel_tracing(device: str) -> None:
+    """Start the profiler's CUDA tracing once before any CUDA graph is captured: kernels of graphs captured
+    earlier are not reported when the graph is replayed under the profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]):
+        torch.cuda.synchronize(device)
+
+
 def _no_grad(device: str):
     """Inference context: `no_grad` on CUDA (CUDA graphs are recorded under it, as in `generate()`),
     `inference_mode` on CPU."""
@@ -642,6 +657,7 @@ def measure_inference(models: list[BenchModel], settings: BenchSettings, mode: s
     with _no_grad(settings.device):
         # Warm-up: one prefill, then the decode steps (this compiles the decode step in compile mode).
         for m in models:
+            cudagraph_skips = _cudagraph_skips()
             if settings.cuda:
                 torch.cuda.synchronize(settings.device)
                 torch.cuda.reset_peak_memory_stats(settings.device)
@@ -664,6 +680,9 @@ def measure_inference(models: list[BenchModel], settings: BenchSettings, mode: s
                 # This model's weights, plus what its prefill and decode steps allocated at their peak.
                 peak = torch.cuda.max_memory_allocated(settings.device) - allocated
                 results[m.role]["peak_bytes"] = unique_parameters(m.model)[1] + peak
+                if mode == "compile":
+                    # Reasons inductor ran the compiled step without a CUDA graph (0: every step is a replay).
+                    results[m.role]["cudagraph_skips"] = _cudagraph_skips() - cudagraph_skips
 
         with _gc_paused():
             for repeat in range(settings.repeats):
@@ -822,6 +841,8 @@ def run_benchmark(model: str | None, baseline: str, settings: BenchSettings, log
         f"{m.label} batch {b}: {summary['median_ms']:.2f} ms" for m in models for b, summary in matmul_floor[m.role].items()
     ))
 
+    if settings.cuda:
+        _start_kernel_tracing(settings.device)
     with _raised_recompile_limits(), compile_settings(settings):
         if settings.compile:
             mode_kwargs = {"mode": settings.decode_compile_mode} if settings.decode_compile_mode else {}

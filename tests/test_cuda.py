@@ -250,6 +250,7 @@ def test_benchmark_runs_on_this_device_with_random_weights(tmp_path):
         assert all(r["peak_bytes"] > report["models"][r["model"]]["weight_bytes"] for r in rows)
         assert all(r["decode_kernels"]["kernels"] > 0 for r in rows if r["mode"] == "eager")
         # CUDA graphs: the compiled step is replayed as a graph
+        assert all(r["cudagraph_skips"] == 0 for r in rows if r["mode"] == "compile")
         assert all(r["decode_kernels"]["graph_launches"] >= 1 for r in rows if r["mode"] == "compile")
         # the CPU-only inductor setting (fused single-row matmuls) is left alone on CUDA
         assert all("decompose_mm_pass" not in options for options in fusion_options)
