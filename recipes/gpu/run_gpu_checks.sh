@@ -126,12 +126,12 @@ PY
               --max_steps 6 --logging_steps 2 --warmup_steps 1)
 fi
 
-step test_cuda 120 "${TEST_ENV[@]}" "$PYTHON" -m pytest tests/test_cuda.py -p no:cacheprovider --junitxml="$OUT/test_cuda.xml"
+step test_cuda 90 "${TEST_ENV[@]}" "$PYTHON" -m pytest tests/test_cuda.py -p no:cacheprovider --junitxml="$OUT/test_cuda.xml"
 
-step bench 270 "$PYTHON" -m modeling_shishu.cli bench "${BENCH[@]}" --json "$OUT/bench.json"
+step bench 320 "$PYTHON" -m modeling_shishu.cli bench "${BENCH[@]}" --json "$OUT/bench.json"
 
 rm -rf "$RUN_DIR"
-step pretrain 110 "$PYTHON" -m accelerate.commands.launch --num_processes 1 --num_machines 1 --mixed_precision bf16 \
+step pretrain 100 "$PYTHON" -m accelerate.commands.launch --num_processes 1 --num_machines 1 --mixed_precision bf16 \
     --dynamo_backend no recipes/scripts/pretrain.py --config recipes/shishu-smollm2-135m-m10/pretrain/config_gpu.yaml \
     --output_dir "$RUN_DIR" "${PRETRAIN[@]}"
 mkdir -p "$OUT/pretrain"
