@@ -229,6 +229,15 @@ def test_sharegpt_conversations_alternate_user_assistant():
     assert assets.sharegpt_conversations(limit=3) == conversations[:3]
     assert "research" in assets.SHAREGPT_LICENSE.lower()
 
+    splits = {split: assets.sharegpt_conversations(split) for split in assets.SHAREGPT_SPLITS}
+    assert sum(len(part) for part in splits.values()) == len(conversations)
+    assert [len(splits["validation"]), len(splits["test"])] == [555, 555]  # every 20th, from the 5th / 15th
+    assert splits["validation"][0] == conversations[5] and splits["test"][0] == conversations[15]
+    text = assets.sharegpt_texts("validation")[0]
+    assert text.startswith("<|im_start|>user\n" + conversations[5][0]["content"] + "<|im_end|>\n<|im_start|>assistant\n")
+    with pytest.raises(ValueError, match="unknown split 'dev'"):
+        assets.sharegpt_conversations("dev")
+
 
 def test_sharegpt_cleaning_rules():
     clean = assets._clean_sharegpt

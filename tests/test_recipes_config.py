@@ -394,3 +394,23 @@ def test_peak_flops_lookup_for_mfu():
     assert detect_peak_flops(123e12) == 123e12
     if not torch.cuda.is_available():
         assert detect_peak_flops() is None  # no MFU on a CPU
+
+
+def test_dataset_mixture_takes_a_seeded_fraction_of_each_offline_corpus():
+    from modeling_shishu import assets
+    from modeling_shishu.training.arguments import DataArguments
+    from modeling_shishu.training.data import load_documents
+
+    data_args = DataArguments(dataset_name=None, dataset_mixture="sharegpt=0.1,shakespeare=1.0")
+    assert data_args.dataset_mixture == {"sharegpt": 0.1, "shakespeare": 1.0}
+    rows = load_documents(data_args, "validation")
+    conversations, plays = assets.sharegpt_texts("validation"), assets.shakespeare_texts("validation")
+    texts = [row["text"] for row in rows]
+    assert len(texts) == round(0.1 * len(conversations)) + len(plays)
+    assert all(play in texts for play in plays) and set(texts) - set(plays) <= set(conversations)
+    assert texts == [row["text"] for row in load_documents(data_args, "validation")]  # the same subset, same order
+    assert texts[: len(plays)] != plays  # corpora are shuffled together, not concatenated
+    with pytest.raises(ValueError, match="the fraction of 'sharegpt' must be in \\(0, 1\\]"):
+        DataArguments(dataset_mixture={"sharegpt": 1.5})
+    with pytest.raises(ValueError, match="the sharegpt corpus has splits train, validation, test, not 'dev'"):
+        load_documents(DataArguments(dataset_name="sharegpt"), "dev")
