@@ -118,6 +118,8 @@ def build_stages(args: argparse.Namespace, parent: Path) -> list[Stage]:
         f"--learning_rate={args.heal_lr}",
         f"--eval_steps={args.heal_steps}",
         f"--save_steps={args.heal_steps}",
+        # read only what the run can use (with room to shuffle): tokenising whole corpora costs more than 20 steps
+        f"--max_train_samples={max(256, 16 * args.heal_steps * 4)}",
         "--max_eval_samples=16",
         "--logging_steps=5",
     ]
