@@ -23,7 +23,9 @@ which a few large residual dimensions dominate). The record lists, per group, th
 training, on all calibration tokens.
 """
 
+import bisect
 import dataclasses
+import itertools
 import logging
 import math
 import time
@@ -76,19 +78,36 @@ def fit_groups(config, num_parent_layers: int) -> list[list[int]]:
 
 
 def calibration_windows(tokenizer, texts: list[str], tokens: int, context_length: int) -> torch.Tensor:
-    """`ceil(tokens / context_length)` windows spread evenly over the tokenised texts (joined with EOS)."""
-    separator = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    stream = []
-    for text in texts:
-        stream += tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"] + separator
+    """`ceil(tokens / context_length)` windows of `context_length` tokens starting at evenly spaced characters of
+    the texts (at a line or word start; a window that reaches a text's end goes on into the next one after an
+    EOS token). Every part of the corpus is sampled and only the windows are tokenised, not the whole corpus."""
     count = math.ceil(tokens / context_length)
-    available = len(stream) // context_length
-    if available < count:
-        raise ValueError(
-            f"the calibration text has {len(stream):,} tokens, fewer than the {count * context_length:,} asked for"
-        )
-    windows = torch.tensor(stream[: available * context_length]).view(available, context_length)
-    return windows[torch.linspace(0, available - 1, count).round().long()]
+    texts = [text for text in texts if text.strip()]
+    ends = list(itertools.accumulate(len(text) for text in texts))
+    if not ends:
+        raise ValueError("the calibration texts are empty")
+    separator = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    chars = 12 * context_length  # comfortably more than `context_length` tokens of any text
+
+    def encode(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+
+    windows = []
+    for index in range(count):
+        position = index * ends[-1] // count
+        text_index = bisect.bisect_right(ends, position)
+        text = texts[text_index]
+        offset = position - (ends[text_index] - len(text))
+        offset = max(text.rfind("\n", 0, offset), text.rfind(" ", 0, offset)) + 1
+        ids = encode(text[offset : offset + chars])
+        for following in range(1, len(texts)):
+            if len(ids) >= context_length:
+                break
+            ids += separator + encode(texts[(text_index + following) % len(texts)][:chars])
+        if len(ids) < context_length:
+            raise ValueError(f"the calibration texts hold fewer than {context_length} tokens")
+        windows.append(ids[:context_length])
+    return torch.tensor(windows)
 
 
 # ---------------------------------------------------------------------------------------- one group

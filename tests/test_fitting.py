@@ -129,3 +129,18 @@ def test_cli_fit_options(tmp_path, capsys):
                         "--out", str(tmp_path / "d")]) == 2  # fmt: skip
     assert "fit tokens must be >= 1" in capsys.readouterr().err
     assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()
+
+
+def test_calibration_windows_sample_the_whole_corpus_and_cross_text_ends():
+    tokenizer = tiny_tokenizer()
+    texts = [" ".join(["w4"] * 300), " ".join(["w5"] * 10), " ".join(["w6"] * 300)]
+    windows = calibration_windows(tokenizer, texts, tokens=6 * 32, context_length=32)
+    assert windows.shape == (6, 32)
+    first_tokens = windows[:, 0].tolist()
+    assert first_tokens[0] == tokenizer.convert_tokens_to_ids("w4") and first_tokens[-1] == tokenizer.convert_tokens_to_ids("w6")
+    short = calibration_windows(tokenizer, [" ".join(["w7"] * 5), " ".join(["w8"] * 50)], tokens=32, context_length=32)
+    assert tokenizer.eos_token_id in short[0].tolist()  # the window went on into the next text
+    with pytest.raises(ValueError, match="fewer than 32 tokens"):
+        calibration_windows(tokenizer, ["w4 w5"], tokens=32, context_length=32)
+    with pytest.raises(ValueError, match="empty"):
+        calibration_windows(tokenizer, ["  "], tokens=32, context_length=32)
