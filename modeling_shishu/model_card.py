@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 
 from .evaluation import _sha256_file, read_results
-from .io_utils import atomic_directory, atomic_write_json, atomic_write_text
+from .io_utils import atomic_directory, atomic_write_json, atomic_write_text, final_name
 
 
 CARD_FILE = "README.md"
@@ -291,6 +291,16 @@ def _corpus_notes(names) -> list[str]:
     return [terms[name] for name in terms if any(name in str(used).lower() for used in names)]
 
 
+def public_model_name(name_or_path: str) -> str:
+    """How a card names a model given as a Hub id or a local folder: its Hub id (an offline parent records it in
+    `fetch.json`), else the folder's name; never a machine-local path."""
+    folder = Path(name_or_path).expanduser()
+    if not folder.is_dir():
+        return name_or_path
+    fetched = _read_json(folder / "fetch.json") or {}
+    return fetched.get("hub_id") or final_name(folder)
+
+
 def _fit_lines(conversion: dict) -> list[str]:
     fit = conversion.get("fit")
     if not fit:
@@ -334,7 +344,7 @@ def _training_lines(facts: dict) -> list[str]:
                      + (f", split `{config.get('train_split')}`" if config.get("train_split") else "") + ".")
     corpora += [data, *mixture]
     if config.get("teacher_name_or_path"):
-        lines.append(f"Teacher: `{config['teacher_name_or_path']}` (KL weight {config.get('kl_weight')}, LM weight "
+        lines.append(f"Teacher: `{public_model_name(config['teacher_name_or_path'])}` (KL weight {config.get('kl_weight')}, LM weight "
                      f"{config.get('lm_weight')}, temperature {config.get('temperature')}).")
     keys = ("learning_rate", "lr_scheduler_type", "per_device_train_batch_size", "gradient_accumulation_steps", "max_seq_length", "seed")
     settings = ", ".join(f"{key} {config[key]}" for key in keys if key in config)
@@ -463,7 +473,7 @@ def render_card(
     context = {
         "model_name": name,
         "is_shishu": facts["model_type"] == "shishu",
-        "load_id": repo_id or folder.resolve().name,
+        "load_id": repo_id or final_name(folder),
         "transformers_range": supported_transformers_range(),
         "layers": facts["layers"],
         "layout": layout_rows(facts["layer_types"], facts["share_groups"]),

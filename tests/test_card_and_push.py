@@ -206,6 +206,27 @@ def test_card_states_the_training_record(evaluated, tmp_path):
     assert "eval_loss 2.5000, eval_kl 0.7500" in text and "None after conversion" not in text
 
 
+def test_card_names_hub_ids_and_final_folder_names_never_local_paths(evaluated, tmp_path):
+    from modeling_shishu.io_utils import atomic_directory
+
+    results = read_results(evaluated[1])
+    teacher = tmp_path / "cache" / "parents" / "smollm2-135m"
+    teacher.mkdir(parents=True)
+    (teacher / "fetch.json").write_text(json.dumps({"hub_id": "HuggingFaceTB/SmolLM2-135M-Instruct"}))
+    with atomic_directory(tmp_path / "release") as tmp:  # what `shishu demo` does: the card is written inside
+        for item in evaluated[0].iterdir():
+            shutil.copy2(item, tmp / item.name)
+        (tmp / "training_summary.json").write_text(json.dumps({"stage": "distill", "steps": 2, "world_size": 1}))
+        (tmp / "training_config.json").write_text(json.dumps(
+            {"dataset_mixture": {"sharegpt": 0.1, "shakespeare": 1.0}, "teacher_name_or_path": str(teacher)}))  # fmt: skip
+        card, _, _ = model_card.render_card(tmp, results, license="apache-2.0")
+    text = str(card)
+    assert 'model_id = "release"' in text and ".tmp-" not in text
+    assert "Teacher: `HuggingFaceTB/SmolLM2-135M-Instruct`" in text and str(tmp_path) not in text
+    assert "Data: `sharegpt` (0.1 of its documents), `shakespeare` (1 of its documents)" in text
+    assert "research" in text.lower() and "Public-domain texts" in text  # each corpus's licence terms
+
+
 def test_architecture_summary_says_where_the_mlp_only_blocks_are():
     from modeling_shishu.model_card import _architecture_summary
 
