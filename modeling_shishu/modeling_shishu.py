@@ -9,6 +9,7 @@ Imports only torch, transformers and `configuration_shishu` (relative), so this 
 """
 
 import inspect
+import re
 from collections.abc import Callable
 
 import torch
@@ -407,6 +408,9 @@ class ShishuSharedMLPBlock(nn.Module):
         return f"runs model.layers[{self.owner_idx}]"
 
 
+_LAYER_WEIGHT = re.compile(r"(^|\.)layers\.\d+\.")
+
+
 class ShishuPreTrainedModel(PreTrainedModel):
     config: ShishuConfig
     config_class = ShishuConfig
@@ -419,6 +423,25 @@ class ShishuPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _can_compile_fullgraph = True
     _supports_attention_backend = True
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        # transformers fills weights a checkpoint lacks with fresh ones and only mentions it in its load report.
+        # For a ShishuLM, layer weights that are missing or unexpected mean `layer_types` / `mlp_share_groups` in
+        # config.json disagree with the weights (an edited config, another layout's weights): refuse to load.
+        wants_loading_info = kwargs.get("output_loading_info", False)
+        model, loading_info = super().from_pretrained(*args, **{**kwargs, "output_loading_info": True})
+        missing = sorted(key for key in loading_info.get("missing_keys", ()) if _LAYER_WEIGHT.search(key))
+        unexpected = sorted(key for key in loading_info.get("unexpected_keys", ()) if _LAYER_WEIGHT.search(key))
+        if missing or unexpected:
+            source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+            found = [f"{label} {', '.join(keys[:4])}{f' (+{len(keys) - 4} more)' if len(keys) > 4 else ''}"
+                     for label, keys in (("missing", missing), ("unexpected", unexpected)) if keys]  # fmt: skip
+            raise ValueError(
+                f"the weights of {source} do not match the layout in its config.json (layer_types, "
+                f"mlp_share_groups): {'; '.join(found)}"
+            )
+        return (model, loading_info) if wants_loading_info else model
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         # transformers records only the saved class in `auto_map`; record the whole remote-code pair so

@@ -12,6 +12,7 @@ changes the logits), `all_attention/` + `llama/` (the same weights as ShishuLM a
 """
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -95,6 +96,19 @@ def check_hybrid(folder: Path, reference: dict) -> dict:
     return results
 
 
+def check_layout_mismatch_is_refused(folder: Path, scratch: Path) -> str:
+    """Load a copy of `folder` whose config.json no longer shares the pair: the error message, or "" if it loads."""
+    shutil.copytree(folder, scratch)
+    config = json.loads((scratch / "config.json").read_text())
+    config["mlp_share_groups"] = []
+    (scratch / "config.json").write_text(json.dumps(config))
+    try:
+        AutoModelForCausalLM.from_pretrained(scratch, trust_remote_code=True)
+    except ValueError as error:
+        return str(error)
+    return ""
+
+
 def check_all_attention(shishu_folder: Path, llama_folder: Path, input_ids: torch.Tensor) -> dict:
     shishu = AutoModelForCausalLM.from_pretrained(shishu_folder, trust_remote_code=True).eval()
     llama = LlamaForCausalLM.from_pretrained(llama_folder).eval()
@@ -107,6 +121,7 @@ def main(folder: Path) -> None:
     reference = json.loads((folder / "reference.json").read_text())
     report = {"transformers": transformers.__version__, "torch": torch.__version__}
     report["hybrid"] = check_hybrid(folder / "hybrid", reference)
+    report["layout_mismatch_error"] = check_layout_mismatch_is_refused(folder / "hybrid", Path.cwd() / "edited")
     report["all_attention"] = check_all_attention(
         folder / "all_attention", folder / "llama", torch.tensor(reference["input_ids"])
     )

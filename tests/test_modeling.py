@@ -410,3 +410,28 @@ def test_compiled_static_cache_generation_compiles_once():
     compiled = model.generate(prompt, compile_config=compile_config, **settings)
     assert torch.equal(compiled, eager)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+
+
+@pytest.mark.parametrize(
+    "edit, named",
+    [
+        (lambda c: c.update(mlp_share_groups=[]), "missing model.layers.4.mlp.down_proj.weight"),
+        (lambda c: c["layer_types"].__setitem__(2, "mlp"), "unexpected model.layers.2.input_layernorm.weight"),
+    ],
+)
+def test_a_config_that_disagrees_with_the_weights_is_refused(tmp_path, edit, named):
+    hybrid_model().save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    edit(config)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    for loader in (ShishuForCausalLM, AutoModelForCausalLM):
+        with pytest.raises(ValueError, match="do not match the layout in its config.json") as error:
+            loader.from_pretrained(tmp_path, trust_remote_code=True)
+        assert named in str(error.value)
+
+
+def test_loading_info_is_returned_when_asked(tmp_path):
+    hybrid_model().save_pretrained(tmp_path)
+    model, info = ShishuForCausalLM.from_pretrained(tmp_path, output_loading_info=True)
+    assert isinstance(model, ShishuForCausalLM) and not info["missing_keys"] and not info["unexpected_keys"]
+    assert isinstance(AutoModel.from_pretrained(tmp_path, trust_remote_code=True), ShishuModel)

@@ -146,6 +146,7 @@ def test_remote_code_under_release(version, saved_models, tmp_path):
     assert hybrid["compiled_static_cache"] == hybrid["eager_static_cache"]
     assert hybrid["compiled_graphs"] == 1
     assert report["all_attention"]["logits_vs_llama"] <= 1e-5
+    assert "do not match the layout in its config.json" in report["layout_mismatch_error"]
 
 
 def test_declared_transformers_range_is_the_tested_one():
