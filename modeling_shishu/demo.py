@@ -1,6 +1,6 @@
 """The main job end to end on the offline defaults (`make demo` / `shishu demo`).
 
-    shishu demo [--out outputs/demo] [--heal-steps 30] [--eval-limit 40] [--force STAGE]
+    shishu demo [--out outputs/demo] [--heal-steps 30] [--eval-limit 250] [--force STAGE]
 
 Stages, each one a documented command of its own (the demo prints it before running it):
 
@@ -13,7 +13,8 @@ Stages, each one a documented command of its own (the demo prints it before runn
                  comparison
 4. heal          `accelerate launch --config_file recipes/accelerate_configs/cpu_ddp.yaml
                   recipes/scripts/distill.py --config recipes/shishu-smollm2-135m-m10/distill/config.yaml ...`
-5. evaluate      `shishu eval --model <healed> --baseline <parent> --suite offline --limit N ...`
+5. evaluate      `accelerate launch ... -m modeling_shishu.cli eval --model <healed> --baseline <parent> --suite offline
+                  --limit N ...` (two processes; paired differences with their standard errors)
                  `shishu eval --model <converted> --suite offline --tasks offline_shakespeare,offline_sharegpt ...`
                  (the data-free and the fitted conversion, before healing)
    benchmark     `shishu bench --model <healed> --baseline <parent> --quick ...`
@@ -152,12 +153,19 @@ def build_stages(args: argparse.Namespace, parent: Path) -> list[Stage]:
         ),
         Stage(
             "evaluate",
-            shishu("eval", "--model", str(healed), "--name", VARIANT, "--baseline", str(parent),
-                   "--baseline-name", "smollm2-135m", "--suite", "offline", "--limit", limit, "--dtype", "bfloat16",
-                   "--task-limit", f"offline_gsm8k={args.gsm8k_limit}",
-                   "--task-limit", f"offline_shakespeare={args.ppl_limit}", "--task-limit", f"offline_sharegpt={args.ppl_limit}",
-                   "--out", str(out / "eval"), "--overwrite"),
+            # two processes share the documents (lm-eval's data parallelism), one thread each
+            [
+                sys.executable, "-m", "accelerate.commands.launch",
+                "--config_file", str(REPO_ROOT / "recipes/accelerate_configs/cpu_ddp.yaml"),
+                "--main_process_port", str(args.port + 1),
+                "-m", "modeling_shishu.cli", "eval", "--model", str(healed), "--name", VARIANT, "--baseline", str(parent),
+                "--baseline-name", "smollm2-135m", "--suite", "offline", "--limit", limit, "--dtype", "bfloat16",
+                "--task-limit", f"offline_gsm8k={args.gsm8k_limit}",
+                "--task-limit", f"offline_shakespeare={args.ppl_limit}",
+                "--task-limit", f"offline_sharegpt={args.ppl_limit}", "--out", str(out / "eval"), "--overwrite",
+            ],
             out / "eval",
+            env={"ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"},
         ),
         Stage(
             "evaluate-before-healing",
@@ -212,6 +220,34 @@ def _score(results: dict, label: str, task: str, metric: str | None = None):
     return None
 
 
+def _with_stderr(score: dict) -> str:
+    return f"{score['value']:.4f}" + ("" if score["stderr"] is None else f" ± {score['stderr']:.4f}")
+
+
+def evaluation_rows(results: dict, parent: str, shishu_label: str, skip: list[str]) -> list[tuple]:
+    """Task scores (then the suite's means) with their standard errors, and ShishuLM minus parent on the same
+    documents with the paired standard error and whether the difference exceeds two of them."""
+    from .eval_statistics import is_significant
+
+    models = {model["label"]: model for model in results["models"]}
+    comparison = results.get("comparison") or {}
+    paired = {row["task"]: row for row in comparison.get("rows", [])} | {row["id"]: row for row in comparison.get("means", [])}
+    rows = []
+    for key in [task for task in results["tasks"] if task not in skip] + [mean["id"] for mean in comparison.get("means", [])]:
+        p, s = (models[label]["scores"].get(key) or models[label]["means"][key] for label in (parent, shishu_label))
+        if key in results["tasks"]:
+            name, record, n = key, results["tasks"][key], s["n_samples"]
+        else:
+            name, record = s["name"], results["tasks"][s["tasks"][0]]
+            n = sum(models[shishu_label]["scores"][task]["n_samples"] for task in s["tasks"])
+        change = f"{s['value'] - p['value']:+.4f}"
+        stderr = (paired.get(key) or {}).get("paired_stderr")
+        if stderr is not None:
+            change += f" (paired SE {stderr:.4f}, significant: {'yes' if is_significant(s['value'] - p['value'], stderr) else 'no'})"
+        rows.append((f"{name} ({record['metric']}, {record.get('num_fewshot', 0)}-shot, n={n})", _with_stderr(p), _with_stderr(s), change))
+    return rows
+
+
 def final_table(out: Path, release: Path) -> str:
     """Parent vs ShishuLM on every figure the demo measured."""
     results = json.loads((out / "eval" / "results.json").read_text())
@@ -245,17 +281,13 @@ def final_table(out: Path, release: Path) -> str:
             add("  ... converted and fitted (not healed)", None, _score(before, fitted, task, metric))
             add("  ... fitted and healed", None, healed_value,
                 "" if None in (parent_value, healed_value) else f"{healed_value / parent_value - 1:+.1%}")
-    for task, record in results["tasks"].items():
-        if task in held_out:
-            continue
-        p, s = _score(results, "smollm2-135m", task), _score(results, VARIANT, task)
-        add(f"{task} ({record['metric']}, {record.get('num_fewshot', 0)}-shot)", p, s,
-            "" if p is None or s is None else f"{s - p:+.4f}")
+    rows += evaluation_rows(results, "smollm2-135m", VARIANT, skip=list(held_out))
     rows.append(("layers converted", "", ", ".join(map(str, conversion.get("mlp_layers", []))), ""))
     widths = [max(len(str(r[i])) for r in rows) for i in range(4)]
     lines = [" | ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in rows]
     lines.insert(1, "-+-".join("-" * w for w in widths))
-    lines += ["", f"release folder : {release}", f"evaluation     : {out / 'eval' / 'results.json'}",
+    lines += ["", "scores: value ± standard error; change: ShishuLM minus parent on the same documents, significant when it "
+              "exceeds 2 paired standard errors", "", f"release folder : {release}", f"evaluation     : {out / 'eval' / 'results.json'}",
               f"benchmark      : {out / 'bench.json'}", f"layer analysis : {out / 'analysis'}",
               f"healing run    : {out / 'heal'}", f"stage logs     : {out / 'logs'}"]
     return "\n".join(lines)
@@ -271,10 +303,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heal-steps", type=int, default=20, help="distillation steps (default: 20)")
     parser.add_argument("--heal-lr", type=float, default=3e-4, help="distillation peak learning rate (default: 3e-4)")
     parser.add_argument("--heal-seq-length", type=int, default=128, help="distillation sequence length (default: 128)")
-    parser.add_argument("--eval-limit", type=int, default=40, help="documents per offline task (default: 40)")
+    parser.add_argument("--eval-limit", type=int, default=250,
+                        help="documents per BIG-bench task (default: 250, one standard error <= 0.032)")
     parser.add_argument("--gsm8k-limit", type=int, default=4, help="GSM8K problems (generation is slow on CPU; default: 4)")
     parser.add_argument("--ppl-limit", type=int, default=12, help="held-out Shakespeare and ShareGPT documents (default: 12)")
-    parser.add_argument("--port", type=int, default=29533, help="accelerate main process port for the healing run")
+    parser.add_argument("--port", type=int, default=29533, help="accelerate main process port for the healing run (the evaluation uses the next one)")
     parser.add_argument("--force", nargs="*", default=[], metavar="STAGE", help="re-run these stages even if cached")
 
 

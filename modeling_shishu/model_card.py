@@ -407,37 +407,32 @@ def render_card(
     parent_kv = kv_bytes_per_token(parent_layers, architecture["num_key_value_heads"], architecture["head_dim"]) if parent_layers else None
     name = repo_id.split("/")[-1] if repo_id else (facts["conversion"] or {}).get("variant") or model["label"]
 
-    rows = []
-    for task, record in results["tasks"].items():
-        score = model["scores"][task]
-        arrow = {True: " ↑", False: " ↓"}.get(record.get("higher_is_better"), "")
-        row = {
-            "task": record["pretty_name"],
-            "metric": _metric_label(record) + arrow,
-            "shots": record["num_fewshot"],
-            "examples": _examples_note(score),
-            "value": _value_with_stderr(score),
-        }
-        if baseline is not None:
-            other = baseline["scores"][task]
-            row["baseline"] = _value_with_stderr(other)
-            row["difference"] = f"{score['value'] - other['value']:+.4f}"
-        rows.append(row)
-
+    rows = evaluation_rows(results, model, baseline)
     settings = results["settings"]
     limited = any(model["scores"][t]["n_samples"] != model["scores"][t]["n_samples_total"] for t in results["tasks"])
     evaluation_notes = [
         f"Settings: lm-eval {results['environment']['lm_eval']}, transformers {results['environment']['transformers']}, "
         f"torch {results['environment']['torch']}; dtype {model.get('dtype')}, batch size {settings['batch_size']}, "
-        f"{settings['num_processes']} process(es) on {settings['device']}, seed {settings['seeds']['python']}, "
+        f"{settings['num_processes']} process(es) on {settings['device']}, multiple-choice scorer {settings.get('scorer', 'lm-eval')}, "
+        f"seed {settings['seeds']['python']}, "
         f"{'chat template applied' if settings['apply_chat_template'] else 'plain prompts (no chat template)'}; {results['date']}.",
         "acc is the accuracy of the highest log-likelihood choice; acc_norm divides each choice's log-likelihood "
         "by its length in bytes first. Arrows give the better direction. ± is lm-eval's standard error.",
     ]
+    if baseline is not None:
+        evaluation_notes.append(
+            f"difference is this model minus {baseline['label']} on the same documents; paired SE is its standard error "
+            "from the per-document differences d (sd(d) / sqrt(n)), smaller than the two ± combined when the models "
+            "get the same questions right. A difference beyond 2 paired SE is unlikely to be noise."
+        )
+    if any(model.get("means") or {}):
+        evaluation_notes.append(
+            "A mean row averages its tasks unweighted; its standard errors combine the tasks' (sqrt(sum SE^2) / tasks)."
+        )
     if limited:
         evaluation_notes.append(
-            "`--limit` was used: the examples column gives how many were scored. With so few examples the "
-            "standard errors are large; treat small differences as noise."
+            "`--limit` was used: the examples column gives how many were scored (the same seeded random sample "
+            "of each task for every model); read differences against their standard errors."
         )
     if results["suite"]["name"] == "offline":
         evaluation_notes.append(
@@ -508,6 +503,49 @@ def render_card(
         raise FileNotFoundError(f"no card template at {template} (set SHISHU_CARD_TEMPLATE or pass --template)")
     card = ModelCard.from_template(card_data, template_path=str(template), **context)
     return card, build_eval_result_entries(results, model), model
+
+
+def evaluation_rows(results: dict, model: dict, baseline: dict | None) -> list[dict]:
+    """The card's evaluation table: one row per task, then one per suite mean; with a baseline, its scores, the
+    difference and the difference's paired standard error."""
+    rows = []
+    for task, record in results["tasks"].items():
+        score = model["scores"][task]
+        arrow = {True: " ↑", False: " ↓"}.get(record.get("higher_is_better"), "")
+        rows.append(
+            {
+                "task": record["pretty_name"],
+                "metric": _metric_label(record) + arrow,
+                "shots": record["num_fewshot"],
+                "examples": _examples_note(score),
+                "value": _value_with_stderr(score),
+                "key": task,
+            }
+        )
+    for mean_id, mean in (model.get("means") or {}).items():
+        record = results["tasks"][mean["tasks"][0]]
+        arrow = {True: " ↑", False: " ↓"}.get(record.get("higher_is_better"), "")
+        rows.append(
+            {
+                "task": mean["name"],
+                "metric": _metric_label(record) + arrow,
+                "shots": record["num_fewshot"],
+                "examples": str(sum(model["scores"][task]["n_samples"] for task in mean["tasks"])),
+                "value": _value_with_stderr(mean),
+                "key": mean_id,
+            }
+        )
+    if baseline is not None:
+        comparison = results.get("comparison") or {}
+        paired = {row["task"]: row for row in comparison.get("rows", [])} | {row["id"]: row for row in comparison.get("means", [])}
+        for row in rows:
+            other = baseline["scores"].get(row["key"]) or baseline["means"][row["key"]]
+            mine = model["scores"].get(row["key"]) or model["means"][row["key"]]
+            stderr = (paired.get(row["key"]) or {}).get("paired_stderr")
+            row["baseline"] = _value_with_stderr(other)
+            row["difference"] = f"{mine['value'] - other['value']:+.4f}"
+            row["paired_se"] = "n/a" if stderr is None else f"{stderr:.4f}"
+    return rows
 
 
 def _value_with_stderr(score: dict) -> str:
@@ -609,6 +647,16 @@ def check_card(folder: str | os.PathLike) -> list[str]:
             problems.append(f"README.md model-index: {task} shots {(result.dataset_args or {}).get('num_few_shot')!r}, results say {record['num_fewshot']!r}")
     problems += [f"README.md model-index has a result not in the results file: {key}" for key in found]
 
+    # The evaluation table: every task and mean row with the results' difference and paired standard error.
+    baseline = next((m for m in results["models"] if m is not model), None)
+    if baseline is not None:
+        lines = [line for line in card.text.splitlines() if line.startswith("| ")]
+        for row in evaluation_rows(results, model, baseline):
+            line = next((line for line in lines if line.startswith(f"| {row['task']} | ")), None)
+            cells = f"| {row['difference']} | {row['paired_se']} |"
+            if line is None or not line.endswith(cells):
+                problems.append(f"README.md evaluation table: the {row['task']} row does not end with {cells} as the results say")
+
     entry_dir = folder / EVAL_RESULTS_DIR
     wanted = {task: record for task, record in results["tasks"].items() if record.get("hub_dataset")}
     present = {path.stem: path for path in entry_dir.glob("*.yaml")} if entry_dir.is_dir() else {}
@@ -661,6 +709,7 @@ __all__ = [
     "check_card",
     "checkpoint_facts",
     "count_parameters",
+    "evaluation_rows",
     "kv_bytes_per_token",
     "layout_rows",
     "render_card",

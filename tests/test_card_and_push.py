@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from conftest import tiny_config_kwargs
-from modeling_shishu import model_card, publishing
+from modeling_shishu import evaluation, model_card, publishing
 from modeling_shishu.cli import main as shishu_main
 from modeling_shishu.conversion import convert_checkpoint
 from modeling_shishu.evaluation import read_results
@@ -87,6 +87,36 @@ def test_card_round_trip(carded, evaluated):
     assert "| tiny-parent | difference |" in text  # the baseline column
     assert "tested on every transformers release\n`>=5.10.4,<5.25`" in text  # the range setup.cfg declares
     assert json.loads((carded / "eval_results.json").read_text())["card"] == {"model": "tiny-m2", "repo_id": REPO_ID}
+
+
+def test_card_shows_paired_differences_and_means(carded, evaluated, tmp_path, capsys):
+    results = read_results(evaluated[1])
+    rows = {row["task"]: row for row in results["comparison"]["rows"]}
+    lines = (carded / "README.md").read_text().splitlines()
+    assert "| task | metric | shots | examples | tiny-m2 | tiny-parent | difference | paired SE |" in lines
+    social = rows["offline_bigbench_social_iqa"]
+    row = next(line for line in lines if line.startswith("| BIG-bench social_iqa |"))
+    assert row.endswith(f"| {social['difference']:+.4f} | {social['paired_stderr']:.4f} |")
+    assert next(line for line in lines if line.startswith("| Shakespeare")).endswith(" | n/a |")  # bits per byte: no pairs
+
+    # A suite mean becomes a row of its own: the same functions `shishu eval` uses, over the two BIG-bench tasks.
+    suite = evaluation.load_suite("offline").select(TASKS.split(","))
+    suite.means = [evaluation.SuiteMean("two", "mean of two", ["offline_bigbench_social_iqa", "offline_bigbench_strategyqa"])]
+    for model in results["models"]:
+        model["means"] = evaluation.suite_means(model["scores"], suite)
+    results["comparison"] = evaluation.compare(results)
+    (mean,) = results["comparison"]["means"]
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    model_card.write_card(carded, tmp_path / "results.json", repo_id=REPO_ID, license="apache-2.0")
+    row = next(line for line in (carded / "README.md").read_text().splitlines() if line.startswith("| mean of two |"))
+    assert row.endswith(f"| {mean['difference']:+.4f} | {mean['paired_stderr']:.4f} |") and "| 4 |" in row
+    assert model_card.check_card(carded) == []
+
+    # A table that disagrees with the results is refused.
+    readme = carded / "README.md"
+    readme.write_text(readme.read_text().replace(f"| {mean['paired_stderr']:.4f} |", "| 0.0001 |"))
+    assert shishu_main(["push", str(carded), "--repo-id", REPO_ID, "--dry-run"]) == 2
+    assert "evaluation table: the mean of two row does not end with" in capsys.readouterr().err
 
 
 def test_eval_results_files_are_valid(carded, evaluated):

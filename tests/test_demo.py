@@ -67,3 +67,61 @@ def test_demo_stages_are_the_documented_commands(tmp_path):
     assert before[before.index("--baseline") + 1] == str(stages[1].output)
     top = build_stages(parser.parse_args(["--out", str(tmp_path), "--layers", "top"]), tmp_path / "parent")
     assert "--layers-from" not in top[2].command
+
+
+def test_demo_scores_enough_documents_per_bigbench_task(tmp_path):
+    """The demo's evaluation command, parsed by `shishu eval`'s own parser, scores >= 200 documents of every
+    BIG-bench task (all of a task's documents when it has fewer), so that one standard error is <= 0.035."""
+    import argparse
+    import json
+    import math
+
+    from modeling_shishu import evaluation
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    (evaluate,) = [s for s in build_stages(parser.parse_args(["--out", str(tmp_path)]), tmp_path / "parent") if s.name == "evaluate"]
+    eval_parser = argparse.ArgumentParser()
+    evaluation.add_arguments(eval_parser)
+    settings = eval_parser.parse_args(evaluate.command[evaluate.command.index("eval") + 1 :])
+    suite = evaluation.load_suite(settings.suite)
+    manifest = json.loads((evaluation.materialize_offline_tasks(suite.task_templates) / "manifest.json").read_text())
+    bigbench = [task.task for task in suite.tasks if task.task.startswith("offline_bigbench")]
+    assert len(bigbench) == 4 and [mean.tasks for mean in suite.means] == [bigbench]
+    for task in bigbench:
+        available = manifest["tasks"][task]["data"]["test"]["rows"]
+        scored = min(dict(settings.task_limit).get(task, settings.limit or available), available)
+        assert scored >= 200 or scored == available, task
+        assert 0.5 / math.sqrt(scored - 1) <= 0.035, task  # lm-eval's stderr at the worst case, accuracy 0.5
+    # Two processes with one thread each share the documents.
+    assert "recipes/accelerate_configs/cpu_ddp.yaml" in " ".join(evaluate.command)
+    assert evaluate.env == {"ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+
+
+def test_final_table_reads_the_paired_differences():
+    """The demo table's evaluation rows: scores ± standard error, the paired difference, its standard error and
+    whether it exceeds two of them, from the results `shishu eval` writes (its own comparison code)."""
+    from modeling_shishu import evaluation
+    from modeling_shishu.demo import evaluation_rows
+
+    def score(acc):  # one task's record as `shishu eval` stores it
+        value, stderr = evaluation.mean_and_stderr(acc)
+        return {"metric": "acc", "value": value, "stderr": stderr, "n_samples": len(acc), "documents": {"doc_id": list(range(len(acc))), "acc": acc}}
+
+    parent = {"a": [1.0] * 40 + [0.0] * 10, "b": [1.0, 0.0] * 25}
+    shishu = {"a": [1.0] * 20 + [0.0] * 30, "b": [1.0, 0.0] * 24 + [0.0, 1.0]}  # a: far below; b: two answers swapped
+    suite = evaluation.Suite("t", "", False, [evaluation.SuiteTask(t, 0, "acc") for t in "ab"], None,
+                             means=[evaluation.SuiteMean("ab", "mean of a and b", ["a", "b"])])  # fmt: skip
+    results = {
+        "tasks": {t: {"metric": "acc", "num_fewshot": 0, "higher_is_better": True} for t in "ab"},
+        "models": [{"label": label, "role": role, "scores": {t: score(acc[t]) for t in "ab"}}
+                   for label, role, acc in [("m", "model", shishu), ("p", "baseline", parent)]],
+    }  # fmt: skip
+    for model in results["models"]:
+        model["means"] = evaluation.suite_means(model["scores"], suite)
+    results["comparison"] = evaluation.compare(results)
+    a, b, mean = evaluation_rows(results, "p", "m", skip=[])
+    # a: d = -1 on 20 documents, 0 on 30: mean -0.4, paired SE sqrt(0.2449 / 50) = 0.0700 -> 5.7 SE
+    assert a == ("a (acc, 0-shot, n=50)", "0.8000 ± 0.0571", "0.4000 ± 0.0700", "-0.4000 (paired SE 0.0700, significant: yes)")
+    assert b[3] == "+0.0000 (paired SE 0.0286, significant: no)"
+    assert mean[0] == "mean of a and b (acc, 0-shot, n=100)" and mean[3].startswith("-0.2000 (paired SE 0.0378, significant: yes)")

@@ -118,6 +118,13 @@ def test_unknown_suite_and_bad_suite_file_are_refused(tmp_path):
     bad.write_text("name: bad\ntasks:\n  - {task: x, num_fewshot: -1, metric: acc}\n")
     with pytest.raises(ValueError, match="num_fewshot must be an integer"):
         evaluation.load_suite(str(bad))
+    bad.write_text("name: bad\ntasks:\n  - {task: x, metric: acc}\n  - {task: y, metric: exact_match}\n"
+                   "means:\n  - {id: m, tasks: [x, y]}\n")  # fmt: skip
+    with pytest.raises(ValueError, match=r"means\[0\] \(m\): its tasks must be suite tasks sharing one metric"):
+        evaluation.load_suite(str(bad))
+    offline = evaluation.load_suite("offline")
+    assert [mean.id for mean in offline.means] == ["offline_bigbench_mean"] and len(offline.means[0].tasks) == 4
+    assert offline.select(["offline_bigbench_winowhy", "offline_gsm8k"]).means == []
 
 
 def test_hub_suite_fails_fast_when_offline(tiny_models, tmp_path, capsys):
@@ -245,6 +252,54 @@ def test_offline_suite_comparison_writes_reproducible_results(comparison_run, ti
     assert f"{bpb['difference']:+.4f}" in summary
 
 
+def test_per_document_scores_back_the_aggregates_and_the_paired_differences(comparison_run):
+    import statistics
+
+    results = evaluation.read_results(comparison_run / "results.json")
+    model, baseline = results["models"]
+    for entry in (model, baseline):
+        for task, score in entry["scores"].items():
+            documents = score["documents"]
+            if task in ("offline_shakespeare", "offline_sharegpt"):
+                assert documents is None  # bits per byte is a corpus-level metric: nothing to pair
+                continue
+            assert documents["doc_id"] == list(range(LIMIT)) and score["metric"] in documents
+            assert statistics.fmean(documents[score["metric"]]) == pytest.approx(score["value"], abs=1e-12)
+            # The same values as lm-eval's own per-sample file, under the headline filter.
+            (path,) = [p for p in entry["lm_eval_samples"] if f"/samples_{task}_" in p]
+            samples = [json.loads(line) for line in (comparison_run / path).read_text().splitlines()]
+            logged = {s["doc_id"]: s[score["metric"]] for s in samples if s["filter"] == score["filter"]}
+            assert [logged[doc] for doc in documents["doc_id"]] == documents[score["metric"]]
+            if task.startswith("offline_bigbench"):
+                assert set(documents) == {"doc_id", "acc", "acc_norm"}
+                assert statistics.stdev(documents["acc"]) / LIMIT**0.5 == pytest.approx(score["stderr"], abs=1e-12)
+
+    rows = {row["task"]: row for row in results["comparison"]["rows"]}
+    for corpus in ("offline_shakespeare", "offline_sharegpt"):  # bits per byte: no per-document pairing
+        assert rows[corpus]["paired_stderr"] is None and rows[corpus]["paired_n"] is None
+    for task, row in rows.items():
+        if task in ("offline_shakespeare", "offline_sharegpt"):
+            continue
+        a, b = model["scores"][task]["documents"], baseline["scores"][task]["documents"]
+        d = [x - y for x, y in zip(a[row["metric"]], b[row["metric"]])]
+        assert row["paired_n"] == LIMIT and statistics.fmean(d) == pytest.approx(row["difference"], abs=1e-12)
+        assert row["paired_stderr"] == pytest.approx(statistics.stdev(d) / LIMIT**0.5, abs=1e-12)
+
+    # The mean over the four BIG-bench tasks: unweighted, standard errors of independent tasks combined.
+    (mean,) = results["comparison"]["means"]
+    bigbench = [rows[task] for task in mean["tasks"]]
+    assert mean["id"] == "offline_bigbench_mean" and len(bigbench) == 4 and mean["paired_n"] == 4 * LIMIT
+    assert mean["difference"] == pytest.approx(statistics.fmean(row["difference"] for row in bigbench), abs=1e-12)
+    assert mean["paired_stderr"] == pytest.approx(sum(row["paired_stderr"] ** 2 for row in bigbench) ** 0.5 / 4, abs=1e-12)
+    assert mean["model"] == pytest.approx(statistics.fmean(model["scores"][t]["value"] for t in mean["tasks"]))
+
+    summary = (comparison_run / "summary.md").read_text()
+    assert "| difference | paired SE |" in summary
+    winowhy = rows["offline_bigbench_winowhy"]
+    assert f"| {winowhy['difference']:+.4f} | {winowhy['paired_stderr']:.4f} |" in summary
+    assert f"| BIG-bench mean (4 tasks) | acc ↑ | 0 | {4 * LIMIT} |" in summary
+
+
 def test_eval_refuses_existing_output_and_unknown_inputs(comparison_run, tiny_models, tmp_path, capsys):
     assert shishu_main(["eval", "--model", str(tiny_models[0]), "--out", str(comparison_run)]) == 2
     assert "already exists" in capsys.readouterr().err
@@ -267,6 +322,16 @@ def test_read_results_refuses_bad_files(comparison_run, tmp_path):
     broken = json.loads(json.dumps(good))
     broken["models"][0]["scores"]["offline_gsm8k"]["value"] = "high"
     cases[json.dumps(broken)] = "offline_gsm8k: value 'high' is not a number"
+    broken = json.loads(json.dumps(good))
+    acc = broken["models"][1]["scores"]["offline_bigbench_winowhy"]["documents"]["acc"]
+    acc[0] = 1.0 - acc[0]
+    cases[json.dumps(broken)] = "offline_bigbench_winowhy: per-document acc averages"
+    broken = json.loads(json.dumps(good))
+    broken["models"][0]["scores"]["offline_bigbench_strategyqa"]["documents"]["doc_id"].append(99)
+    cases[json.dumps(broken)] = "per-document records hold 3 doc_ids and 2 values for 2 scored documents"
+    broken = json.loads(json.dumps(good))
+    broken["comparison"]["rows"][0]["paired_stderr"] = 0.001
+    cases[json.dumps(broken)] = "comparison offline_bigbench_social_iqa: paired stderr 0.001"
     for text, message in cases.items():
         path = tmp_path / "results.json"
         path.write_text(text)
@@ -297,3 +362,5 @@ def test_eval_data_parallel_on_two_cpu_processes(comparison_run, tiny_models, tm
     for task, score in parallel["models"][0]["scores"].items():
         assert score["n_samples"] == LIMIT
         assert score["value"] == pytest.approx(single[task]["value"], rel=1e-5), task
+    # Per-document scores gathered from both processes: every document once, as in the single-process run.
+    assert parallel["models"][0]["scores"]["offline_bigbench_winowhy"]["documents"] == single["offline_bigbench_winowhy"]["documents"]

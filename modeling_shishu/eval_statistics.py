@@ -1,0 +1,67 @@
+"""Standard errors of evaluation scores: one model's mean, the paired difference of two models, a mean over tasks.
+
+lm-eval's standard error of a per-document mean (acc, exact_match) is the sample standard deviation (n - 1 in the
+denominator) over sqrt(n); the same definition is used here. Two models scored on the same documents are compared
+through the per-document differences d_i = a_i - b_i: their mean is the difference of the two scores and
+sd(d) / sqrt(n) its standard error. Pairing removes what the documents contribute to both models' variance (a
+question easy or hard for both), so the paired standard error is below the unpaired sqrt(se_a^2 + se_b^2)
+whenever the two models agree more often than chance. An unweighted mean over independent tasks has the
+standard error sqrt(sum se_t^2) / T.
+"""
+
+import math
+from collections.abc import Sequence
+
+
+# |difference| above this many standard errors reads as significant (about 95% two-sided).
+SIGNIFICANCE_Z = 2.0
+
+
+def mean_and_stderr(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and its standard error (sample standard deviation / sqrt(n)); no standard error below two values."""
+    n = len(values)
+    if n == 0:
+        raise ValueError("no values to average")
+    mean = math.fsum(values) / n
+    if n < 2:
+        return mean, None
+    variance = math.fsum((value - mean) ** 2 for value in values) / (n - 1)
+    return mean, math.sqrt(variance / n)
+
+
+def paired_difference(model: dict, baseline: dict, metric: str) -> dict:
+    """`metric` of `model` minus `baseline` over the documents both were scored on, with its paired standard error.
+
+    `model` and `baseline` are per-document records `{"doc_id": [...], metric: [...]}`. Returns `{"n", "difference",
+    "stderr"}`; the two records must hold the same documents.
+    """
+    scores = []
+    for record in (model, baseline):
+        if len(record["doc_id"]) != len(record[metric]) or len(set(record["doc_id"])) != len(record["doc_id"]):
+            raise ValueError(f"per-document {metric} records need one value per distinct doc_id")
+        scores.append(dict(zip(record["doc_id"], record[metric])))
+    if scores[0].keys() != scores[1].keys():
+        raise ValueError("the two models were scored on different documents; a paired difference needs the same ones")
+    differences = [scores[0][doc] - scores[1][doc] for doc in sorted(scores[0])]
+    difference, stderr = mean_and_stderr(differences)
+    return {"n": len(differences), "difference": difference, "stderr": stderr}
+
+
+def mean_of_tasks(estimates: Sequence[tuple[float, float | None]]) -> tuple[float, float | None]:
+    """Unweighted mean of per-task `(value, stderr)` estimates from independent tasks, and its standard error."""
+    if not estimates:
+        raise ValueError("no tasks to average")
+    mean = math.fsum(value for value, _ in estimates) / len(estimates)
+    if any(stderr is None for _, stderr in estimates):
+        return mean, None
+    return mean, math.sqrt(math.fsum(stderr**2 for _, stderr in estimates)) / len(estimates)
+
+
+def is_significant(difference: float, stderr: float | None, z: float = SIGNIFICANCE_Z) -> bool | None:
+    """Whether |difference| exceeds z standard errors (None when there is no standard error)."""
+    if stderr is None:
+        return None
+    return abs(difference) > z * stderr
+
+
+__all__ = ["SIGNIFICANCE_Z", "is_significant", "mean_and_stderr", "mean_of_tasks", "paired_difference"]
