@@ -1085,7 +1085,9 @@ def _int_list(text: str) -> list[int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="the ShishuLM: a checkpoint folder or a Hub id")
+    parser.add_argument("--engine", default="pytorch", choices=["pytorch", "llama.cpp"],
+                        help="pytorch (default), or llama.cpp: GGUF exports in llama-cpp-python (see modeling_shishu/benchmark_llamacpp.py)")
+    parser.add_argument("--model", required=True, help="the ShishuLM: a checkpoint folder or a Hub id (llama.cpp: also a .gguf file)")
     parser.add_argument("--baseline", required=True, help="its parent: a checkpoint folder, an offline parent name (smollm2-135m) or a Hub id")
     parser.add_argument("--contexts", type=_int_list, default=None, metavar="N,N,...", help="prompt lengths (default 256,1024,2048,4096; --quick: 256)")
     parser.add_argument("--batch", type=_int_list, default=None, metavar="B,B,...", help="batch sizes (default 1)")
@@ -1132,6 +1134,10 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.engine == "llama.cpp":
+        from .benchmark_llamacpp import run_from_args
+
+        return run_from_args(args)
     settings = settings_from_args(args)
     settings.check()
     for output in (args.json, args.plot):
