@@ -140,10 +140,12 @@ def pre_tokenizer_name(tokenizer_json: dict) -> str:
     )
 
 
-def tokenizer_vocab(folder: Path, vocab_size: int) -> tuple[list[str], list[int], str]:
-    """Tokens, token types and pre-tokenizer name of `folder`'s tokenizer, as llama.cpp's converter builds
+def tokenizer_metadata(folder: Path, vocab_size: int):
+    """`(tokens, token_types, pre, special_vocab)` of `folder`'s tokenizer, as llama.cpp's converter builds
     them for a byte-level BPE: ids the tokenizer does not use become `[PAD<id>]` (unused) up to the
-    embedding size, added special tokens are control tokens, other added tokens user-defined."""
+    embedding size, added special tokens are control tokens, other added tokens user-defined;
+    `special_vocab` (a `gguf.SpecialVocab`) holds the merges, special ids, chat template and whether a
+    BOS / EOS token is added to a prompt."""
     import gguf
     from transformers import AutoTokenizer
 
@@ -177,7 +179,15 @@ def tokenizer_vocab(folder: Path, vocab_size: int) -> tuple[list[str], list[int]
         else:
             tokens.append(reverse[index])
             types.append(gguf.TokenType.NORMAL)
-    return tokens, types, pre
+
+    special_vocab = gguf.SpecialVocab(folder, load_merges=True, n_vocab=vocab_size)
+    # llama.cpp must add to a prompt what the tokenizer adds; tokenizer_config.json often leaves
+    # add_bos_token / add_eos_token out, so read it off the tokenizer itself.
+    plain, encoded = tokenizer("a", add_special_tokens=False).input_ids, tokenizer("a").input_ids
+    added = len(encoded) > len(plain)
+    special_vocab.add_special_token["bos"] = added and encoded[0] == tokenizer.bos_token_id
+    special_vocab.add_special_token["eos"] = added and encoded[-1] == tokenizer.eos_token_id
+    return tokens, types, pre, special_vocab
 
 
 # ---------------------------------------------------------------------------------------- tensors
@@ -279,8 +289,7 @@ def export_gguf(
     log(f"loading {folder}")
     model = load_for_export(folder)
     config = model.config
-    tokens, token_types, pre = tokenizer_vocab(folder, config.vocab_size)
-    special_vocab = gguf.SpecialVocab(folder, load_merges=True, n_vocab=len(tokens))
+    tokens, token_types, pre, special_vocab = tokenizer_metadata(folder, config.vocab_size)
     attention = [layer_type == ATTENTION_LAYER for layer_type in config.layer_types]
     head_count = [config.num_attention_heads if a else 0 for a in attention]
     head_count_kv = [config.num_key_value_heads if a else 0 for a in attention]
@@ -382,4 +391,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["check_exportable", "export_gguf", "permute_for_rope", "pre_tokenizer_name", "tokenizer_vocab"]
+__all__ = ["check_exportable", "export_gguf", "permute_for_rope", "pre_tokenizer_name", "tokenizer_metadata"]

@@ -166,6 +166,7 @@ def test_hybrid_layout_metadata_tensors_and_tokenizer(tmp_path):
     assert field(reader, "tokenizer.ggml.eos_token_id") == tokenizer.eos_token_id
     assert field(reader, "tokenizer.ggml.bos_token_id") == tokenizer.bos_token_id
     assert field(reader, "tokenizer.chat_template") == CHAT_TEMPLATE
+    assert field(reader, "tokenizer.ggml.add_bos_token") is False  # the tokenizer adds no BOS: nor may llama.cpp
 
 
 @pytest.mark.parametrize(
