@@ -250,14 +250,15 @@ def format_llamacpp_report(report: dict) -> str:
         f"flash attention {'on' if settings['flash_attn'] else 'off'}, n_ctx {settings['n_ctx']}, "
         f"{settings['repeats']} repeats (median tokens/s; ratio = ShishuLM / parent)",
         "",
-        f"{'figure':<28} | {'parent tok/s':>12} | {'ShishuLM tok/s':>14} | {'ratio':>6}",
-        f"{'-' * 28}-+-{'-' * 12}-+-{'-' * 14}-+-{'-' * 6}",
+        f"{'figure':<32} | {'parent tok/s':>12} | {'ShishuLM tok/s':>14} | {'ratio':>6}",
+        f"{'-' * 32}-+-{'-' * 12}-+-{'-' * 14}-+-{'-' * 6}",
     ]
     for row in report["rows"]:
         name = (f"prompt processing, {row['context']} tokens" if row["figure"] == "pp"
                 else f"generation at depth {row['context']}")  # fmt: skip
         speeds = row["tokens_per_s"]
-        lines.append(f"{name:<28} | {speeds['baseline']['median']:>12.1f} | {speeds['shishu']['median']:>14.1f} | x{row['ratio']:>5.2f}")
+        ratio = f"x{row['ratio']:.2f}"
+        lines.append(f"{name:<32} | {speeds['baseline']['median']:>12.1f} | {speeds['shishu']['median']:>14.1f} | {ratio:>6}")
     parent, shishu = report["models"]["baseline"], report["models"]["shishu"]
     lines += [
         "",
