@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install test demo bench clean
+.PHONY: install test test-transformers demo bench gpu-carry clean
 
 $(VENV)/.installed: requirements-dev.txt setup.cfg
 	$(PYTHON) -m venv $(VENV)
@@ -24,11 +24,19 @@ install: $(VENV)/.installed
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# the remote code under every supported transformers release (each pip-installed into its own cached folder)
+test-transformers: install
+	SHISHU_TRANSFORMERS_VERSIONS=all $(PY) -m pytest tests/test_transformers_versions.py $(PYTEST_ARGS)
+
 demo: install
 	$(VENV)/bin/shishu demo $(DEMO_ARGS)
 
 bench: install
 	$(VENV)/bin/shishu bench --model $(MODEL) --baseline $(BASELINE) $(BENCH_ARGS)
+
+# Wheels and the offline-cache subset that recipes/gpu/run_gpu_checks.sh carries to a GPU machine
+gpu-carry: install
+	recipes/gpu/prepare_carry.sh
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

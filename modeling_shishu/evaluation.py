@@ -278,11 +278,24 @@ def _build_shakespeare(spec: dict) -> dict[str, list[dict]]:
     return {"test": _shuffled(rows)}
 
 
+def _build_sharegpt(spec: dict) -> dict[str, list[dict]]:
+    from . import assets
+
+    split = spec.get("split", "test")
+    max_chars = int(spec.get("max_chars", 2000))
+    rows = []
+    for number, text in enumerate(assets.sharegpt_texts(split)):
+        for index, document in enumerate(split_into_documents(text, max_chars)):
+            rows.append({"id": f"{split}-{number}:{index}", "text": document})
+    return {"test": _shuffled(rows)}
+
+
 # builder name (metadata.shishu_data.builder in a template) -> (function, the splits it writes)
 OFFLINE_DATA_BUILDERS = {
     "bigbench_multiple_choice": (_build_bigbench_multiple_choice, {"test"}),
     "gsm8k": (_build_gsm8k, {"test", "fewshot"}),
     "shakespeare": (_build_shakespeare, {"test"}),
+    "sharegpt": (_build_sharegpt, {"test"}),
 }
 
 

@@ -4,6 +4,7 @@ then rename into place."""
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -43,6 +44,17 @@ def atomic_directory(final_path: str | os.PathLike, overwrite: bool = False):
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.rename(tmp, final_path)
+
+
+_TEMPORARY_NAME = re.compile(r"^\.(?P<name>.+)\.tmp-[A-Za-z0-9_]+$")
+
+
+def final_name(path: str | os.PathLike) -> str:
+    """The name `path` has once complete: a temporary sibling of `atomic_directory` (`.NAME.tmp-XXXX`) is NAME,
+    so what is written inside it can name the folder as users will see it."""
+    name = Path(path).resolve().name
+    match = _TEMPORARY_NAME.match(name)
+    return match.group("name") if match else name
 
 
 @contextlib.contextmanager

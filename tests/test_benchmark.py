@@ -134,6 +134,28 @@ def test_memory_bandwidth_measurement_and_settings_checks():
         benchmark.BenchSettings(decode_tokens=0).check()
     quick = benchmark.BenchSettings.quick(contexts=[32])
     assert quick.contexts == [32] and quick.train_seq_len == 128 and quick.modes == ["eager"]
+    with pytest.raises(ValueError, match="shapes"):
+        benchmark.BenchSettings(shapes=[(0, 16)]).check()
+    with pytest.raises(ValueError, match="random-init"):
+        benchmark.BenchSettings(mlp_layers=[4, 5]).check()
+    with pytest.raises(ValueError, match="inductor"):
+        benchmark.BenchSettings(compile_backend="eager", compile_mode="reduce-overhead").check()
+    assert benchmark.BenchSettings(batches=[1, 8], contexts=[16, 32]).points == [(1, 16), (1, 32), (8, 16), (8, 32)]
+    assert benchmark.BenchSettings(batches=[1, 8], shapes=[(1, 512), (32, 4096)]).points == [(1, 512), (32, 4096)]
+
+
+def test_cuda_gets_cuda_graphs_and_none_of_the_cpu_inductor_settings():
+    import torch._inductor.config as inductor_config
+
+    cpu, cuda = benchmark.BenchSettings(compile=True), benchmark.BenchSettings(compile=True, device="cuda")
+    assert cpu.decode_compile_mode is None and cuda.decode_compile_mode == "reduce-overhead"
+    assert benchmark.BenchSettings(device="cuda", compile_backend="eager").decode_compile_mode is None
+    before = inductor_config.post_grad_fusion_options
+    with benchmark.compile_settings(cuda):
+        assert inductor_config.post_grad_fusion_options == before
+    with benchmark.compile_settings(cpu):
+        assert "decompose_mm_pass" in inductor_config.post_grad_fusion_options
+    assert inductor_config.post_grad_fusion_options == before
 
 
 def test_forward_flops_count_shared_layers_per_use_and_causal_attention():
@@ -272,6 +294,32 @@ def test_quick_run_in_both_modes_writes_json_plot_and_table(tiny_pair, tmp_path,
     assert sorted(p.name for p in out_json.parent.iterdir()) == ["bench.json", "bench.png"]  # no temporaries
 
 
+def test_random_weights_from_a_config_folder_at_chosen_shapes(tmp_path, capsys):
+    """Only config.json is read; the ShishuLM is the baseline's config with the given layers MLP-only."""
+    LlamaConfig(**tiny_config_kwargs(max_position_embeddings=256)).save_pretrained(tmp_path / "parent")
+    assert not list((tmp_path / "parent").glob("*.safetensors"))
+    out_json = tmp_path / "bench.json"
+    code = main([
+        "bench", "--random-init", "--baseline", str(tmp_path / "parent"), "--mlp-layers", "2,3", "--shapes", "1x8,2x16",
+        "--repeats", "2", "--decode-tokens", "2", "--train-seq-len", "16", "--train-batch", "2", "--threads", "1",
+        "--bandwidth-mib", "4", "--peak-tflops", "0.001", "--no-overhead-check", "--json", str(out_json),
+    ])
+    assert code == 0
+    report = json.loads(out_json.read_text())
+    shishu = report["models"]["shishu"]
+    assert shishu["mlp_share_groups"] == [[2, 3]] and shishu["attention_layers"] == 4
+    assert "layers 2,3 MLP-only" in shishu["source"]
+    assert {(r["batch"], r["context"]) for r in report["inference"]} == {(1, 8), (2, 16)}
+    training = report["training"]["shishu"]
+    assert training["tokens_per_s"] == pytest.approx(2 * 16 / (training["step"]["median_ms"] / 1e3))
+    assert training["mfu"] == pytest.approx(training["model_flops_per_token"] * training["tokens_per_s"] / 1e9)
+    assert "batch 2 x 16 tokens" in capsys.readouterr().out
+    # seeded: the same weights in every run
+    settings = benchmark.BenchSettings(random_init=True)
+    first = benchmark.load_model(tmp_path / "parent", settings)
+    assert torch.equal(first.lm_head.weight, benchmark.load_model(tmp_path / "parent", settings).lm_head.weight)
+
+
 def test_bad_input_is_one_clear_error(tiny_pair, tmp_path, capsys):
     model, parent = tiny_pair
     assert main(["bench", "--model", str(tmp_path / "missing"), "--baseline", str(parent), "--quick"]) == 2
@@ -282,6 +330,12 @@ def test_bad_input_is_one_clear_error(tiny_pair, tmp_path, capsys):
     assert "max_position_embeddings" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["bench", "--model", str(model), "--baseline", str(parent), "--contexts", "a,b"])
+    with pytest.raises(SystemExit):
+        main(["bench", "--model", str(model), "--baseline", str(parent), "--shapes", "1x2x3"])
+    assert main(["bench", "--baseline", str(parent), "--quick"]) == 2
+    assert "--model or --mlp-layers" in capsys.readouterr().err
+    assert main(["bench", "--model", str(model), "--baseline", str(parent), "--mlp-layers", "4,5", "--random-init", "--quick"]) == 2
+    assert "--model or --mlp-layers" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------------------------------

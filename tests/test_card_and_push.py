@@ -7,6 +7,7 @@ with --dry-run. The upload itself (`HfApi.upload_folder`) is the one step that c
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -84,6 +85,7 @@ def test_card_round_trip(carded, evaluated):
     assert f"{2 * 4 * 2 * 8 * 2:,} B | {2 * 6 * 2 * 8 * 2:,} B | -33.3% |" in text  # 2 x layers x kv heads x head_dim x bf16
     assert "None after conversion" in text and f'model_id = "{REPO_ID}"' in text
     assert "| tiny-parent | difference |" in text  # the baseline column
+    assert "tested on every transformers release\n`>=5.10.4,<5.25`" in text  # the range setup.cfg declares
     assert json.loads((carded / "eval_results.json").read_text())["card"] == {"model": "tiny-m2", "repo_id": REPO_ID}
 
 
@@ -177,7 +179,8 @@ def test_push_refuses_a_folder_that_fails_to_load(carded, capsys):
     # The folder's own remote code is what a user downloads; break it and the fresh process must fail.
     code = carded / "modeling_shishu.py"
     code.write_text(code.read_text().replace("class ShishuForCausalLM(", "class ShishuForCausalLMRenamed("))
-    assert shishu_main(["push", str(carded), "--repo-id", REPO_ID, "--dry-run"]) == 2
+    push = ["push", str(carded), "--repo-id", REPO_ID, "--dry-run", "--allow-stale-remote-code"]
+    assert shishu_main(push) == 2
     error = capsys.readouterr().err
     assert "fails to load with trust_remote_code=True in a fresh process" in error and "ShishuForCausalLM" in error
     assert sha256(carded / "model.safetensors")  # nothing was modified by the refusal
@@ -203,6 +206,27 @@ def test_card_states_the_training_record(evaluated, tmp_path):
     assert "eval_loss 2.5000, eval_kl 0.7500" in text and "None after conversion" not in text
 
 
+def test_card_names_hub_ids_and_final_folder_names_never_local_paths(evaluated, tmp_path):
+    from modeling_shishu.io_utils import atomic_directory
+
+    results = read_results(evaluated[1])
+    teacher = tmp_path / "cache" / "parents" / "smollm2-135m"
+    teacher.mkdir(parents=True)
+    (teacher / "fetch.json").write_text(json.dumps({"hub_id": "HuggingFaceTB/SmolLM2-135M-Instruct"}))
+    with atomic_directory(tmp_path / "release") as tmp:  # what `shishu demo` does: the card is written inside
+        for item in evaluated[0].iterdir():
+            shutil.copy2(item, tmp / item.name)
+        (tmp / "training_summary.json").write_text(json.dumps({"stage": "distill", "steps": 2, "world_size": 1}))
+        (tmp / "training_config.json").write_text(json.dumps(
+            {"dataset_mixture": {"sharegpt": 0.1, "shakespeare": 1.0}, "teacher_name_or_path": str(teacher)}))  # fmt: skip
+        card, _, _ = model_card.render_card(tmp, results, license="apache-2.0")
+    text = str(card)
+    assert 'model_id = "release"' in text and ".tmp-" not in text
+    assert "Teacher: `HuggingFaceTB/SmolLM2-135M-Instruct`" in text and str(tmp_path) not in text
+    assert "Data: `sharegpt` (0.1 of its documents), `shakespeare` (1 of its documents)" in text
+    assert "research" in text.lower() and "Public-domain texts" in text  # each corpus's licence terms
+
+
 def test_architecture_summary_says_where_the_mlp_only_blocks_are():
     from modeling_shishu.model_card import _architecture_summary
 
@@ -217,3 +241,20 @@ def test_architecture_summary_says_where_the_mlp_only_blocks_are():
     mixed = _architecture_summary(facts([A, M, M, A, A, M], [[1, 2]]))
     assert "interleaved with 3 MLP-only blocks, 2 of which run in 1 group that" in mixed
     assert "Llama architecture" in _architecture_summary(facts([A, A], []))
+
+
+def test_push_refuses_remote_code_this_version_did_not_write(carded, capsys):
+    code = carded / "modeling_shishu.py"
+    code.write_text(code.read_text() + "\n# an edit made after saving\n")
+    assert shishu_main(["push", str(carded), "--repo-id", REPO_ID, "--dry-run"]) == 2
+    error = capsys.readouterr().err
+    assert "modeling_shishu.py in" in error and "differ from the remote code this version of shishulm writes" in error
+    assert "Traceback" not in error
+    (carded / "configuration_shishu.py").unlink()
+    assert publishing.stale_remote_code(carded) == ["configuration_shishu.py", "modeling_shishu.py"]
+    code.write_text(code.read_text().replace("\n# an edit made after saving\n", ""))
+    (carded / "configuration_shishu.py").write_bytes(
+        (Path(publishing.__file__).parent / "configuration_shishu.py").read_bytes()
+    )
+    assert publishing.stale_remote_code(carded) == []
+    assert shishu_main(["push", str(carded), "--repo-id", REPO_ID, "--dry-run"]) == 0

@@ -51,13 +51,19 @@ def test_demo_stages_are_the_documented_commands(tmp_path):
     args = parser.parse_args(["--out", str(tmp_path)])
     stages = build_stages(args, tmp_path / "parent")
     assert [s.name for s in stages] == [
-        "analyze", "convert", "heal", "evaluate", "evaluate-before-healing", "benchmark",
+        "analyze", "convert-data-free", "convert", "heal", "evaluate", "evaluate-before-healing", "benchmark",
     ]
-    heal = stages[2]
+    heal = stages[3]
     assert "recipes/scripts/distill.py" in " ".join(heal.command)
     assert heal.env["ACCELERATE_USE_CPU"] == "1"
-    convert = stages[1].command
+    assert f"--student_name_or_path={stages[2].output}" in heal.command  # healing starts from the fitted model
+    data_free, convert = stages[1].command, stages[2].command
     assert convert[convert.index("--mlp-layers") + 1] == "10" and "pairs" in convert
     assert convert[convert.index("--layers-from") + 1] == str(stages[0].output)  # the analysis picks the layers
+    assert "--no-fit" in data_free and "--no-fit" not in convert
+    assert [part for part in data_free if part != "--no-fit"][:-3] == convert[:-3]  # the same layout
+    before = stages[5].command
+    assert before[before.index("--model") + 1] == str(stages[2].output)
+    assert before[before.index("--baseline") + 1] == str(stages[1].output)
     top = build_stages(parser.parse_args(["--out", str(tmp_path), "--layers", "top"]), tmp_path / "parent")
-    assert "--layers-from" not in top[1].command
+    assert "--layers-from" not in top[2].command

@@ -364,3 +364,74 @@ def test_config_json_round_trip_keeps_layout(tmp_path):
     assert loaded.layer_types == config.layer_types
     assert loaded.mlp_share_groups == config.mlp_share_groups
     assert loaded.weight_owners == [0, 1, 2, 3, 3, 5, 5]
+
+
+def test_editing_the_layer_count_after_the_config_is_refused():
+    config = ShishuConfig(**tiny_config_kwargs(**HYBRID_LAYOUT))
+    config.num_hidden_layers = 2
+    with pytest.raises(ValueError, match="layer_types has 7 entries but num_hidden_layers is 2"):
+        ShishuForCausalLM(config)
+
+
+def test_attention_outputs_belong_to_the_attention_layers():
+    layout = dict(num_hidden_layers=5, layer_types=["mlp", "full_attention", "mlp", "mlp", "full_attention"],
+                  mlp_share_groups=[[2, 3]])  # fmt: skip
+    model = hybrid_model(**layout)
+    model.set_attn_implementation("eager")
+    input_ids = torch.randint(3, 99, (2, 7))
+    out = model(input_ids, output_attentions=True, output_hidden_states=True)
+    assert len(out.attentions) == len(model.config.attention_layer_indices) == 2
+    assert all(weights.shape == (2, 4, 7, 7) for weights in out.attentions)
+    # attentions[k] is the attention of layer attention_layer_indices[k]: recompute layer 4's from its input
+    layer = model.model.layers[4]
+    hidden = layer.input_layernorm(out.hidden_states[4])
+    position_ids = torch.arange(7)[None]
+    cos_sin = model.model.rotary_emb(hidden, position_ids)
+    mask = torch.full((7, 7), float("-inf")).triu(1)[None, None]
+    _, weights = layer.self_attn(hidden, position_embeddings=cos_sin, attention_mask=mask)
+    torch.testing.assert_close(out.attentions[1], weights)
+    assert model(input_ids).attentions is None
+
+
+def test_compiled_static_cache_generation_compiles_once():
+    """generate() asks the model for the attention mask of a compiled step: one graph for every decode step."""
+    from transformers import CompileConfig
+
+    model = hybrid_model()
+    prompt = torch.randint(3, 99, (2, 5))
+    attention_mask = torch.ones_like(prompt)
+    attention_mask[0, :2] = 0  # a padding mask is what made each step's mask a new shape
+    settings = dict(attention_mask=attention_mask, max_new_tokens=6, do_sample=False, cache_implementation="static")
+    eager = model.generate(prompt, **settings)
+    compile_config = CompileConfig(fullgraph=True)
+    compile_config._compile_all_devices = True  # generate() compiles by itself on accelerators only
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    compiled = model.generate(prompt, compile_config=compile_config, **settings)
+    assert torch.equal(compiled, eager)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+
+
+@pytest.mark.parametrize(
+    "edit, named",
+    [
+        (lambda c: c.update(mlp_share_groups=[]), "missing model.layers.4.mlp.down_proj.weight"),
+        (lambda c: c["layer_types"].__setitem__(2, "mlp"), "unexpected model.layers.2.input_layernorm.weight"),
+    ],
+)
+def test_a_config_that_disagrees_with_the_weights_is_refused(tmp_path, edit, named):
+    hybrid_model().save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    edit(config)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    for loader in (ShishuForCausalLM, AutoModelForCausalLM):
+        with pytest.raises(ValueError, match="do not match the layout in its config.json") as error:
+            loader.from_pretrained(tmp_path, trust_remote_code=True)
+        assert named in str(error.value)
+
+
+def test_loading_info_is_returned_when_asked(tmp_path):
+    hybrid_model().save_pretrained(tmp_path)
+    model, info = ShishuForCausalLM.from_pretrained(tmp_path, output_loading_info=True)
+    assert isinstance(model, ShishuForCausalLM) and not info["missing_keys"] and not info["unexpected_keys"]
+    assert isinstance(AutoModel.from_pretrained(tmp_path, trust_remote_code=True), ShishuModel)

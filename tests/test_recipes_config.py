@@ -82,7 +82,7 @@ def test_bad_values_are_named(tmp_path):
     assert parse_overrides("hidden_size=64,tie_word_embeddings=false") == {"hidden_size": 64, "tie_word_embeddings": False}
 
 
-@pytest.mark.parametrize("recipe", sorted(p.relative_to(RECIPES) for p in RECIPES.glob("*/*/config.yaml")))
+@pytest.mark.parametrize("recipe", sorted(p.relative_to(RECIPES) for p in RECIPES.glob("*/*/config*.yaml")))
 def test_every_recipe_file_parses(recipe):
     stage = recipe.parts[1]
     argv = ["--config", str(RECIPES / recipe)]
@@ -189,6 +189,10 @@ def test_flops_per_token_counts_applied_weights_and_attention_layers_only():
     # A shared pair runs its MLP twice: same FLOPs as unshared, fewer stored parameters.
     assert flops_per_token(shared, seq) == flops_per_token(unshared, seq)
     assert ShishuForCausalLM(shared).num_parameters() < ShishuForCausalLM(unshared).num_parameters()
+    # A plain Llama config (no layer_types) counts as the all-attention ShishuLM it equals.
+    from transformers import LlamaConfig
+
+    assert flops_per_token(LlamaConfig(**tiny_config_kwargs()), seq) == flops_per_token(attention_only, seq)
     # MLP-only layers drop both the attention weights and the attention-score term.
     attention_term = 12 * attention_only.num_attention_heads * attention_only.head_dim * seq
     c = attention_only
@@ -235,6 +239,21 @@ def test_packing_joins_documents_with_eos_and_drops_the_tail(tokenizer):
         PackedBlocks.from_documents(_documents(["", ""]), tokenizer, "text", 4)
     with pytest.raises(ValueError, match="too small: 2 tokens do not fill one block of max_seq_length=4"):
         PackedBlocks.from_documents(_documents(["Hi"]), tokenizer, "text", 4)
+
+
+def test_the_offline_corpus_loads_without_the_datasets_package():
+    """GPU images often lack `datasets`: the offline corpus (not streamed) is a plain list of rows."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['datasets'] = None\n"  # any `import datasets` now fails
+        "from modeling_shishu.training.arguments import DataArguments\n"
+        "from modeling_shishu.training.data import load_documents\n"
+        "rows = load_documents(DataArguments(dataset_name='shakespeare'), 'validation')\n"
+        "assert len(rows) == 2 and all(len(row['text']) > 10000 for row in rows), [len(r['text']) for r in rows]\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=120)
 
 
 def test_data_order_is_a_function_of_the_step():
@@ -370,7 +389,28 @@ def test_peak_flops_lookup_for_mfu():
     assert peak_flops("NVIDIA A100-SXM4-80GB") == 312e12
     assert peak_flops("NVIDIA H100 PCIe") == 756e12 and peak_flops("NVIDIA H100 80GB HBM3") == 989e12
     assert peak_flops("NVIDIA L40S") == 362e12 and peak_flops("NVIDIA L4") == 121e12
+    assert peak_flops("NVIDIA H200") == 989e12 and peak_flops("NVIDIA H100 NVL") == 835e12
     assert peak_flops("Some Future Accelerator") is None
     assert detect_peak_flops(123e12) == 123e12
     if not torch.cuda.is_available():
         assert detect_peak_flops() is None  # no MFU on a CPU
+
+
+def test_dataset_mixture_takes_a_seeded_fraction_of_each_offline_corpus():
+    from modeling_shishu import assets
+    from modeling_shishu.training.arguments import DataArguments
+    from modeling_shishu.training.data import load_documents
+
+    data_args = DataArguments(dataset_name=None, dataset_mixture="sharegpt=0.1,shakespeare=1.0")
+    assert data_args.dataset_mixture == {"sharegpt": 0.1, "shakespeare": 1.0}
+    rows = load_documents(data_args, "validation")
+    conversations, plays = assets.sharegpt_texts("validation"), assets.shakespeare_texts("validation")
+    texts = [row["text"] for row in rows]
+    assert len(texts) == round(0.1 * len(conversations)) + len(plays)
+    assert all(play in texts for play in plays) and set(texts) - set(plays) <= set(conversations)
+    assert texts == [row["text"] for row in load_documents(data_args, "validation")]  # the same subset, same order
+    assert texts[: len(plays)] != plays  # corpora are shuffled together, not concatenated
+    with pytest.raises(ValueError, match="the fraction of 'sharegpt' must be in \\(0, 1\\]"):
+        DataArguments(dataset_mixture={"sharegpt": 1.5})
+    with pytest.raises(ValueError, match="the sharegpt corpus has splits train, validation, test, not 'dev'"):
+        load_documents(DataArguments(dataset_name="sharegpt"), "dev")

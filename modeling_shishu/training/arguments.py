@@ -19,8 +19,9 @@ import yaml
 from transformers import HfArgumentParser
 
 
-# Fields that change where or how a run is reported, not what it computes: they are left out of the run
-# fingerprint, so a run can be resumed with different logging, checkpoint cadence or output location.
+# Fields that change where or how a run is reported or executed, not what it computes: they are left out of
+# the run fingerprint, so a run can be resumed with different logging, checkpoint cadence, output location
+# or compilation.
 OPERATIONAL_FIELDS = frozenset(
     {
         "output_dir",
@@ -35,6 +36,7 @@ OPERATIONAL_FIELDS = frozenset(
         "eval_on_start",
         "peak_flops_per_device",
         "dataloader_num_workers",
+        "torch_compile",
         # transformers.TrainingArguments / trl.SFTConfig fields of the same kind
         "logging_dir",
         "logging_strategy",
@@ -153,6 +155,13 @@ class DataArguments:
             "`datasets` loader name (text, json, parquet, csv) used with train_files."
         ),
     )
+    dataset_mixture: str | None = field(
+        default=None,
+        **_help(
+            "Several corpora at once, {name: fraction of its documents} (YAML mapping or 'a=0.1,b=1.0'): offline "
+            "corpora or Hub dataset ids; replaces dataset_name."
+        ),
+    )
     dataset_config_name: str | None = field(default=None, **_help("Hub dataset configuration."))
     train_files: list[str] | None = field(default=None, **_help("Local training files (.txt, .json/.jsonl, .parquet, .csv)."))
     eval_files: list[str] | None = field(default=None, **_help("Local held-out files."))
@@ -170,8 +179,12 @@ class DataArguments:
             raise ValueError(f"max_seq_length must be >= 2, got {self.max_seq_length}")
         if self.eval_split == "":
             self.eval_split = None
-        if self.dataset_name is None and not self.train_files:
-            raise ValueError("set dataset_name or train_files")
+        self.dataset_mixture = parse_overrides(self.dataset_mixture) or None
+        for name, fraction in (self.dataset_mixture or {}).items():
+            if not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+                raise ValueError(f"dataset_mixture: the fraction of {name!r} must be in (0, 1], got {fraction!r}")
+        if self.dataset_name is None and not self.train_files and not self.dataset_mixture:
+            raise ValueError("set dataset_name, dataset_mixture or train_files")
 
 
 @dataclass
@@ -198,6 +211,9 @@ class TrainArguments:
     max_steps: int = field(default=-1, **_help("Optimizer steps; -1 trains num_train_epochs."))
     num_train_epochs: float = field(default=1.0, **_help("Epochs over the packed blocks when max_steps is -1."))
     mixed_precision: str = field(default="auto", **_help("auto (bf16 where the GPU supports it), no, bf16, fp16."))
+    torch_compile: bool = field(
+        default=False, **_help("Compile the model with torch.compile (inductor); the first steps include compiling.")
+    )
     logging_steps: int = field(default=10, **_help("Write a metrics line every N steps."))
     eval_steps: int | None = field(default=None, **_help("Evaluate every N steps (default: save_steps)."))
     save_steps: int = field(default=500, **_help("Checkpoint every N steps."))
@@ -246,7 +262,7 @@ def parse_overrides(value) -> dict:
     for item in str(value).split(","):
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"config_overrides entry {item!r} is not 'key=value'")
+            raise ValueError(f"entry {item!r} is not 'key=value'")
         overrides[key.strip()] = yaml.safe_load(raw.strip())
     return overrides
 

@@ -22,7 +22,7 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-OFFLINE_TEXT_CORPORA = ("shakespeare",)
+OFFLINE_TEXT_CORPORA = ("shakespeare", "sharegpt")
 _LOADER_BY_SUFFIX = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "json", ".parquet": "parquet",
                      ".csv": "csv"}  # fmt: skip
 # Tokenize documents in batches of at most this many documents or characters: large enough for the fast
@@ -34,16 +34,45 @@ _TOKENIZE_BATCH_CHARS = 100_000
 # ------------------------------------------------------------------------------------------- loading
 
 
+def offline_texts(name: str, split: str) -> list[str]:
+    """The documents of an offline corpus from the package registry: `shakespeare` (split by work) or `sharegpt`
+    (conversations rendered as ChatML, split by position; research-only licence)."""
+    from .. import assets
+
+    readers = {
+        "shakespeare": (assets.shakespeare_texts, assets.SHAKESPEARE_SPLITS),
+        "sharegpt": (assets.sharegpt_texts, assets.SHAREGPT_SPLITS),
+    }
+    read, splits = readers[name]
+    if split not in splits:
+        raise ValueError(f"the {name} corpus has splits {', '.join(splits)}, not {split!r}")
+    return read(split)
+
+
 def load_documents(data_args, split: str, streaming: bool | None = None):
     """Return the documents of `split` as a `datasets.Dataset` (or `IterableDataset` when streaming).
 
-    `data_args.dataset_name` is `"shakespeare"` (the offline default from the package registry, split by
-    work), a Hub dataset id, or a `datasets` loader name (`text`, `json`, ...) used with local files.
+    `data_args.dataset_name` is an offline corpus (`OFFLINE_TEXT_CORPORA`, from the package registry), a Hub
+    dataset id, or a `datasets` loader name (`text`, `json`, ...) used with local files; `dataset_mixture`
+    mixes several of them. Offline corpora and mixtures, not streamed, are plain lists of `{text_column: text}`
+    rows and need no `datasets`.
     """
-    import datasets
-
     streaming = data_args.streaming if streaming is None else streaming
     files = data_args.train_files if split == data_args.train_split else data_args.eval_files
+    rows = None
+    if not files and data_args.dataset_mixture:
+        rows = mixture_rows(data_args, split)
+    elif not files and data_args.dataset_name in OFFLINE_TEXT_CORPORA:
+        rows = [{data_args.text_column: text} for text in offline_texts(data_args.dataset_name, split)]
+    if rows is not None:
+        if not streaming:
+            return rows
+        import datasets
+
+        return datasets.Dataset.from_list(rows).to_iterable_dataset()
+
+    import datasets
+
     if files:
         missing = [f for f in files if not Path(f).exists()]
         if missing:
@@ -57,14 +86,6 @@ def load_documents(data_args, split: str, streaming: bool | None = None):
                 f"data files must share one of the suffixes {sorted(_LOADER_BY_SUFFIX)}; got {sorted(suffixes)}"
             )
         dataset = datasets.load_dataset(loaders.pop(), data_files={split: list(files)}, split=split, streaming=streaming)
-    elif data_args.dataset_name in OFFLINE_TEXT_CORPORA:
-        from .. import assets
-
-        if split not in assets.SHAKESPEARE_SPLITS:
-            raise ValueError(f"the shakespeare corpus has splits {', '.join(assets.SHAKESPEARE_SPLITS)}, not {split!r}")
-        dataset = datasets.Dataset.from_dict({data_args.text_column: assets.shakespeare_texts(split)})
-        if streaming:
-            dataset = dataset.to_iterable_dataset()
     elif data_args.dataset_name:
         try:
             dataset = datasets.load_dataset(
@@ -82,6 +103,30 @@ def load_documents(data_args, split: str, streaming: bool | None = None):
             f"(columns: {', '.join(columns)}); set text_column"
         )
     return dataset
+
+
+def mixture_rows(data_args, split: str) -> list[dict]:
+    """The documents of a `dataset_mixture` {corpus: fraction}: a seeded `fraction` of each corpus's documents
+    of `split` (as alignment-handbook's mixer does), the corpora's documents shuffled together."""
+    column = data_args.text_column
+    texts = []
+    for name, fraction in data_args.dataset_mixture.items():
+        if name in OFFLINE_TEXT_CORPORA:
+            documents = offline_texts(name, split)
+        else:
+            import datasets
+
+            try:
+                dataset = datasets.load_dataset(name, split=split)
+            except ValueError as error:
+                raise ValueError(f"dataset {name!r} of dataset_mixture has no split {split!r}: {error}") from error
+            if column not in dataset.column_names:
+                raise ValueError(f"dataset {name!r} of dataset_mixture has no column {column!r}")
+            documents = dataset[column]
+        order = torch.randperm(len(documents), generator=torch.Generator().manual_seed(0)).tolist()
+        texts += [documents[i] for i in order[: round(fraction * len(documents))]]
+    order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(1)).tolist()
+    return [{column: texts[i]} for i in order]
 
 
 def iter_token_ids(documents, tokenizer, text_column: str) -> Iterator[list[int]]:

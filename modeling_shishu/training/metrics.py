@@ -18,6 +18,7 @@ from ..io_utils import atomic_save_figure, atomic_write_text
 PEAK_BF16_FLOPS = (
     ("H200", 989e12),
     ("H100 PCIe", 756e12),
+    ("H100 NVL", 835e12),
     ("H100", 989e12),
     ("GH200", 989e12),
     ("B200", 2250e12),
@@ -36,18 +37,28 @@ PEAK_BF16_FLOPS = (
 )
 
 
+def _layer_types(config) -> list[str]:
+    # A plain Llama config has no `layer_types`: every layer attends.
+    return list(getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers)
+
+
+def _head_dim(config) -> int:
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
 def applied_parameters(config) -> int:
     """Parameters that take part in the matrix products of one token's forward pass.
 
     Shared MLP-only blocks count once per layer that runs them (the FLOPs are spent every time), the
-    embedding lookup counts zero and the output projection counts once.
+    embedding lookup counts zero and the output projection counts once. Works for a ShishuConfig and for
+    its Llama-family parent's config.
     """
-    d, ffn = config.hidden_size, config.intermediate_size
-    q_and_o = 2 * d * config.num_attention_heads * config.head_dim
-    k_and_v = 2 * d * config.num_key_value_heads * config.head_dim
+    d, ffn, head_dim = config.hidden_size, config.intermediate_size, _head_dim(config)
+    q_and_o = 2 * d * config.num_attention_heads * head_dim
+    k_and_v = 2 * d * config.num_key_value_heads * head_dim
     mlp = 3 * d * ffn
     total = 0
-    for layer_type in config.layer_types:
+    for layer_type in _layer_types(config):
         total += mlp + (q_and_o + k_and_v if layer_type == "full_attention" else 0)
     return total + d * config.vocab_size
 
@@ -58,8 +69,8 @@ def flops_per_token(config, seq_len: int) -> float:
     `N` is `applied_parameters(config)`; the attention-score term counts only attention layers, since
     MLP-only blocks mix no positions.
     """
-    num_attention_layers = sum(1 for t in config.layer_types if t == "full_attention")
-    attention = 12 * num_attention_layers * config.num_attention_heads * config.head_dim * seq_len
+    num_attention_layers = sum(1 for t in _layer_types(config) if t == "full_attention")
+    attention = 12 * num_attention_layers * config.num_attention_heads * _head_dim(config) * seq_len
     return 6 * applied_parameters(config) + attention
 
 

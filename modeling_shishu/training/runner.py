@@ -31,7 +31,11 @@ def load_tokenizer(name_or_path: str):
 def build_training_data(data_args, train_args, tokenizer, accelerator):
     """Packed training batches for this rank, held-out blocks (or None), and the number of optimizer steps."""
     world, rank = accelerator.num_processes, accelerator.process_index
-    source = data_args.dataset_name if not data_args.train_files else ", ".join(data_args.train_files)
+    source = data_args.dataset_name
+    if data_args.train_files:
+        source = ", ".join(data_args.train_files)
+    elif data_args.dataset_mixture:
+        source = " + ".join(f"{name} ({fraction:g})" for name, fraction in data_args.dataset_mixture.items())
     if data_args.streaming:
         if train_args.max_steps < 1:
             raise ValueError("a streaming corpus has no known length: set max_steps")

@@ -144,6 +144,9 @@ class CausalLMTrainer:
         self.tokens_per_step = train_batches.samples_per_step * block_size
 
         optimizer = self.create_optimizer(model)
+        if train_args.torch_compile:
+            # In place: parameter names, the state dict and `save_pretrained` stay those of the model.
+            model.compile()
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         # The scheduler stays outside `prepare`: accelerate's wrapper would step it once per process.
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -253,9 +256,11 @@ class CausalLMTrainer:
         accelerator.wait_for_everyone()
 
         logger.info(
-            "%s: %d steps x %d tokens/step on %d process(es), %.3g training FLOPs/token, mixed precision %s",
+            "%s: %d steps x %d tokens/step on %d process(es), %.3g training FLOPs/token, mixed precision %s, "
+            "peak %s FLOP/s per device%s",
             self.stage, self.total_steps, self.tokens_per_step, accelerator.num_processes, self.flops_per_token,
-            accelerator.mixed_precision,
+            accelerator.mixed_precision, f"{self.peak_flops:.3g}" if self.peak_flops else "unknown (no MFU)",
+            ", torch.compile" if self.args.torch_compile else "",
         )  # fmt: skip
         if self.step == 0 and args.eval_on_start and self.eval_data is not None:
             self._log({"step": 0, **self.evaluate()})
@@ -418,6 +423,8 @@ class CausalLMTrainer:
             "train_seconds": self.elapsed,
             "tokens_per_second": self.tokens_seen / self.elapsed if self.elapsed else None,
             "flops_per_token": self.flops_per_token,
+            "peak_flops_per_device": self.peak_flops,
+            "torch_compile": self.args.torch_compile,
             "first_loss": train_records[0]["loss"] if train_records else None,
             "final_loss": train_records[-1]["loss"] if train_records else None,
             "first_eval": {k: v for k, v in eval_records[0].items() if k != "step"} if eval_records else None,
