@@ -99,6 +99,17 @@ def load_gguf(
     return LoadedGGUF(Path(path), llm, log, kv_cache_report(log))
 
 
+def weights_type(llm) -> str:
+    """The weight type a loaded GGUF records in `general.file_type`, named as `--dtype` names it (f16, q8_0)."""
+    import gguf
+
+    value = llm.metadata.get("general.file_type")
+    try:
+        return gguf.LlamaFileType(int(value)).name.split("_", 1)[1].lower()  # MOSTLY_Q8_0 -> q8_0
+    except (TypeError, ValueError):
+        return "unknown"
+
+
 def last_logits(llm) -> np.ndarray:
     """The logits llama.cpp computed for the last token of the last `eval` (float32, a copy)."""
     import llama_cpp
@@ -228,6 +239,7 @@ def run_llamacpp_benchmark(model: str, baseline: str, settings: LlamaCppBenchSet
         models[role] = {
             "source": model if role == "shishu" else baseline,
             "gguf_bytes": gguf_bytes[role],
+            "weights": weights_type(entry.llm),
             "kv_cache": entry.kv_cache,
             "sequence_state_bytes": {"context": len(longest), "bytes": sequence_state_bytes(entry.llm, longest)},
         }
@@ -245,8 +257,10 @@ def run_llamacpp_benchmark(model: str, baseline: str, settings: LlamaCppBenchSet
 
 def format_llamacpp_report(report: dict) -> str:
     settings = report["settings"]
+    # what the files hold: --dtype only applies to checkpoints exported here, not to GGUF files given as-is
+    weights = "/".join(sorted({entry["weights"] for entry in report["models"].values()}))
     lines = [
-        f"llama.cpp (llama-cpp-python {report['llama_cpp_python']}), {settings['dtype']} weights, {settings['threads']} threads, "
+        f"llama.cpp (llama-cpp-python {report['llama_cpp_python']}), {weights} weights, {settings['threads']} threads, "
         f"flash attention {'on' if settings['flash_attn'] else 'off'}, n_ctx {settings['n_ctx']}, "
         f"{settings['repeats']} repeats (median tokens/s; ratio = ShishuLM / parent)",
         "",
@@ -311,4 +325,5 @@ __all__ = [
     "load_gguf",
     "run_llamacpp_benchmark",
     "sequence_state_bytes",
+    "weights_type",
 ]

@@ -227,7 +227,7 @@ def layer_tensors(model, layer_idx: int) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def _encode(tensor: torch.Tensor, qtype) -> tuple[np.ndarray, object]:
+def _encode(name: str, tensor: torch.Tensor, qtype) -> tuple[np.ndarray, object]:
     """The array to write and its GGML type: matrices in `qtype`, vectors in float32."""
     import gguf
 
@@ -235,9 +235,15 @@ def _encode(tensor: torch.Tensor, qtype) -> tuple[np.ndarray, object]:
     if data.ndim < 2 or qtype == gguf.GGMLQuantizationType.F32:
         return data, gguf.GGMLQuantizationType.F32
     try:
-        return gguf.quants.quantize(data, qtype), qtype
+        with np.errstate(over="ignore"):  # an overflow is refused below, with the tensor's name
+            data, qtype = gguf.quants.quantize(data, qtype), qtype
     except gguf.quants.QuantError:  # rows that do not split into blocks (q8_0: 32 values)
-        return gguf.quants.quantize(data, gguf.GGMLQuantizationType.F16), gguf.GGMLQuantizationType.F16
+        with np.errstate(over="ignore"):
+            data, qtype = gguf.quants.quantize(data, gguf.GGMLQuantizationType.F16), gguf.GGMLQuantizationType.F16
+    if qtype == gguf.GGMLQuantizationType.F16 and not np.isfinite(data).all():  # numpy rounds past 65504 to inf
+        largest = float(tensor.detach().abs().max())
+        raise ValueError(f"{name}: a value of magnitude {largest:.4g} overflows f16 (max 65504); use --dtype bf16 or f32")
+    return data, qtype
 
 
 # ----------------------------------------------------------------------------------------- export
@@ -323,7 +329,7 @@ def export_gguf(
         def add(tensor_name: str, tensor: torch.Tensor, source: tuple) -> None:
             # One encoding per source tensor: the layers of a share group write the owner's array again.
             if source not in encoded:
-                encoded[source] = _encode(tensor, qtype)
+                encoded[source] = _encode(tensor_name, tensor, qtype)
             data, data_type = encoded[source]
             writer.add_tensor(tensor_name, data, raw_dtype=data_type)
 

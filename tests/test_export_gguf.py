@@ -222,6 +222,13 @@ def test_refusals_name_layer_and_reason(tmp_path, capsys):
         export_gguf(save_tiny_hybrid(tmp_path / "c", rope_parameters={"rope_type": "linear", "rope_theta": 1e4, "factor": 2.0}), tmp_path / "c.gguf")
     with pytest.raises(ValueError, match="hidden_act 'gelu'"):
         export_gguf(save_tiny_hybrid(tmp_path / "d", hidden_act="gelu"), tmp_path / "d.gguf")
+    big = tiny_hybrid()
+    with torch.no_grad():
+        big.model.layers[1].self_attn.q_proj.weight[0, 0] = 1e5  # beyond f16's largest value, 65504
+    big.save_pretrained(tmp_path / "e")
+    tiny_bpe_tokenizer().save_pretrained(tmp_path / "e")
+    with pytest.raises(ValueError, match=r"blk\.1\.attn_q\.weight: a value of magnitude 1e\+05 overflows f16"):
+        export_gguf(tmp_path / "e", tmp_path / "e.gguf", dtype="f16")
     assert not list(tmp_path.glob("*.gguf")) and not list(tmp_path.glob(".*tmp-*"))
 
     folder = save_tiny_hybrid(tmp_path / "tiny")
