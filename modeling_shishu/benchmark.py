@@ -1348,7 +1348,9 @@ def _shape_list(text: str) -> list[tuple[int, int]]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None, help="the ShishuLM: a checkpoint folder or a Hub id (or --mlp-layers)")
+    parser.add_argument("--engine", default="pytorch", choices=["pytorch", "llama.cpp"],
+                        help="pytorch (default), or llama.cpp: GGUF exports in llama-cpp-python (see modeling_shishu/benchmark_llamacpp.py)")
+    parser.add_argument("--model", default=None, help="the ShishuLM: a checkpoint folder or a Hub id (or --mlp-layers; llama.cpp: also a .gguf file)")
     parser.add_argument("--baseline", required=True, help="its parent: a checkpoint folder, an offline parent name (smollm2-135m) or a Hub id")
     parser.add_argument("--random-init", action="store_true", help="random weights in both models: only their config.json is read")
     parser.add_argument("--mlp-layers", type=_int_list, default=None, metavar="I,I,...", help="with --random-init, instead of --model: the baseline's config with these layers MLP-only")
@@ -1411,6 +1413,10 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.engine == "llama.cpp":
+        from .benchmark_llamacpp import run_from_args
+
+        return run_from_args(args)
     settings = settings_from_args(args)
     settings.check()
     for output in (args.json, args.plot):

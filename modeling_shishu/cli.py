@@ -17,6 +17,7 @@ COMMANDS = {
     "analyze": ("modeling_shishu.analysis", "per-layer attention linearity / removal cost, and which layers to convert"),
     "convert": ("modeling_shishu.conversion", "turn a Llama-family checkpoint into a ShishuLM"),
     "export-llama": ("modeling_shishu.export_llama", "write a plain LlamaForCausalLM computing the same function"),
+    "export-gguf": ("modeling_shishu.export_gguf", "write a GGUF for llama.cpp whose MLP-only layers have no attention or KV cache"),
     "eval": ("modeling_shishu.evaluation", "run an lm-eval suite and write results.json"),
     "card": ("modeling_shishu.model_card", "render a model card (README.md + .eval_results) from results.json"),
     "push": ("modeling_shishu.publishing", "validate a checkpoint folder and upload it to the Hub"),

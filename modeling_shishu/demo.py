@@ -18,7 +18,9 @@ Stages, each one a documented command of its own (the demo prints it before runn
                  `shishu eval --model <converted> --suite offline --tasks offline_shakespeare,offline_sharegpt ...`
                  (the data-free and the fitted conversion, before healing)
    benchmark     `shishu bench --model <healed> --baseline <parent> --quick ...`
-6. release       `shishu card <release> --results ...`: weights, remote code, tokenizer, card, plots
+6. export-gguf   `shishu export-gguf <healed> --out <out>/shishu-smollm2-135m-m10.gguf --dtype f16 ...`: the
+                 healed model for llama.cpp, next to the release folder
+7. release       `shishu card <release> --results ...`: weights, remote code, tokenizer, card, plots
 
 Re-running reuses every stage whose output is complete and whose command has not changed (a
 `stage.json` next to each output records the command); once a stage runs again, every later stage
@@ -180,6 +182,15 @@ def build_stages(args: argparse.Namespace, parent: Path) -> list[Stage]:
                    "--json", str(out / "bench.json"), "--plot", str(out / "bench.png")),
             out / "bench.json",
         ),
+        # f16, not bf16: llama.cpp's CPU kernels run f16 matrices fast on any x86 with F16C and on ARMv8.2,
+        # bf16 ones only with AVX512-BF16; and f16 keeps 3 more mantissa bits of the float32 weights, whose
+        # values all lie well inside f16's range (export-gguf refuses a tensor that does not).
+        Stage(
+            "export-gguf",
+            shishu("export-gguf", str(healed), "--out", str(out / f"{VARIANT}.gguf"), "--dtype", "f16",
+                   "--name", VARIANT, "--overwrite"),
+            out / f"{VARIANT}.gguf",
+        ),
     ]
 
 
@@ -288,6 +299,7 @@ def final_table(out: Path, release: Path) -> str:
     lines.insert(1, "-+-".join("-" * w for w in widths))
     lines += ["", "scores: value ± standard error; change: ShishuLM minus parent on the same documents, significant when it "
               "exceeds 2 paired standard errors", "", f"release folder : {release}", f"evaluation     : {out / 'eval' / 'results.json'}",
+              f"llama.cpp GGUF : {out / f'{VARIANT}.gguf'}",
               f"benchmark      : {out / 'bench.json'}", f"layer analysis : {out / 'analysis'}",
               f"healing run    : {out / 'heal'}", f"stage logs     : {out / 'logs'}"]
     return "\n".join(lines)

@@ -73,6 +73,12 @@ def _atomic_file(path: Path):
             os.unlink(tmp)
 
 
+def atomic_file(path: str | os.PathLike):
+    """Yield a temporary file path next to `path`, renamed to `path` on success: for writers that take a
+    file name (GGUF)."""
+    return _atomic_file(Path(path))
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write `text` to `path` through a temporary file in the same folder and an atomic rename."""
     with _atomic_file(Path(path)) as tmp, open(tmp, "w", encoding="utf-8") as handle:

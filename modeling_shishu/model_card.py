@@ -465,11 +465,15 @@ def render_card(
         model_name=name,
         eval_results=build_eval_results(results, model),
     )
+    # the folder a user exports the GGUF from: the Hub repository's name once downloaded, or this folder's own
+    public_folder = repo_id.split("/")[-1] if repo_id else final_name(folder)
     context = {
         "model_name": name,
         "is_shishu": facts["model_type"] == "shishu",
         "load_id": repo_id or final_name(folder),
         "transformers_range": supported_transformers_range(),
+        # the llama.cpp example: a GGUF exported from a local folder (downloaded first when the card is for the Hub)
+        "gguf": {"hub_id": repo_id, "folder": public_folder, "file": f"{public_folder}.gguf"},
         "layers": facts["layers"],
         "layout": layout_rows(facts["layer_types"], facts["share_groups"]),
         "architecture": {

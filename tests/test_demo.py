@@ -3,11 +3,14 @@
 The full demo runs the real 135M pipeline (about 15-20 minutes here), so CI checks its parts instead:
 every stage command is tested in its own module's tests."""
 
+import argparse
 import sys
 
+import gguf
 import pytest
 
-from modeling_shishu.demo import Stage, build_stages, add_arguments
+from modeling_shishu.demo import VARIANT, Stage, add_arguments, build_stages
+from test_export_gguf import save_tiny_hybrid
 
 
 def write_stage(out, text: str, name: str = "write") -> Stage:
@@ -44,14 +47,13 @@ def test_failed_stage_raises_and_is_not_recorded(tmp_path):
 
 
 def test_demo_stages_are_the_documented_commands(tmp_path):
-    import argparse
-
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     args = parser.parse_args(["--out", str(tmp_path)])
     stages = build_stages(args, tmp_path / "parent")
     assert [s.name for s in stages] == [
         "analyze", "convert-data-free", "convert", "heal", "evaluate", "evaluate-before-healing", "benchmark",
+        "export-gguf",
     ]
     heal = stages[3]
     assert "recipes/scripts/distill.py" in " ".join(heal.command)
@@ -125,3 +127,21 @@ def test_final_table_reads_the_paired_differences():
     assert a == ("a (acc, 0-shot, n=50)", "0.8000 ± 0.0571", "0.4000 ± 0.0700", "-0.4000 (paired SE 0.0700, significant: yes)")
     assert b[3] == "+0.0000 (paired SE 0.0286, significant: no)"
     assert mean[0] == "mean of a and b (acc, 0-shot, n=100)" and mean[3].startswith("-0.2000 (paired SE 0.0378, significant: yes)")
+
+
+def test_export_gguf_stage_writes_the_healed_model_next_to_the_release_folder(tmp_path):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    stages = build_stages(parser.parse_args(["--out", str(tmp_path)]), tmp_path / "parent")
+    stage = next(s for s in stages if s.name == "export-gguf")
+    out = tmp_path.resolve()
+    assert stage.output == out / f"{VARIANT}.gguf"  # beside the release folder, out / VARIANT
+    healed = out / "heal" / "final"
+    assert stage.command[stage.command.index("export-gguf") + 1] == str(healed)
+    save_tiny_hybrid(healed)  # a small ShishuLM in the healed model's place
+    assert stage.run(out) is True
+    reader = gguf.GGUFReader(stage.output)
+    assert reader.get_field("general.name").contents() == VARIANT
+    assert reader.get_field("general.file_type").contents() == gguf.LlamaFileType.MOSTLY_F16
+    assert reader.get_field("deci.attention.head_count_kv").contents() == [2, 2, 0, 0, 2, 0]
+    assert stage.run(out) is False  # cached: the same command does not run twice

@@ -1,0 +1,400 @@
+"""Export a ShishuLM to GGUF for llama.cpp, with its MLP-only layers attention-free.
+
+    shishu export-gguf shishu-m10 --out shishu-m10.gguf --dtype f16
+
+    from modeling_shishu.export_gguf import export_gguf
+    export_gguf("shishu-m10", "shishu-m10.gguf", dtype="f16")
+
+llama.cpp has no ShishuLM architecture, but its `deci` architecture (Nemotron-NAS) reads one attention
+head count per layer, and a layer with 0 heads has no attention tensors, no KV cache, and computes
+`x + FFN(RMSNorm(x))` with the layer's `ffn_norm` (llama.cpp `src/models/deci.cpp`): exactly an
+MLP-only block. The mapping:
+
+| ShishuLM | GGUF (`deci`) |
+| --- | --- |
+| attention layer i | `head_count[i]` / `head_count_kv[i]` = the model's; `blk.i.attn_norm` (`input_layernorm`), `attn_q/k/v/output`, `ffn_norm` (`post_attention_layernorm`), `ffn_gate/up/down` |
+| MLP-only layer i | `head_count[i]` = `head_count_kv[i]` = 0; `blk.i.ffn_norm` (`post_attention_layernorm`), `ffn_gate/up/down`; no attention tensor |
+| share group | every layer of the group gets its own copy of the owner's tensors |
+| embeddings, final norm, LM head | `token_embd`, `output_norm`, `output` (left out when tied: llama.cpp reuses `token_embd`) |
+
+Shared groups are stored once per layer because llama.cpp cannot alias tensors: ggml's GGUF reader
+requires every tensor's data to start where the previous one's ends (`gguf.cpp` refuses any other
+offset), so two tensor entries cannot point at one copy, and the `deci` loader looks up `blk.N.*` by
+name for each layer. A shared pair costs its weights twice in the file and in llama.cpp's memory; the
+computation and the KV cache are the same as with aliasing.
+
+Q and K rows are permuted from transformers' rotate-half RoPE layout to the interleaved pairs llama.cpp
+rotates, as llama.cpp's own Llama converter does. Norms and biases stay float32 whatever `dtype` is;
+with `q8_0`, a matrix whose rows do not split into 32-value blocks is written as f16.
+
+The tokenizer must be a byte-level BPE (`tokenizer.json`, GPT-2 style), written as llama.cpp's converter
+writes one: the token list padded to the embedding rows, added special tokens as control tokens, merges,
+special token ids, `add_bos`/`add_eos` and the chat template through `gguf.SpecialVocab`. llama.cpp
+re-implements each pre-tokenizer under a name (`tokenizer.ggml.pre`); the name is recognised from the
+structure of `tokenizer.json`'s pre-tokenizer (see `PRE_TOKENIZERS`), and an unknown one is refused.
+
+What the format cannot hold is refused with a `ValueError` that names the layer and the reason (see
+`check_exportable`). A Llama-family checkpoint that is not a ShishuLM (a parent) is exported as the
+all-attention ShishuLM that computes the same function, for side-by-side runs in llama.cpp.
+
+Run the file with flash attention on (`llama-cli -fa on`, `Llama(..., flash_attn=True)`): without it
+llama.cpp keeps the V cache transposed and pads every layer's V rows to the widest layer's, so MLP-only
+layers get a V cache after all (their K cache stays empty).
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .configuration_shishu import ATTENTION_LAYER, ShishuConfig
+from .io_utils import atomic_file
+
+
+GGUF_ARCH = "deci"
+
+# --dtype -> (type of 2-D weight tensors, the file type recorded in the header)
+DTYPES = ("f32", "f16", "bf16", "q8_0")
+
+
+def _gguf_types(dtype: str):
+    import gguf
+
+    types = {
+        "f32": (gguf.GGMLQuantizationType.F32, gguf.LlamaFileType.ALL_F32),
+        "f16": (gguf.GGMLQuantizationType.F16, gguf.LlamaFileType.MOSTLY_F16),
+        "bf16": (gguf.GGMLQuantizationType.BF16, gguf.LlamaFileType.MOSTLY_BF16),
+        "q8_0": (gguf.GGMLQuantizationType.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0),
+    }
+    if dtype not in types:
+        raise ValueError(f"unknown GGUF dtype {dtype!r}; choose from {', '.join(DTYPES)}")
+    return types[dtype]
+
+
+# ------------------------------------------------------------------------------------------ checks
+
+
+def check_exportable(config: ShishuConfig) -> None:
+    """Raise `ValueError` naming the layer and the reason if llama.cpp's `deci` cannot run `config`."""
+    if config.hidden_act != "silu":
+        raise ValueError(f"hidden_act {config.hidden_act!r}: llama.cpp's deci runs SwiGLU MLPs with SiLU only")
+    rope_type = (config.rope_parameters or {}).get("rope_type", "default")
+    if rope_type != "default":
+        raise ValueError(f"rope_type {rope_type!r}: only unscaled RoPE is exported")
+    if config.layer_types[0] != ATTENTION_LAYER:
+        # llama.cpp sizes the heads of every layer from layer 0's head count; 0 there means no attention
+        # anywhere in the model.
+        raise ValueError(
+            "layer 0 is MLP-only: llama.cpp's deci reads the head size of all layers from layer 0, so layer 0 "
+            "must be an attention layer"
+        )
+
+
+# -------------------------------------------------------------------------------------- tokenizer
+
+
+def _is_byte_level(step: dict, use_regex: bool) -> bool:
+    return (
+        step.get("type") == "ByteLevel"
+        and bool(step.get("use_regex", True)) == use_regex
+        and not step.get("add_prefix_space", False)
+    )
+
+
+def _is_digits(step: dict) -> bool:
+    return step.get("type") == "Digits" and step.get("individual_digits") is True
+
+
+_QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
+def _is_qwen2_split(step: dict) -> bool:
+    return step.get("type") == "Split" and (step.get("pattern") or {}).get("Regex") == _QWEN2_SPLIT
+
+
+# llama.cpp's name for a pre-tokenizer -> the shape of tokenizer.json's `pre_tokenizer` it implements.
+PRE_TOKENIZERS = {
+    "gpt-2": [lambda s: _is_byte_level(s, use_regex=True)],
+    "smollm": [_is_digits, lambda s: _is_byte_level(s, use_regex=True)],
+    "qwen2": [_is_qwen2_split, lambda s: _is_byte_level(s, use_regex=False)],
+}
+
+
+def pre_tokenizer_name(tokenizer_json: dict) -> str:
+    """llama.cpp's `tokenizer.ggml.pre` for a byte-level BPE `tokenizer.json`, or `ValueError`."""
+    pre = tokenizer_json.get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
+    for name, shape in PRE_TOKENIZERS.items():
+        if len(steps) == len(shape) and all(match(step) for match, step in zip(shape, steps)):
+            return name
+    described = " + ".join(step.get("type", "?") for step in steps) or "none"
+    raise ValueError(
+        f"tokenizer: pre-tokenizer {described} is not one llama.cpp implements under a known name "
+        f"({', '.join(PRE_TOKENIZERS)})"
+    )
+
+
+def tokenizer_metadata(folder: Path, vocab_size: int):
+    """`(tokens, token_types, pre, special_vocab)` of `folder`'s tokenizer, as llama.cpp's converter builds
+    them for a byte-level BPE: ids the tokenizer does not use become `[PAD<id>]` (unused) up to the
+    embedding size, added special tokens are control tokens, other added tokens user-defined;
+    `special_vocab` (a `gguf.SpecialVocab`) holds the merges, special ids, chat template and whether a
+    BOS / EOS token is added to a prompt."""
+    import gguf
+    from transformers import AutoTokenizer
+
+    tokenizer_file = folder / "tokenizer.json"
+    if not tokenizer_file.is_file():
+        raise ValueError(f"tokenizer: {folder} has no tokenizer.json (a byte-level BPE tokenizer is needed)")
+    tokenizer_json = json.loads(tokenizer_file.read_text(encoding="utf-8"))
+    model = tokenizer_json.get("model", {})
+    decoder = tokenizer_json.get("decoder") or {}
+    if model.get("type") != "BPE" or model.get("byte_fallback") or decoder.get("type") != "ByteLevel":
+        raise ValueError(
+            f"tokenizer: a {model.get('type')} model with a {decoder.get('type')} decoder; only byte-level BPE "
+            f"tokenizers (GPT-2 style) are exported"
+        )
+    pre = pre_tokenizer_name(tokenizer_json)
+
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+    vocab = tokenizer.get_vocab()
+    if max(vocab.values()) >= vocab_size:
+        raise ValueError(f"tokenizer: token id {max(vocab.values())} does not fit the {vocab_size} embedding rows")
+    reverse = {index: token for token, index in vocab.items()}
+    added = tokenizer.added_tokens_decoder
+    tokens, types = [], []
+    for index in range(vocab_size):
+        if index not in reverse:
+            tokens.append(f"[PAD{index}]")
+            types.append(gguf.TokenType.UNUSED)
+        elif index in added:
+            tokens.append(added[index].content)
+            types.append(gguf.TokenType.CONTROL if added[index].special else gguf.TokenType.USER_DEFINED)
+        else:
+            tokens.append(reverse[index])
+            types.append(gguf.TokenType.NORMAL)
+
+    special_vocab = gguf.SpecialVocab(folder, load_merges=True, n_vocab=vocab_size)
+    # llama.cpp must add to a prompt what the tokenizer adds; tokenizer_config.json often leaves
+    # add_bos_token / add_eos_token out, so read it off the tokenizer itself.
+    plain, encoded = tokenizer("a", add_special_tokens=False).input_ids, tokenizer("a").input_ids
+    added = len(encoded) > len(plain)
+    special_vocab.add_special_token["bos"] = added and encoded[0] == tokenizer.bos_token_id
+    special_vocab.add_special_token["eos"] = added and encoded[-1] == tokenizer.eos_token_id
+    return tokens, types, pre, special_vocab
+
+
+# ---------------------------------------------------------------------------------------- tensors
+
+
+def permute_for_rope(weight: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """Reorder each head's rows (or bias values) from rotate-half RoPE (value i pairs with i + d/2) to
+    interleaved pairs (2i with 2i + 1), which is what llama.cpp's "normal" RoPE rotates."""
+    head_dim = weight.shape[0] // num_heads
+    return weight.reshape(num_heads, 2, head_dim // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+
+
+def layer_tensors(model, layer_idx: int) -> dict[str, torch.Tensor]:
+    """GGUF tensor name suffix (`attn_q.weight`, ...) -> tensor, for one layer; a layer of a share group
+    gets its owner's tensors."""
+    config = model.config
+    block = model.model.layers[config.weight_owners[layer_idx]]
+    tensors = {}
+    if config.layer_types[layer_idx] == ATTENTION_LAYER:
+        attention = block.self_attn
+        tensors["attn_norm.weight"] = block.input_layernorm.weight
+        for name, proj, heads in [
+            ("attn_q", attention.q_proj, config.num_attention_heads),
+            ("attn_k", attention.k_proj, config.num_key_value_heads),
+            ("attn_v", attention.v_proj, None),
+            ("attn_output", attention.o_proj, None),
+        ]:
+            for kind in ("weight", "bias"):
+                tensor = getattr(proj, kind)
+                if tensor is not None:
+                    tensors[f"{name}.{kind}"] = permute_for_rope(tensor, heads) if heads else tensor
+    tensors["ffn_norm.weight"] = block.post_attention_layernorm.weight
+    for name, proj in [("ffn_gate", block.mlp.gate_proj), ("ffn_up", block.mlp.up_proj), ("ffn_down", block.mlp.down_proj)]:
+        tensors[f"{name}.weight"] = proj.weight
+        if proj.bias is not None:
+            tensors[f"{name}.bias"] = proj.bias
+    return tensors
+
+
+def _encode(name: str, tensor: torch.Tensor, qtype) -> tuple[np.ndarray, object]:
+    """The array to write and its GGML type: matrices in `qtype`, vectors in float32."""
+    import gguf
+
+    data = tensor.detach().to(torch.float32).cpu().numpy()
+    if data.ndim < 2 or qtype == gguf.GGMLQuantizationType.F32:
+        return data, gguf.GGMLQuantizationType.F32
+    try:
+        with np.errstate(over="ignore"):  # an overflow is refused below, with the tensor's name
+            data, qtype = gguf.quants.quantize(data, qtype), qtype
+    except gguf.quants.QuantError:  # rows that do not split into blocks (q8_0: 32 values)
+        with np.errstate(over="ignore"):
+            data, qtype = gguf.quants.quantize(data, gguf.GGMLQuantizationType.F16), gguf.GGMLQuantizationType.F16
+    if qtype == gguf.GGMLQuantizationType.F16 and not np.isfinite(data).all():  # numpy rounds past 65504 to inf
+        largest = float(tensor.detach().abs().max())
+        raise ValueError(f"{name}: a value of magnitude {largest:.4g} overflows f16 (max 65504); use --dtype bf16 or f32")
+    return data, qtype
+
+
+# ----------------------------------------------------------------------------------------- export
+
+
+def load_for_export(checkpoint: str | Path):
+    """A float32 ShishuLM from a ShishuLM folder, or the all-attention ShishuLM of a Llama-family folder;
+    `ValueError` if llama.cpp's deci cannot run it."""
+    folder = Path(checkpoint)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{folder} is not a checkpoint folder (no config.json)")
+    model_type = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
+    from .modeling_shishu import ShishuForCausalLM
+
+    if model_type == ShishuConfig.model_type:
+        check_exportable(ShishuConfig.from_pretrained(folder))  # before reading any weights
+        return ShishuForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    from .conversion import convert_model, load_parent
+
+    _, parent, _ = load_parent(str(folder), dtype=torch.float32)
+    model = convert_model(parent, num_mlp_layers=0).eval()
+    check_exportable(model.config)
+    return model
+
+
+def export_gguf(
+    checkpoint: str | Path,
+    out: str | Path,
+    dtype: str = "f32",
+    overwrite: bool = False,
+    name: str | None = None,
+    log=None,
+) -> dict:
+    """Write `checkpoint` (a ShishuLM or Llama-family folder) to the GGUF file `out`, atomically.
+
+    Returns a summary: path, dtype, bytes, tensor count, per-layer head counts. `log` receives progress lines.
+    """
+    import gguf
+
+    log = log or (lambda message: None)
+    folder, out = Path(checkpoint), Path(out)
+    qtype, file_type = _gguf_types(dtype)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists (pass overwrite / --overwrite to replace it)")
+    if out.is_dir():
+        raise ValueError(f"{out} is a directory; give a .gguf file path")
+
+    started = time.perf_counter()
+    log(f"loading {folder}")
+    model = load_for_export(folder)
+    config = model.config
+    tokens, token_types, pre, special_vocab = tokenizer_metadata(folder, config.vocab_size)
+    attention = [layer_type == ATTENTION_LAYER for layer_type in config.layer_types]
+    head_count = [config.num_attention_heads if a else 0 for a in attention]
+    head_count_kv = [config.num_key_value_heads if a else 0 for a in attention]
+
+    with atomic_file(out) as tmp:
+        writer = gguf.GGUFWriter(tmp, arch=GGUF_ARCH)
+        writer.add_name(name or folder.resolve().name)
+        writer.add_file_type(file_type)
+        writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+        writer.add_block_count(config.num_hidden_layers)
+        writer.add_context_length(config.max_position_embeddings)
+        writer.add_embedding_length(config.hidden_size)
+        writer.add_feed_forward_length(config.intermediate_size)
+        writer.add_head_count(head_count)
+        writer.add_head_count_kv(head_count_kv)
+        writer.add_key_length(config.head_dim)
+        writer.add_value_length(config.head_dim)
+        writer.add_rope_dimension_count(config.head_dim)
+        writer.add_rope_freq_base(float(config.rope_parameters["rope_theta"]))
+        writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+        writer.add_vocab_size(config.vocab_size)
+        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_pre(pre)
+        writer.add_token_list(tokens)
+        writer.add_token_types(token_types)
+        special_vocab.add_to_gguf(writer, quiet=True)
+        log(f"tokenizer: {len(tokens):,} tokens, {len(special_vocab.merges):,} merges, pre-tokenizer {pre!r}")
+
+        encoded = {}
+
+        def add(tensor_name: str, tensor: torch.Tensor, source: tuple) -> None:
+            # One encoding per source tensor: the layers of a share group write the owner's array again.
+            if source not in encoded:
+                encoded[source] = _encode(tensor_name, tensor, qtype)
+            data, data_type = encoded[source]
+            writer.add_tensor(tensor_name, data, raw_dtype=data_type)
+
+        add("token_embd.weight", model.model.embed_tokens.weight, ("token_embd",))
+        for layer_idx, owner_idx in enumerate(config.weight_owners):
+            tensors = layer_tensors(model, layer_idx)
+            for suffix, tensor in tensors.items():
+                add(f"blk.{layer_idx}.{suffix}", tensor, (owner_idx, suffix))
+            if attention[layer_idx]:
+                what = f"attention, {head_count[layer_idx]} heads / {head_count_kv[layer_idx]} KV heads"
+            elif owner_idx != layer_idx:
+                what = f"MLP-only, 0 heads, a copy of layer {owner_idx}'s weights"
+            else:
+                what = "MLP-only, 0 heads"
+            log(f"layer {layer_idx + 1}/{config.num_hidden_layers}: {what} ({len(tensors)} tensors)")
+        add("output_norm.weight", model.model.norm.weight, ("output_norm",))
+        if not config.tie_word_embeddings:
+            add("output.weight", model.lm_head.weight, ("output",))
+
+        num_tensors = sum(len(shard) for shard in writer.tensors)
+        data_bytes = sum(info.nbytes for shard in writer.tensors for info in shard.values())
+        log(f"writing {num_tensors} tensors ({data_bytes / 2**20:,.1f} MiB, {dtype}) to {out}")
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+
+    summary = {
+        "path": str(out),
+        "architecture": GGUF_ARCH,
+        "dtype": dtype,
+        "bytes": out.stat().st_size,
+        "tensors": num_tensors,
+        "head_count": head_count,
+        "head_count_kv": head_count_kv,
+        "duplicated_share_groups": config.mlp_share_groups,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    log(f"done in {summary['seconds']:.0f} s: {out} ({summary['bytes'] / 2**20:,.1f} MiB)")
+    return summary
+
+
+# ----------------------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a ShishuLM (or Llama-family) checkpoint folder")
+    parser.add_argument("--out", required=True, metavar="FILE.gguf", help="the GGUF file to write")
+    parser.add_argument("--dtype", default="f32", choices=DTYPES, help="type of the weight matrices (default f32; norms stay f32)")
+    parser.add_argument("--name", help="general.name in the GGUF (default: the checkpoint folder's name)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+
+
+def run(args: argparse.Namespace) -> int:
+    def log(message: str) -> None:
+        print(f"shishu export-gguf: {message}", file=sys.stderr, flush=True)
+
+    summary = export_gguf(args.checkpoint, args.out, dtype=args.dtype, overwrite=args.overwrite, name=args.name, log=log)
+    attention = sum(1 for heads in summary["head_count"] if heads)
+    print(
+        f"{summary['path']}: GGUF ({summary['architecture']}, {summary['dtype']}), {summary['tensors']} tensors, "
+        f"{summary['bytes']:,} bytes; {attention} attention layers, "
+        f"{len(summary['head_count']) - attention} MLP-only layers without attention or KV cache"
+    )
+    return 0
+
+
+__all__ = ["check_exportable", "export_gguf", "permute_for_rope", "pre_tokenizer_name", "tokenizer_metadata"]
