@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install test test-transformers demo bench gpu-carry clean
+.PHONY: install test test-transformers test-llamacpp demo bench gpu-carry clean
 
 $(VENV)/.installed: requirements-dev.txt setup.cfg
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ test: install
 # the remote code under every supported transformers release (each pip-installed into its own cached folder)
 test-transformers: install
 	SHISHU_TRANSFORMERS_VERSIONS=all $(PY) -m pytest tests/test_transformers_versions.py $(PYTEST_ARGS)
+
+# GGUF exports in the real llama.cpp: llama-cpp-python compiles llama.cpp once (about 5 minutes on 2 cores;
+# pip caches the wheel), so `make test` skips these checks
+test-llamacpp: install
+	$(PY) -m pip install --quiet "llama-cpp-python==$$(sed -n 's/.*llama-cpp-python==//p' setup.cfg)"
+	$(PY) -m pytest -m llamacpp tests/test_llamacpp.py $(PYTEST_ARGS)
 
 demo: install
 	$(VENV)/bin/shishu demo $(DEMO_ARGS)

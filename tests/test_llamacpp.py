@@ -2,7 +2,8 @@
 report puts the ShishuLM's KV cache at (attention layers / layers) of its all-attention parent's.
 
 Needs llama-cpp-python, which compiles llama.cpp from source (about 5 minutes on 2 cores, once; pip keeps
-the built wheel in its cache), so `make test` does not install it and these tests skip without it:
+the built wheel in its cache), so `make test` does not install it and these tests skip without it.
+`make test-llamacpp` installs it and runs them, as does
 
     .venv/bin/pip install -e ".[llamacpp]"
     .venv/bin/python -m pytest -m llamacpp tests/test_llamacpp.py -v -s

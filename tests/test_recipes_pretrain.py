@@ -81,6 +81,8 @@ def test_loss_falls_and_the_final_folder_is_hub_ready(tmp_path):
     assert evals[-1] < evals[0] - 0.3, evals
     records = read_metrics(out / "metrics.jsonl")
     assert all(r["tokens_per_second"] > 0 for r in records if "loss" in r)
+    seconds = [r["train_seconds"] for r in records if "loss" in r]  # training time so far, the x of a curve
+    assert seconds == sorted(seconds) and seconds[0] > 0
     assert "mfu" not in records[-2]  # no GPU here: MFU is only reported against a known peak
     assert (out / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
     assert [p.name for p in out.iterdir() if p.name.startswith("checkpoint-")] == ["checkpoint-8"]

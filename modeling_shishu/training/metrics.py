@@ -1,7 +1,7 @@
 """Training metrics: FLOPs per token and MFU, the metrics JSONL and the loss-curve PNG.
 
 `metrics.jsonl` holds one JSON object per line, each with a `step`; training lines carry `loss`, `lr`,
-`tokens_per_second` (and `mfu` on a GPU), evaluation lines carry `eval_loss`. On resume, lines past the
+`tokens_per_second`, `train_seconds` (optimizer-step time so far; and `mfu` on a GPU), evaluation lines carry `eval_loss`. On resume, lines past the
 checkpoint's step are dropped, so the file always reads as one uninterrupted run.
 """
 

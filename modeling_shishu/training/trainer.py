@@ -350,6 +350,7 @@ class CausalLMTrainer:
             "epoch": round(self.train_batches.epoch_at(self.step), 4),
             "tokens_seen": self.tokens_seen,
             "tokens_per_second": tokens_per_second,
+            "train_seconds": self.elapsed,  # optimizer steps only (no evaluation or checkpointing), across resumes
         }
         if self.peak_flops and tokens_per_second:
             record["mfu"] = self.flops_per_token * tokens_per_second / (self.peak_flops * self.accelerator.num_processes)
