@@ -57,6 +57,12 @@ def final_name(path: str | os.PathLike) -> str:
     return match.group("name") if match else name
 
 
+def final_path(path: str | os.PathLike) -> Path:
+    """`path` with every temporary `atomic_directory` sibling in it named as it will be once complete."""
+    parts = Path(path).parts
+    return Path(*[(_TEMPORARY_NAME.match(part) or {"name": part})["name"] for part in parts]) if parts else Path(path)
+
+
 @contextlib.contextmanager
 def _atomic_file(path: Path):
     """Yield a temporary file path next to `path` (same suffix); on success it gets the umask

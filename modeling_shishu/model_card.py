@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 
 from .evaluation import _sha256_file, read_results
-from .io_utils import atomic_directory, atomic_write_json, atomic_write_text, final_name
+from .io_utils import atomic_directory, atomic_write_json, atomic_write_text, final_name, final_path
 
 
 CARD_FILE = "README.md"
@@ -174,9 +174,17 @@ def select_model(results: dict, folder: Path, weights_sha256: dict, label: str |
 # ----------------------------------------------------------------------------------- eval metadata
 
 
-def _task_identity(task: str, record: dict) -> tuple[str, str]:
-    """(dataset id, config) naming a task in `model-index`: the Hub benchmark dataset when there is one."""
-    hub = record.get("hub_dataset") or {}
+def official_benchmark(record: dict, score: dict) -> dict | None:
+    """The Hub benchmark dataset a score may be filed under, or None. The Hub aggregates scores filed under a
+    benchmark's id into leaderboards, so only a run of the whole benchmark qualifies: a task whose protocol
+    differs from the standard one carries no `hub_dataset`, and a `--limit` run is filed under the task name."""
+    hub = record.get("hub_dataset")
+    return hub if hub and score["n_samples"] == score["n_samples_total"] else None
+
+
+def _task_identity(task: str, record: dict, score: dict) -> tuple[str, str]:
+    """(dataset id, config) naming a task in `model-index`: the Hub benchmark dataset for a full run, else the task."""
+    hub = official_benchmark(record, score) or {}
     return hub.get("id") or task, hub.get("task_id") or task
 
 
@@ -200,7 +208,7 @@ def build_eval_results(results: dict, model: dict) -> list:
 
     entries, seen = [], {}
     for task, record in results["tasks"].items():
-        identity = _task_identity(task, record)
+        identity = _task_identity(task, record, model["scores"][task])
         if identity in seen:
             raise ValueError(f"tasks {seen[identity]} and {task} map to the same model-index dataset {identity}")
         seen[identity] = task
@@ -224,16 +232,17 @@ def build_eval_results(results: dict, model: dict) -> list:
 
 
 def build_eval_result_entries(results: dict, model: dict) -> dict[str, list]:
-    """The `.eval_results/<task>.yaml` entries (huggingface_hub `EvalResultEntry`) of the tasks that have a
-    Hub benchmark dataset; the notes state the harness, shots, metric and how many examples were scored."""
+    """The `.eval_results/<task>.yaml` entries (huggingface_hub `EvalResultEntry`) of the tasks run in full on a
+    Hub benchmark (`official_benchmark`); the notes state the harness, shots, metric and the examples scored.
+    Everything else is in the card's table and `eval_results.json` only."""
     from huggingface_hub import EvalResultEntry
 
     files = {}
     for task, record in results["tasks"].items():
-        hub = record.get("hub_dataset")
-        if not hub:
-            continue  # no benchmark dataset on the Hub to attach the score to (e.g. held-out Shakespeare)
         score = model["scores"][task]
+        hub = official_benchmark(record, score)
+        if not hub:
+            continue
         notes = (
             f"lm-eval {results['environment']['lm_eval']} task {task}, {record['num_fewshot']}-shot, "
             f"{_metric_label(record)}, {_examples_note(score)} examples"
@@ -634,7 +643,7 @@ def check_card(folder: str | os.PathLike) -> list[str]:
 
     expected = {}
     for task, record in results["tasks"].items():
-        expected[_task_identity(task, record)] = (task, record, model["scores"][task]["value"])
+        expected[_task_identity(task, record, model["scores"][task])] = (task, record, model["scores"][task]["value"])
     found = {}
     for result in card.data.eval_results or []:
         found[(result.dataset_type, result.dataset_config)] = result
@@ -662,7 +671,7 @@ def check_card(folder: str | os.PathLike) -> list[str]:
                 problems.append(f"README.md evaluation table: the {row['task']} row does not end with {cells} as the results say")
 
     entry_dir = folder / EVAL_RESULTS_DIR
-    wanted = {task: record for task, record in results["tasks"].items() if record.get("hub_dataset")}
+    wanted = {task: record for task, record in results["tasks"].items() if official_benchmark(record, model["scores"][task])}
     present = {path.stem: path for path in entry_dir.glob("*.yaml")} if entry_dir.is_dir() else {}
     for task, record in wanted.items():
         if task not in present:
@@ -674,7 +683,7 @@ def check_card(folder: str | os.PathLike) -> list[str]:
             problems.append(f"{EVAL_RESULTS_DIR}/{task}.yaml is not a valid eval results file: {error!r}")
             continue
         value = model["scores"][task]["value"]
-        hub = record["hub_dataset"]
+        hub = official_benchmark(record, model["scores"][task])
         if len(entries) != 1 or (entries[0].dataset_id, entries[0].task_id, entries[0].value) != (hub["id"], hub["task_id"], value):
             problems.append(f"{EVAL_RESULTS_DIR}/{task}.yaml does not hold {hub['id']}/{hub['task_id']} = {value!r}")
     problems += [f"{EVAL_RESULTS_DIR}/{name}.yaml is not a task of the results file" for name in present]
@@ -700,7 +709,8 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"no such checkpoint folder: {folder}")
     path = write_card(folder, args.results, out=args.out, label=args.name, repo_id=args.repo_id, license=args.license, template=args.template)
     out = path.parent
-    print(f"wrote {path}, {out / RESULTS_COPY} and {len(list((out / EVAL_RESULTS_DIR).glob('*.yaml')))} file(s) in {out / EVAL_RESULTS_DIR}")
+    shown = final_path(out)  # the folder as users will see it, also when written inside an atomic write
+    print(f"wrote {shown / CARD_FILE}, {shown / RESULTS_COPY} and {len(list((out / EVAL_RESULTS_DIR).glob('*.yaml')))} file(s) in {shown / EVAL_RESULTS_DIR}")
     problems = check_card(out)
     if problems:
         raise ValueError("the written card does not match the results: " + "; ".join(problems))
@@ -710,6 +720,7 @@ def run(args: argparse.Namespace) -> int:
 __all__ = [
     "build_eval_result_entries",
     "build_eval_results",
+    "official_benchmark",
     "check_card",
     "checkpoint_facts",
     "count_parameters",

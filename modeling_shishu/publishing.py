@@ -199,6 +199,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--commit-message", default=None, help="commit message (default: 'Upload <name> with its evaluation')")
 
 
+def upload_folder_arguments(folder: Path, files: list[tuple[str, int]], args: argparse.Namespace) -> dict:
+    """`HfApi.upload_folder` keyword arguments: exactly the listed files, and the repository's benchmark scores
+    replaced as a whole (huggingface_hub never deletes a file that the same commit uploads)."""
+    return {
+        "repo_id": args.repo_id,
+        "folder_path": str(folder),
+        "allow_patterns": [name for name, _ in files],
+        # scores an earlier push filed that this evaluation no longer files under a benchmark must not linger
+        "delete_patterns": [f"{EVAL_RESULTS_DIR}/*.yaml"],
+        "revision": args.revision,
+        "commit_message": args.commit_message or f"Upload {folder.resolve().name} with its evaluation",
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
@@ -228,13 +242,7 @@ def run(args: argparse.Namespace) -> int:
     api = HfApi()
     try:
         api.create_repo(args.repo_id, private=args.private, exist_ok=True, repo_type="model")
-        commit = api.upload_folder(
-            repo_id=args.repo_id,
-            folder_path=str(folder),
-            allow_patterns=[name for name, _ in files],  # exactly the files listed above
-            revision=args.revision,
-            commit_message=args.commit_message or f"Upload {folder.resolve().name} with its evaluation",
-        )
+        commit = api.upload_folder(**upload_folder_arguments(folder, files, args))
     except Exception as error:  # no network, no token, no permission, ...: one clear line
         print(f"shishu push: error: upload to {args.repo_id} failed: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
@@ -242,4 +250,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["check_load_in_fresh_process", "list_upload_files", "stale_remote_code", "validate_folder"]
+__all__ = ["check_load_in_fresh_process", "list_upload_files", "stale_remote_code", "upload_folder_arguments", "validate_folder"]

@@ -5,6 +5,8 @@ evaluated with the real lm-eval on three offline tasks, and the converted folder
 with --dry-run. The upload itself (`HfApi.upload_folder`) is the one step that cannot run here.
 """
 
+import argparse
+import fnmatch
 import json
 import shutil
 from pathlib import Path
@@ -68,12 +70,12 @@ def test_card_round_trip(carded, evaluated):
     parsed = {(r.dataset_type, r.dataset_config): r for r in card.data.eval_results}
     assert len(parsed) == len(results["tasks"]) == 3
     for task, record in results["tasks"].items():
-        hub = record.get("hub_dataset") or {"id": task, "task_id": task}
-        result = parsed[(hub["id"], hub["task_id"])]
+        result = parsed[(task, task)]  # a --limit run: filed under the task's own name, never a benchmark's id
         assert result.metric_value == model["scores"][task]["value"]  # exactly, not rounded
         assert result.metric_type == record["metric"] and result.dataset_args == {"num_few_shot": record["num_fewshot"]}
         assert f"({record['num_fewshot']}-shot)" in result.dataset_name
-    assert parsed[("google/bigbench", "social_iqa")].metric_type == "acc"
+    assert parsed[("offline_bigbench_social_iqa", "offline_bigbench_social_iqa")].metric_type == "acc"
+    assert not (carded / ".eval_results").exists() or not list((carded / ".eval_results").iterdir())
     assert model_card.check_card(carded) == []
 
     text = (carded / "README.md").read_text()
@@ -119,8 +121,20 @@ def test_card_shows_paired_differences_and_means(carded, evaluated, tmp_path, ca
     assert "evaluation table: the mean of two row does not end with" in capsys.readouterr().err
 
 
-def test_eval_results_files_are_valid(carded, evaluated):
-    results = read_results(evaluated[1])
+def full_run(results_path, tmp_path) -> Path:
+    """The results as if every document had been scored: the case in which a score may carry a benchmark's id."""
+    results = read_results(results_path)
+    for model in results["models"]:
+        for score in model["scores"].values():
+            score["n_samples_total"] = score["n_samples"]
+    path = tmp_path / "full-results.json"
+    path.write_text(json.dumps(results))
+    return path
+
+
+def test_eval_results_files_only_for_full_benchmark_runs(carded, evaluated, tmp_path):
+    results = read_results(full_run(evaluated[1], tmp_path))
+    model_card.write_card(carded, tmp_path / "full-results.json", repo_id=REPO_ID, license="apache-2.0")
     model = next(m for m in results["models"] if m["role"] == "model")
     files = sorted(p.name for p in (carded / ".eval_results").iterdir())
     assert files == ["offline_bigbench_social_iqa.yaml", "offline_bigbench_strategyqa.yaml"]  # Shakespeare: no Hub benchmark
@@ -131,7 +145,31 @@ def test_eval_results_files_are_valid(carded, evaluated):
         task = name.removesuffix(".yaml")
         assert (entry.dataset_id, entry.task_id) == ("google/bigbench", results["tasks"][task]["hub_dataset"]["task_id"])
         assert entry.value == model["scores"][task]["value"] and entry.date == results["date"]
-        assert "0-shot" in entry.notes and "2 of " in entry.notes
+        assert "0-shot, acc (accuracy), 2 examples;" in entry.notes  # every example of the (here tiny) run
+    parsed = {(r.dataset_type, r.dataset_config) for r in ModelCard.load(carded / "README.md").data.eval_results}
+    assert ("google/bigbench", "social_iqa") in parsed and ("offline_shakespeare", "offline_shakespeare") in parsed
+    assert model_card.check_card(carded) == []
+
+    # A later --limit evaluation removes the files, and a push deletes them on the Hub too.
+    model_card.write_card(carded, evaluated[1], repo_id=REPO_ID, license="apache-2.0")
+    assert not list((carded / ".eval_results").glob("*.yaml")) and model_card.check_card(carded) == []
+    args = argparse.Namespace(repo_id=REPO_ID, revision=None, commit_message=None)
+    upload = publishing.upload_folder_arguments(carded, publishing.list_upload_files(carded), args)
+    assert any(fnmatch.fnmatch(".eval_results/offline_bigbench_social_iqa.yaml", p) for p in upload["delete_patterns"])
+    assert not any(name.startswith(".eval_results/") for name in upload["allow_patterns"])
+
+
+def test_only_standard_protocol_tasks_name_a_benchmark():
+    """The offline GSM8K draws its exemplars from test rows: it must never be filed under openai/gsm8k."""
+
+    class TaskLoader(yaml.SafeLoader):  # lm-eval task files carry `!function` tags
+        pass
+
+    TaskLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+    templates = evaluation.eval_root() / "tasks" / "offline"
+    metadata = {path.stem: yaml.load(path.read_text(), Loader=TaskLoader).get("metadata", {}) for path in templates.glob("*.yaml")}
+    assert "hub_dataset" not in metadata["offline_gsm8k"]
+    assert metadata["offline_bigbench_winowhy"]["hub_dataset"] == {"id": "google/bigbench", "task_id": "winowhy"}
 
 
 def test_card_needs_a_licence_and_the_evaluated_weights(evaluated, tmp_path):
@@ -153,7 +191,8 @@ def test_licence_is_inherited_from_an_offline_parent(evaluated):
     assert card.data.license == "apache-2.0" and card.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
-def test_push_dry_run_validates_and_lists_the_files(carded, capsys):
+def test_push_dry_run_validates_and_lists_the_files(carded, evaluated, tmp_path, capsys):
+    model_card.write_card(carded, full_run(evaluated[1], tmp_path), repo_id=REPO_ID, license="apache-2.0")
     assert shishu_main(["push", str(carded), "--repo-id", REPO_ID, "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "loads in a fresh process as ShishuForCausalLM (shishu" in out
@@ -165,7 +204,8 @@ def test_push_dry_run_validates_and_lists_the_files(carded, capsys):
     assert listed["model.safetensors"] == (carded / "model.safetensors").stat().st_size
 
 
-def test_push_refuses_card_results_mismatch(carded, capsys):
+def test_push_refuses_card_results_mismatch(carded, evaluated, tmp_path, capsys):
+    model_card.write_card(carded, full_run(evaluated[1], tmp_path), repo_id=REPO_ID, license="apache-2.0")
     readme = carded / "README.md"
     card = ModelCard.load(readme)
     card.data.eval_results[0].metric_value += 0.25
@@ -236,7 +276,7 @@ def test_card_states_the_training_record(evaluated, tmp_path):
     assert "eval_loss 2.5000, eval_kl 0.7500" in text and "None after conversion" not in text
 
 
-def test_card_names_hub_ids_and_final_folder_names_never_local_paths(evaluated, tmp_path):
+def test_card_names_hub_ids_and_final_folder_names_never_local_paths(evaluated, tmp_path, capsys):
     from modeling_shishu.io_utils import atomic_directory
 
     results = read_results(evaluated[1])
@@ -250,6 +290,9 @@ def test_card_names_hub_ids_and_final_folder_names_never_local_paths(evaluated, 
         (tmp / "training_config.json").write_text(json.dumps(
             {"dataset_mixture": {"sharegpt": 0.1, "shakespeare": 1.0}, "teacher_name_or_path": str(teacher)}))  # fmt: skip
         card, _, _ = model_card.render_card(tmp, results, license="apache-2.0")
+        assert shishu_main(["card", str(tmp), "--results", str(evaluated[1]), "--license", "apache-2.0"]) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {tmp_path / 'release' / 'README.md'}" in printed and ".tmp-" not in printed  # the log, too
     text = str(card)
     assert 'model_id = "release"' in text and ".tmp-" not in text
     assert "Teacher: `HuggingFaceTB/SmolLM2-135M-Instruct`" in text and str(tmp_path) not in text

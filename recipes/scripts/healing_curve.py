@@ -1,6 +1,6 @@
 """Held-out bits per byte along a healing run, against minutes of training.
 
-Evaluates the student before healing and every checkpoint of a distill run folder (`save_steps` sets how
+Evaluates the student before healing, every checkpoint of a distill run folder and its final model (`save_steps` sets how
 many) on held-out Shakespeare and ShareGPT with `shishu eval`, then writes a JSON table and a plot:
 
     python recipes/scripts/healing_curve.py --run outputs/curve/heal --start outputs/demo/converted \
@@ -32,13 +32,18 @@ def held_out_bits_per_byte(model: str, limit: int) -> dict[str, float]:
 
 
 def curve_points(run: Path, start: str | None) -> list[tuple[int, float, str]]:
-    """(step, training minutes, model folder) for the start and every checkpoint, in step order."""
+    """(step, training minutes, model folder) for the start, every checkpoint and the final model, in step order."""
     points = [(0, 0.0, start)] if start else []
     for checkpoint in sorted(run.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1])):
         state = json.loads((checkpoint / "trainer_state.json").read_text())
         points.append((state["step"], state["elapsed_seconds"] / 60, str(checkpoint)))
+    summary = run / "training_summary.json"  # the finished run's last step (its checkpoint may have been pruned)
+    if summary.is_file() and (run / "final").is_dir():
+        record = json.loads(summary.read_text())
+        if not points or record["steps"] > points[-1][0]:
+            points.append((record["steps"], record["train_seconds"] / 60, str(run / "final")))
     if len(points) < 2:
-        raise SystemExit(f"healing_curve: {run} has no checkpoint-* folders (set --save_steps in the distill run)")
+        raise SystemExit(f"healing_curve: {run} has no checkpoint-* or final folder to evaluate (set --save_steps in the distill run)")
     return points
 
 
