@@ -21,11 +21,13 @@ model that was evaluated from the Hub).
 import argparse
 import json
 import os
+import shlex
 from pathlib import Path
 
 import yaml
 
 from .evaluation import _sha256_file, read_results
+from .public_records import publish_records, unpublished_paths
 from .io_utils import atomic_directory, atomic_write_json, atomic_write_text, final_name, final_path
 
 
@@ -256,6 +258,17 @@ def build_eval_result_entries(results: dict, model: dict) -> dict[str, list]:
 # ------------------------------------------------------------------------------------------ render
 
 
+def public_command(command: str, model_id: str, baseline_id: str | None) -> str:
+    """The evaluation command as a reader can run it: the model and baseline by the names they are published
+    under, results into `eval/`, never the folders of the machine that ran it."""
+    words = shlex.split(command)
+    replacements = {"--model": model_id, "--baseline": baseline_id, "--out": "eval"}
+    for i, word in enumerate(words[:-1]):
+        if replacements.get(word):
+            words[i + 1] = replacements[word]
+    return shlex.join(words)
+
+
 def _parent_info(facts: dict, results: dict, model: dict) -> dict:
     from . import assets
 
@@ -269,7 +282,10 @@ def _parent_info(facts: dict, results: dict, model: dict) -> dict:
         parent.setdefault("num_parameters", baseline.get("num_parameters"))
     known = next((spec for spec in assets.PARENTS.values() if spec["hub_id"] == parent.get("hub_id")), None)
     parent["license"] = fetched.get("license") or (known or {}).get("license")
-    parent["name"] = parent.get("hub_id") or parent.get("requested") or (baseline or {}).get("label") or "unknown"
+    requested = parent.get("requested")
+    if requested and (os.sep in requested or Path(requested).exists()):
+        requested = final_name(requested)  # a local folder: its name, never this machine's path to it
+    parent["name"] = parent.get("hub_id") or requested or (baseline or {}).get("label") or "unknown"
     notes = []
     if fetched.get("gguf_file") or (known and "gguf_file" in known):
         notes.append(
@@ -447,7 +463,7 @@ def render_card(
         evaluation_notes.append(
             "Offline suite: BIG-bench tasks from the `bigbench` 1.0.0 package in BIG-bench's own zero-shot "
             "prompt format; GSM8K with 5 exemplars drawn from 50 held-out test rows (scored on the other 1,269); "
-            "Shakespeare bits per byte on two held-out plays. See eval/README.md in the ShishuLM repository."
+            "bits per byte on held-out Shakespeare works and held-out ShareGPT conversations (research-only data). See eval/README.md in the ShishuLM repository."
         )
 
     limitations = [
@@ -506,7 +522,9 @@ def render_card(
             "baseline": baseline["label"] if baseline is not None else None,
             "rows": rows,
             "notes": evaluation_notes,
-            "command": results["command"],
+            "command": public_command(
+                results["command"], repo_id or final_name(folder), parent.get("hub_id") or (baseline or {}).get("label")
+            ),
         },
         "limitations": limitations,
         "license_text": f"`{license}`, inherited from the parent{' (' + parent['hub_id'] + ')' if parent.get('hub_id') else ''}.",
@@ -605,6 +623,7 @@ def write_card(
     out.mkdir(parents=True, exist_ok=True)
     # The copy says which of the evaluated models the card is for, so the pair can be checked anywhere.
     atomic_write_json(out / RESULTS_COPY, {**results, "card": {"model": model["label"], "repo_id": repo_id}})
+    publish_records(out)  # the records name Hub ids and folder names, not this machine's paths
     with atomic_directory(out / EVAL_RESULTS_DIR, overwrite=True) as tmp:
         for task, entries in entry_files.items():
             (tmp / f"{task}.yaml").write_text(yaml.safe_dump(eval_result_entries_to_yaml(entries), sort_keys=False), encoding="utf-8")
@@ -640,6 +659,9 @@ def check_card(folder: str | os.PathLike) -> list[str]:
     recorded = {name: entry["sha256"] for name, entry in (model.get("files") or {}).items() if name.endswith(".safetensors")}
     if weights and recorded and weights != recorded:
         problems.append(f"the weights in {folder} are not the weights that were evaluated as {label!r} (sha256 differs)")
+
+    for name, paths in unpublished_paths(folder).items():
+        problems.append(f"{name} names local paths ({', '.join(sorted(set(paths))[:3])}); run `shishu card` to publish it")
 
     expected = {}
     for task, record in results["tasks"].items():

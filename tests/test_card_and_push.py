@@ -296,6 +296,18 @@ def test_card_names_hub_ids_and_final_folder_names_never_local_paths(evaluated, 
     text = str(card)
     assert 'model_id = "release"' in text and ".tmp-" not in text
     assert "Teacher: `HuggingFaceTB/SmolLM2-135M-Instruct`" in text and str(tmp_path) not in text
+    # the records published with the card name the teacher by Hub id and folders by name, and push checks that
+    assert shishu_main(["card", str(tmp_path / "release"), "--results", str(evaluated[1]), "--license", "apache-2.0"]) == 0
+    published = tmp_path / "release"
+    assert json.loads((published / "training_config.json").read_text())["teacher_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    for name in ("conversion.json", "eval_results.json", "training_config.json"):
+        assert str(tmp_path) not in (published / name).read_text() and "/tmp" not in (published / name).read_text(), name
+    (published / "training_config.json").write_text(json.dumps({"teacher_name_or_path": str(teacher)}))
+    assert model_card.check_card(published) == [
+        f"training_config.json names local paths ({teacher}); run `shishu card` to publish it"
+    ]
+    # the command that reproduces the scores names published models, not the folders evaluated here
+    assert str(evaluated[0].parent) not in text and "--model release --baseline tiny-parent" in text and "--out eval" in text
     assert "Data: `sharegpt` (0.1 of its documents), `shakespeare` (1 of its documents)" in text
     assert "research" in text.lower() and "Public-domain texts" in text  # each corpus's licence terms
     # how to run it in llama.cpp: exported from the folder under its final name
