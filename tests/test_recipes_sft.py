@@ -95,7 +95,7 @@ def test_resume_after_a_stop_equals_the_uninterrupted_run(tiny_shishu, tmp_path)
     stopped = tmp_path / "stopped"
     assert sft(stopped, tiny_shishu, *args, "--stop_after_steps", "3") == 0
     assert not (stopped / "final").exists() and (stopped / "checkpoint-2").is_dir()
-    assert sft(stopped, tiny_shishu, *args, "--resume") == 0
+    assert sft(stopped, tiny_shishu, *args) == 0  # the same command continues from checkpoint-2
 
     def losses(run):
         return [(r["step"], r["loss"]) for r in read_metrics(run / "metrics.jsonl") if "loss" in r]
@@ -103,6 +103,11 @@ def test_resume_after_a_stop_equals_the_uninterrupted_run(tiny_shishu, tmp_path)
     reference, resumed = losses(tmp_path / "reference"), losses(stopped)
     assert [s for s, _ in resumed] == [1, 2, 3, 4]
     assert [v for _, v in resumed] == pytest.approx([v for _, v in reference], abs=1e-6)
+
+    # From a given checkpoint: the first one of the finished run, into a new folder.
+    again = tmp_path / "again"
+    assert sft(again, tiny_shishu, *args, "--resume_from_checkpoint", str(stopped / "checkpoint-2")) == 0
+    assert [v for _, v in losses(again)] == pytest.approx([v for _, v in reference][2:], abs=1e-6)
 
 
 def test_bad_inputs_are_reported_in_one_line(tiny_shishu, tmp_path, capsys):

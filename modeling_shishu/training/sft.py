@@ -9,7 +9,8 @@ redistribution or commercial use); on the Hub use any `messages` dataset. The to
 is used; a tokenizer without one gets ChatML (`<|im_start|>role ... <|im_end|>`).
 
 Besides TRL's own outputs, the run folder follows the other stages: `run.json` (refuses a different
-run), atomic `checkpoint-<step>/` folders (Trainer checkpoints, resumable with `--resume`),
+run), atomic `checkpoint-<step>/` folders (Trainer checkpoints; a run continues from the last one on its own,
+or from `resume_from_checkpoint`),
 `metrics.jsonl`, `loss_curve.png`, and `final/` (Hub-ready; with LoRA, the adapter merged into the base
 model, while `adapter/` keeps the adapter alone).
 """
@@ -25,7 +26,7 @@ import torch
 from transformers import TrainerCallback
 
 from ..io_utils import atomic_directory, atomic_write_json
-from .arguments import RecipeParser, fingerprint_fields
+from .arguments import RecipeParser, fingerprint_fields, normalize_resume_from_checkpoint
 from .checkpointing import (
     CHECKPOINT_PREFIX,
     FINAL_DIR,
@@ -64,7 +65,7 @@ class SFTScriptArguments:
         metadata={"help": "'sharegpt' (offline default; research only), a Hub dataset id, or a loader name (json, "
                   "parquet) used with train_files."},  # fmt: skip
     )
-    dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration."})
+    dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset configuration."})
     train_files: list[str] | None = field(default=None, metadata={"help": "Local .json/.jsonl/.parquet files."})
     eval_files: list[str] | None = field(default=None, metadata={"help": "Local held-out files."})
     dataset_train_split: str = field(default="train", metadata={"help": "Training split."})
@@ -75,7 +76,6 @@ class SFTScriptArguments:
         default=0, metadata={"help": "sharegpt: conversations after the training ones held out for evaluation."}
     )
     tokenizer_name: str | None = field(default=None, metadata={"help": "Default: the model's tokenizer."})
-    resume: bool = field(default=False, metadata={"help": "Continue from the last complete checkpoint in output_dir."})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace a previous run in output_dir."})
     merge_adapter: bool = field(default=True, metadata={"help": "LoRA: write final/ as the merged full model."})
     stop_after_steps: int | None = field(
@@ -118,12 +118,12 @@ def load_conversations(script_args):
         evaluation = datasets.Dataset.from_dict({column: conversations[split:]}) if script_args.num_eval_samples else None
     else:
         train = datasets.load_dataset(
-            script_args.dataset_name, script_args.dataset_config_name, split=script_args.dataset_train_split
+            script_args.dataset_name, script_args.dataset_config, split=script_args.dataset_train_split
         )
         evaluation = None
         if script_args.dataset_test_split:
             evaluation = datasets.load_dataset(
-                script_args.dataset_name, script_args.dataset_config_name, split=script_args.dataset_test_split
+                script_args.dataset_name, script_args.dataset_config, split=script_args.dataset_test_split
             )
     if script_args.max_train_samples is not None and len(train) > script_args.max_train_samples:
         train = train.select(range(script_args.max_train_samples))
@@ -311,9 +311,11 @@ def run(script_args, training_args, model_args) -> int:
     }
     run_dir = RunDirectory(training_args.output_dir, "sft", fingerprint_fields(script_args, model_args, training_args))
     overwrite = script_args.overwrite_output_dir
-    run_dir.check(script_args.resume, overwrite)
-    if script_args.resume and run_dir.is_finished():
-        logger.info("%s already holds the finished run: nothing to do", run_dir.path)
+    run_dir.check(overwrite)
+    requested = normalize_resume_from_checkpoint(training_args.resume_from_checkpoint)
+    checkpoint = run_dir.checkpoint_to_resume(requested, overwrite)
+    if requested is None and not overwrite and run_dir.is_finished():
+        logger.info("%s already holds the finished run: nothing to train", run_dir.path)
         return 0
 
     tokenizer = load_tokenizer(script_args.tokenizer_name or model_path)
@@ -326,7 +328,7 @@ def run(script_args, training_args, model_args) -> int:
             )
         tokenizer.chat_template = CHATML_TEMPLATE
     config = AutoConfig.from_pretrained(model_path, trust_remote_code=True)
-    check_tokenizer_fits_model(tokenizer, config, training_args.max_length, length_field="max_length")
+    check_tokenizer_fits_model(tokenizer, config, training_args.max_length)
     train_dataset, eval_dataset = load_conversations(script_args)
     needed = training_args.per_device_train_batch_size * training_args.world_size
     if len(train_dataset) < needed:
@@ -340,7 +342,6 @@ def run(script_args, training_args, model_args) -> int:
         training_args.eval_strategy = "no"
     world_size = training_args.world_size
     run_dir.claim_on_all_ranks(overwrite, training_args.process_index == 0, lambda: _barrier(world_size))
-    checkpoint = run_dir.latest_checkpoint() if script_args.resume else None
 
     trainer = _atomic_sft_trainer_class()(
         model=model_path,

@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -42,13 +43,19 @@ def has_accelerator() -> bool:
     return accelerator_api.is_available() if accelerator_api is not None else torch.cuda.is_available()
 
 
-def resolve_mixed_precision(requested: str) -> str | None:
-    """`auto`: what `accelerate launch` was configured with, else bf16 on a GPU that supports it, else no."""
-    if requested != "auto":
-        return requested
+def resolve_mixed_precision(bf16: bool | None, fp16: bool = False) -> str | None:
+    """`Accelerator(mixed_precision=...)` for TrainingArguments' `bf16` / `fp16` flags.
+
+    True forces that precision; False leaves it to `accelerate launch` (else none), as the Trainer does;
+    bf16 unset (None) is auto: the launch setting, else bf16 on a GPU that supports it, else none.
+    """
+    if fp16:
+        return "fp16"
+    if bf16:
+        return "bf16"
     if os.environ.get("ACCELERATE_MIXED_PRECISION"):
         return None  # let the launch configuration decide
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+    if bf16 is None and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return "bf16"
     return "no"
 
@@ -64,7 +71,8 @@ def make_accelerator(train_args):
     from accelerate.utils import DistributedType
 
     accelerator = Accelerator(
-        cpu=not has_accelerator(), mixed_precision=resolve_mixed_precision(train_args.mixed_precision)
+        cpu=not has_accelerator(),
+        mixed_precision=resolve_mixed_precision(train_args.bf16, train_args.fp16),
     )
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if accelerator.num_processes != launched:
@@ -178,15 +186,11 @@ class CausalLMTrainer:
             fused=torch.cuda.is_available() or None,
         )
 
-    def _warmup_steps(self) -> int:
-        if self.args.warmup_steps > 0:
-            return self.args.warmup_steps
-        return int(self.args.warmup_ratio * self.total_steps)
-
     def _lr_lambda(self, step: int) -> float:
         return learning_rate_multiplier(
-            step, self.total_steps, self._warmup_steps(), self.args.lr_scheduler_type, self.args.min_lr_ratio
-        )
+            step, self.total_steps, self.args.num_warmup_steps(self.total_steps), self.args.lr_scheduler_type,
+            self.args.min_lr_ratio,
+        )  # fmt: skip
 
     @staticmethod
     def _empty_window() -> dict:
@@ -243,14 +247,12 @@ class CausalLMTrainer:
 
     # ------------------------------------------------------------------------------------- train
 
-    def train(self) -> dict | None:
-        """Run (or resume) the training; return the summary, or None when stopped by `stop_after_steps`."""
+    def train(self, resume_from_checkpoint=None) -> dict | None:
+        """Run the training, from step 0 or from the checkpoint folder given; return the summary, or None when
+        stopped by `stop_after_steps`."""
         accelerator, args = self.accelerator, self.args
-        checkpoint = self.run_dir.latest_checkpoint() if args.resume else None
-        if checkpoint is not None:
-            self.resume_from(checkpoint)
-        elif args.resume:
-            logger.info("no complete checkpoint in %s: starting from step 0", self.run_dir.path)
+        if resume_from_checkpoint is not None:
+            self.resume_from(Path(resume_from_checkpoint))
         if accelerator.is_main_process:
             self.metrics.truncate_after(self.step)
         accelerator.wait_for_everyone()
