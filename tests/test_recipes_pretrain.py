@@ -257,3 +257,54 @@ def test_torch_compile_trains_like_the_eager_run(tmp_path):
     weights = load_model_weights(tmp_path / "compiled" / "final")
     assert weights.keys() == load_model_weights(tmp_path / "eager" / "final").keys()
 
+
+def test_report_to_tensorboard_writes_readable_event_files(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    assert pretrain(out, *SMALL, "--max_steps", "4", "--save_steps", "4", "--eval_steps", "4",
+                    "--report_to", "tensorboard", "--run_name", "tiny-tb") == 0  # fmt: skip
+    events = EventAccumulator(str(out / "runs" / "tiny-tb"))
+    events.Reload()
+    logged = [(s, loss) for s, loss, _ in train_losses(out)]
+    assert [(e.step, e.value) for e in events.Scalars("train/loss")] == [(s, pytest.approx(v)) for s, v in logged]
+    assert [e.step for e in events.Scalars("eval/loss")] == [4]
+    assert {"train/lr", "train/grad_norm", "train/tokens_per_second"} <= set(events.Tags()["scalars"])
+
+
+def test_report_to_is_checked_before_training(tmp_path, capsys):
+    assert pretrain(tmp_path / "out", *SMALL, "--max_steps", "2", "--report_to", "tensorbord") == 2
+    assert "report_to: 'tensorbord' is not one of none, all, tensorboard, wandb, trackio" in capsys.readouterr().err
+    assert parse_recipe_args((ModelArguments, DataArguments, TrainArguments),
+                             [*SMALL, "--output_dir", "x", "--report_to", "none"])[2].report_to == []  # fmt: skip
+
+
+def test_push_to_hub_pushes_final_through_the_checks_of_shishu_push(tmp_path, capsys, monkeypatch):
+    import huggingface_hub
+
+    # Refused before anything is trained: no repository, or not a repository id.
+    assert pretrain(tmp_path / "a", *SMALL, "--max_steps", "2", "--push_to_hub", "true") == 2
+    assert "push_to_hub needs hub_model_id" in capsys.readouterr().err
+    assert pretrain(tmp_path / "b", *SMALL, "--max_steps", "2", "--push_to_hub", "true", "--hub_model_id", "no repo") == 2
+    assert "hub_model_id 'no repo' is not a valid repository id" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+    # There is no Hub here: everything up to the upload runs, the upload calls are recorded.
+    calls = []
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", lambda self, repo_id, **kw: calls.append(("create", repo_id, kw)))
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", lambda self, **kw: calls.append(("upload", kw)) or "https://hub/commit")
+    out = tmp_path / "run"
+    assert pretrain(out, *SMALL, "--max_steps", "2", "--save_steps", "100", "--push_to_hub", "true",
+                    "--hub_model_id", "shishu/tiny-test", "--hub_private_repo", "true") == 0  # fmt: skip
+    assert calls[0] == ("create", "shishu/tiny-test", {"private": True, "exist_ok": True, "repo_type": "model"})
+    upload = calls[1][1]
+    assert upload["repo_id"] == "shishu/tiny-test" and Path(upload["folder_path"]) == out / "final"
+    assert {"config.json", "model.safetensors", "modeling_shishu.py", "tokenizer.json"} <= set(upload["allow_patterns"])
+    assert len(calls) == 2
+
+    # A finished run started again with push_to_hub pushes without training; a broken final/ is refused.
+    (out / "final" / "modeling_shishu.py").write_text("raise ImportError('stale')\n")
+    assert pretrain(out, *SMALL, "--max_steps", "2", "--save_steps", "100", "--push_to_hub", "true",
+                    "--hub_model_id", "shishu/tiny-test") == 2  # fmt: skip
+    assert "differ from the remote code this version of shishulm writes" in capsys.readouterr().err
+    assert len(calls) == 2

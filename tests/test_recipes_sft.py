@@ -121,6 +121,7 @@ def test_bad_inputs_are_reported_in_one_line(tiny_shishu, tmp_path, capsys):
         "too small": (["--max_train_samples", "1", "--num_eval_samples", "0"], "training data is too small: 1 conversations"),
         "length above the maximum": (["--max_length", "1024"], "max_length=1024 is above the model's max_position_embeddings=512"),
         "unknown key": (["--lora_rank", "8"], "unknown command-line arguments: --lora_rank 8"),
+        "push without a repository": (["--push_to_hub", "true"], "push_to_hub needs hub_model_id"),
     }
     for name, (args, message) in cases.items():
         assert sft(tmp_path / name.replace(" ", "-"), tiny_shishu, "--max_steps", "1", *args) == 2, name

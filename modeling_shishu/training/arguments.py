@@ -54,6 +54,8 @@ OPERATIONAL_FIELDS = frozenset(
         "resume_from_checkpoint",
         "push_to_hub",
         "hub_model_id",
+        "hub_private_repo",
+        "project",
         "hub_token",
         "local_rank",
         "dataset_num_proc",
@@ -239,6 +241,21 @@ class TrainArguments:
     save_total_limit: int | None = field(default=2, **_help("Keep the last M checkpoints; null keeps all."))
     eval_on_start: bool = field(default=False, **_help("Evaluate once before the first step (logged at step 0)."))
     progress_bar: bool = field(default=True, **_help("tqdm progress bar with ETA on the main process."))
+    report_to: list[str] = field(
+        default_factory=lambda: ["none"],
+        **_help(
+            "Experiment trackers, as in TrainingArguments: none (default), tensorboard (event files in "
+            "output_dir/runs/<run_name>), wandb, trackio, or all (every one installed)."
+        ),
+    )
+    run_name: str | None = field(default=None, **_help("Name of the run in the trackers. Default: output_dir's name."))
+    project: str = field(default="huggingface", **_help("wandb / trackio project the run is logged to."))
+    push_to_hub: bool = field(
+        default=False,
+        **_help("At the end, push final/ to hub_model_id through the checks of `shishu push` (fresh-process load, ...)."),
+    )
+    hub_model_id: str | None = field(default=None, **_help("Hub repository final/ is pushed to, ORG/NAME."))
+    hub_private_repo: bool | None = field(default=None, **_help("Create the Hub repository as private."))
     peak_flops_per_device: float | None = field(
         default=None, **_help("Peak bf16 FLOP/s of one device for MFU; default: looked up from the GPU name.")
     )
@@ -272,10 +289,40 @@ class TrainArguments:
             raise ValueError(f"save_total_limit must be >= 1 or null, got {self.save_total_limit}")
         if self.eval_steps is None:
             self.eval_steps = self.save_steps
+        self.report_to = resolve_report_to(self.report_to)
+        self.run_name = self.run_name or Path(self.output_dir).resolve().name
+        if self.push_to_hub:
+            if not self.hub_model_id:
+                raise ValueError("push_to_hub needs hub_model_id: the Hub repository (ORG/NAME) final/ is pushed to")
+            from ..publishing import check_repo_id
+
+            check_repo_id(self.hub_model_id, flag="hub_model_id")
 
     def num_warmup_steps(self, total_steps: int) -> int:
         """`TrainingArguments.get_warmup_steps`: whole steps from 1 up, a fraction of `total_steps` below."""
         return int(self.warmup_steps) if self.warmup_steps >= 1 else math.ceil(total_steps * self.warmup_steps)
+
+
+# The trackers accelerate drives for `report_to`, with the package each one needs.
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"}
+
+
+def resolve_report_to(value) -> list[str]:
+    """`report_to` as TrainingArguments reads it: 'none' -> [], 'all' -> every installed tracker."""
+    import importlib.util
+
+    names = [value] if isinstance(value, str) else list(value or [])
+    if names in ([], ["none"]):
+        return []
+    if names == ["all"]:
+        return [name for name, package in TRACKER_PACKAGES.items() if importlib.util.find_spec(package)]
+    unknown = [name for name in names if name not in TRACKER_PACKAGES]
+    if unknown:
+        raise ValueError(f"report_to: {', '.join(map(repr, unknown))} is not one of none, all, {', '.join(TRACKER_PACKAGES)}")
+    for name in names:
+        if importlib.util.find_spec(TRACKER_PACKAGES[name]) is None:
+            raise ValueError(f"report_to {name} needs the {TRACKER_PACKAGES[name]} package: pip install {TRACKER_PACKAGES[name]}")
+    return list(dict.fromkeys(names))
 
 
 def normalize_resume_from_checkpoint(value):

@@ -20,8 +20,10 @@ from .data import check_tokenizer_fits_model
 from .runner import (
     build_training_data,
     claim_run_directory,
+    hub_repo_id,
     load_tokenizer,
     open_run,
+    push_final_model,
     report_bad_input,
     resolve_pretrained,
 )
@@ -129,7 +131,7 @@ def run(distill_args, data_args, train_args) -> int:
 
     accelerator, run_dir, checkpoint, finished = open_run("distill", train_args, distill_args, data_args)
     if finished:
-        return 0
+        return push_final_model(accelerator, run_dir, hub_repo_id(train_args), bool(train_args.hub_private_repo))
 
     tokenizer = load_tokenizer(distill_args.tokenizer_name or distill_args.teacher_name_or_path)
     set_seed(train_args.seed)
@@ -147,6 +149,8 @@ def run(distill_args, data_args, train_args) -> int:
         train_batches=train_batches, eval_data=eval_data, run_dir=run_dir,
         block_size=data_args.max_length, total_steps=total_steps,
     )  # fmt: skip
-    trainer.train(checkpoint)
+    summary = trainer.train(checkpoint)
     accelerator.end_training()
-    return 0
+    if summary is None:  # stopped by stop_after_steps
+        return 0
+    return push_final_model(accelerator, run_dir, hub_repo_id(train_args), bool(train_args.hub_private_repo))

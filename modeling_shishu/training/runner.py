@@ -95,6 +95,29 @@ def open_run(stage: str, train_args, *fingerprinted_args):
     return accelerator, run_dir, checkpoint, False
 
 
+def push_final_model(accelerator, run_dir: RunDirectory, repo_id: str | None, private: bool = False) -> int:
+    """`push_to_hub`: the main process pushes `final/` to `repo_id` (None: no push) through the checks of
+    `shishu push`. Returns the exit code: 1 when the upload itself failed (the run's outputs stay as they are)."""
+    from ..publishing import UploadError, push_folder
+
+    code = 0
+    if repo_id is not None and accelerator.is_main_process:
+        try:
+            push_folder(
+                run_dir.final_dir, repo_id, private=private, require_card=False,
+                commit_message=f"Upload the {run_dir.stage} run {run_dir.path.name}", log=logger.info,
+            )  # fmt: skip
+        except UploadError as error:
+            logger.error("push_to_hub: %s; push %s later with `shishu push`", error, run_dir.final_dir)
+            code = 1
+    accelerator.wait_for_everyone()
+    return code
+
+
+def hub_repo_id(train_args) -> str | None:
+    return train_args.hub_model_id if train_args.push_to_hub else None
+
+
 def claim_run_directory(accelerator, run_dir: RunDirectory, train_args) -> None:
     """Main process writes `run.json` (after every rank's check passed); the others wait for it."""
     run_dir.claim_on_all_ranks(train_args.overwrite_output_dir, accelerator.is_main_process, accelerator.wait_for_everyone)

@@ -26,6 +26,7 @@ import torch
 from transformers import TrainerCallback
 
 from ..io_utils import atomic_directory, atomic_write_json
+from ..publishing import check_repo_id
 from .arguments import RecipeParser, fingerprint_fields, normalize_resume_from_checkpoint
 from .checkpointing import (
     CHECKPOINT_PREFIX,
@@ -39,7 +40,7 @@ from .checkpointing import (
 )
 from .data import check_tokenizer_fits_model
 from .metrics import MetricsLogger, detect_peak_flops, flops_per_token
-from .runner import load_tokenizer, report_bad_input, resolve_pretrained
+from .runner import load_tokenizer, push_final_model, report_bad_input, resolve_pretrained
 from .trainer import has_accelerator
 
 
@@ -287,12 +288,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(script_args, training_args, model_args) -> int:
+    from accelerate import PartialState
     from transformers import AutoConfig
     from trl import get_peft_config
 
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
     if not model_args.model_name_or_path:
         raise ValueError("model_name_or_path is required: the ShishuLM checkpoint to instruction-tune")
+    repo_id = training_args.hub_model_id if training_args.push_to_hub else None
+    if training_args.push_to_hub:
+        if not repo_id:
+            raise ValueError("push_to_hub needs hub_model_id: the Hub repository (ORG/NAME) final/ is pushed to")
+        check_repo_id(repo_id, flag="hub_model_id")
+    # The Trainer would push every checkpoint itself; final/ is pushed once, checked, at the end.
+    training_args.push_to_hub = False
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if training_args.world_size != launched:
         raise RuntimeError(
@@ -316,7 +325,7 @@ def run(script_args, training_args, model_args) -> int:
     checkpoint = run_dir.checkpoint_to_resume(requested, overwrite)
     if requested is None and not overwrite and run_dir.is_finished():
         logger.info("%s already holds the finished run: nothing to train", run_dir.path)
-        return 0
+        return push_final_model(PartialState(), run_dir, repo_id, bool(training_args.hub_private_repo))
 
     tokenizer = load_tokenizer(script_args.tokenizer_name or model_path)
     if tokenizer.chat_template is None and training_args.chat_template_path is None:
@@ -384,7 +393,7 @@ def run(script_args, training_args, model_args) -> int:
         else:
             summary["final_eval"] = trainer.evaluate()
     save_sft_outputs(trainer, run_dir, tokenizer, model_path, model_args, script_args, summary)
-    return 0
+    return push_final_model(trainer.accelerator, run_dir, repo_id, bool(training_args.hub_private_repo))
 
 
 def _barrier(world_size: int) -> None:

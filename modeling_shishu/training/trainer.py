@@ -8,6 +8,7 @@ order is a function of the step, so a resumed run logs the same losses as an uni
 """
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -73,6 +74,7 @@ def make_accelerator(train_args):
     accelerator = Accelerator(
         cpu=not has_accelerator(),
         mixed_precision=resolve_mixed_precision(train_args.bf16, train_args.fp16),
+        log_with=make_trackers(train_args) or None,
     )
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if accelerator.num_processes != launched:
@@ -92,6 +94,27 @@ def make_accelerator(train_args):
             "zero3.yaml is for the sft stage"
         )
     return accelerator
+
+
+def make_trackers(train_args) -> list:
+    """accelerate trackers for `report_to`. TensorBoard writes to `output_dir/runs/<run_name>`, the Trainer's
+    folder; wandb and trackio log a run named `run_name` in `project` (see `CausalLMTrainer.init_trackers`)."""
+    from accelerate.tracking import TensorBoardTracker
+
+    return [
+        TensorBoardTracker(train_args.run_name, Path(train_args.output_dir) / "runs") if name == "tensorboard" else name
+        for name in train_args.report_to
+    ]
+
+
+def tracker_values(record: dict) -> dict:
+    """A metrics record as the Trainer's tracker callbacks name it: `eval/loss`, `train/loss`, `train/lr`, ..."""
+    values = {}
+    for key, value in record.items():
+        if key == "step" or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        values[f"eval/{key[len('eval_'):]}" if key.startswith("eval_") else f"train/{key}"] = value
+    return values
 
 
 def setup_logging(accelerator) -> None:
@@ -224,8 +247,6 @@ class CausalLMTrainer:
         }
 
     def resume_from(self, folder) -> None:
-        import json
-
         state = json.loads((folder / TRAINER_STATE_FILE).read_text(encoding="utf-8"))
         if state.get("fingerprint") != self.run_dir.fingerprint:
             raise FileExistsError(f"{folder} belongs to a different run (fingerprint {state.get('fingerprint')})")
@@ -264,6 +285,7 @@ class CausalLMTrainer:
             accelerator.mixed_precision, f"{self.peak_flops:.3g}" if self.peak_flops else "unknown (no MFU)",
             ", torch.compile" if self.args.torch_compile else "",
         )  # fmt: skip
+        self.init_trackers()
         if self.step == 0 and args.eval_on_start and self.eval_data is not None:
             self._log({"step": 0, **self.evaluate()})
 
@@ -360,8 +382,21 @@ class CausalLMTrainer:
         self.window = self._empty_window()
         return record
 
+    def init_trackers(self) -> None:
+        if not self.args.report_to:
+            return
+        # Trackers take flat scalars: lists, mappings and None become their JSON text.
+        config = {
+            key: value if isinstance(value, (bool, int, float, str)) else json.dumps(value, default=str)
+            for key, value in {**self.run_dir.config, "stage": self.stage, "fingerprint": self.run_dir.fingerprint}.items()
+        }
+        run_name = {"name": self.args.run_name}
+        self.accelerator.init_trackers(self.args.project, config=config, init_kwargs={"wandb": run_name, "trackio": run_name})
+
     def _log(self, record: dict) -> None:
         self.metrics.log(record)
+        if self.args.report_to:
+            self.accelerator.log(tracker_values(record), step=record["step"])
         if self.accelerator.is_main_process and not self.args.progress_bar:
             logger.info(" ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
 
