@@ -290,7 +290,6 @@ class TrainArguments:
         if self.eval_steps is None:
             self.eval_steps = self.save_steps
         self.report_to = resolve_report_to(self.report_to)
-        self.run_name = self.run_name or Path(self.output_dir).resolve().name
         if self.push_to_hub:
             if not self.hub_model_id:
                 raise ValueError("push_to_hub needs hub_model_id: the Hub repository (ORG/NAME) final/ is pushed to")

@@ -102,9 +102,13 @@ def make_trackers(train_args) -> list:
     from accelerate.tracking import TensorBoardTracker
 
     return [
-        TensorBoardTracker(train_args.run_name, Path(train_args.output_dir) / "runs") if name == "tensorboard" else name
+        TensorBoardTracker(tracker_run_name(train_args), Path(train_args.output_dir) / "runs") if name == "tensorboard" else name
         for name in train_args.report_to
     ]
+
+
+def tracker_run_name(train_args) -> str:
+    return train_args.run_name or Path(train_args.output_dir).resolve().name
 
 
 def tracker_values(record: dict) -> dict:
@@ -390,7 +394,7 @@ class CausalLMTrainer:
             key: value if isinstance(value, (bool, int, float, str)) else json.dumps(value, default=str)
             for key, value in {**self.run_dir.config, "stage": self.stage, "fingerprint": self.run_dir.fingerprint}.items()
         }
-        run_name = {"name": self.args.run_name}
+        run_name = {"name": tracker_run_name(self.args)}
         self.accelerator.init_trackers(self.args.project, config=config, init_kwargs={"wandb": run_name, "trackio": run_name})
 
     def _log(self, record: dict) -> None:
