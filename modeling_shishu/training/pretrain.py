@@ -126,10 +126,11 @@ def run(model_args, data_args, train_args) -> int:
         block_size=data_args.max_length, total_steps=total_steps,
     )  # fmt: skip
     summary = trainer.train(checkpoint)
-    accelerator.end_training()
-    if summary is None:  # stopped by stop_after_steps
-        return 0
-    return push_final_model(accelerator, run_dir, hub_repo_id(train_args), bool(train_args.hub_private_repo))
+    code = 0
+    if summary is not None:  # not stopped by stop_after_steps
+        code = push_final_model(accelerator, run_dir, hub_repo_id(train_args), bool(train_args.hub_private_repo))
+    accelerator.end_training()  # closes the trackers and the process group
+    return code
 
 
 def _layout(config) -> str:
