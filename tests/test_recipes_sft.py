@@ -128,3 +128,23 @@ def test_bad_inputs_are_reported_in_one_line(tiny_shishu, tmp_path, capsys):
         err = capsys.readouterr().err
         errors = [line for line in err.splitlines() if line.startswith("sft: error: ")]
         assert len(errors) == 1 and message in errors[0], f"{name}: {err}"
+
+
+def test_tensorboard_and_push_to_hub_as_in_a_handbook_recipe(tiny_shishu, tmp_path, monkeypatch):
+    import huggingface_hub
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    calls = []
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", lambda self, repo_id, **kw: calls.append(("create", repo_id)))
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", lambda self, **kw: calls.append(("upload", kw)) or "url")
+    out = tmp_path / "run"
+    assert sft(out, tiny_shishu, "--max_steps", "2", "--save_steps", "100", "--eval_strategy", "no", "--num_eval_samples", "0",
+               "--use_peft", "false", "--report_to", "tensorboard", "--run_name", "tiny-sft", "--push_to_hub", "true",
+               "--hub_model_id", "shishu/tiny-sft-test") == 0  # fmt: skip
+    (logdir,) = (out / "runs").iterdir()  # the Trainer's own TensorBoard callback
+    events = EventAccumulator(str(logdir))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2]
+    # The Trainer pushed nothing itself; final/ went once through the checks of `shishu push`.
+    assert [call[0] for call in calls] == ["create", "upload"]
+    assert calls[1][1]["repo_id"] == "shishu/tiny-sft-test" and Path(calls[1][1]["folder_path"]) == out / "final"
