@@ -3,6 +3,7 @@ merges into a model reloading with remote code, exact resume, clear errors. A ti
 real SmolLM2 tokenizer (ChatML template)."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,55 @@ def test_tensorboard_and_push_to_hub_as_in_a_handbook_recipe(tiny_shishu, tmp_pa
     # The Trainer pushed nothing itself; final/ went once through the checks of `shishu push`.
     assert [call[0] for call in calls] == ["create", "upload"]
     assert calls[1][1]["repo_id"] == "shishu/tiny-sft-test" and Path(calls[1][1]["folder_path"]) == out / "final"
+
+
+def test_assistant_only_loss_trains_the_replies_and_their_end_of_turn():
+    from modeling_shishu.training.runner import load_tokenizer
+    from modeling_shishu.training.sft import CHATML_TEMPLATE, with_generation_markers
+
+    tokenizer = load_tokenizer("smollm2-135m")
+    parent_template = tokenizer.chat_template
+    messages = [{"role": "user", "content": "Who wrote Hamlet?"}, {"role": "assistant", "content": "Shakespeare."},
+                {"role": "user", "content": "When?"}, {"role": "assistant", "content": "About 1600."}]  # fmt: skip
+    expected = tokenizer.apply_chat_template(messages, tokenize=False)
+    for template in (parent_template, CHATML_TEMPLATE):
+        tokenizer.chat_template = with_generation_markers(template)
+        assert with_generation_markers(tokenizer.chat_template) == tokenizer.chat_template
+        if template is parent_template:
+            assert tokenizer.apply_chat_template(messages, tokenize=False) == expected  # the markers render as nothing
+        encoded = tokenizer.apply_chat_template(messages, return_dict=True, return_assistant_tokens_mask=True)
+        trained = [token for token, mask in zip(encoded["input_ids"], encoded["assistant_masks"]) if mask]
+        assert tokenizer.decode(trained) == "Shakespeare.<|im_end|>About 1600.<|im_end|>"
+    with pytest.raises(ValueError, match="set chat_template_path"):
+        with_generation_markers("{% for m in messages %}{{ m['content'] }}{% endfor %}")
+
+
+def test_chatml_fallback_sets_the_end_of_turn_as_eos(tiny_shishu, tmp_path, monkeypatch):
+    from transformers import AutoTokenizer, GenerationConfig
+
+    from modeling_shishu.training import sft as sft_module
+
+    trainers = []
+    trainer_class = sft_module._atomic_sft_trainer_class()
+    monkeypatch.setattr(sft_module, "_atomic_sft_trainer_class", lambda: lambda **kw: trainers.append(trainer_class(**kw)) or trainers[-1])
+
+    base = tmp_path / "no-template"
+    shutil.copytree(tiny_shishu, base)
+    (base / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((base / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    config["eos_token"] = "<|endoftext|>"  # a base model's tokenizer
+    (base / "tokenizer_config.json").write_text(json.dumps(config))
+    assert AutoTokenizer.from_pretrained(base).chat_template is None
+    out = tmp_path / "run"
+    assert sft(out, base, "--max_steps", "1", "--save_steps", "100", "--eval_strategy", "no", "--num_eval_samples", "0",
+               "--use_peft", "false") == 0  # fmt: skip
+    tokenizer = AutoTokenizer.from_pretrained(out / "final")
+    assert tokenizer.eos_token == "<|im_end|>" and "{% generation %}" in tokenizer.chat_template
+    assert GenerationConfig.from_pretrained(out / "final").eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>")
+    # The recipe's assistant_only_loss: the loss sees the reply (cut at max_length here), not the user's turn.
+    row = trainers[0].train_dataset[0]
+    text = tokenizer.decode(row["input_ids"])
+    trained = tokenizer.decode([t for t, label in zip(row["input_ids"], row["labels"]) if label != -100])
+    assert text.startswith("<|im_start|>user\n") and "<|im_start|>assistant\n" + trained in text
+    assert trained and "<|im_start|>" not in trained

@@ -6,7 +6,10 @@
 Rows are conversations `{"messages": [{"role": ..., "content": ...}, ...]}`. The offline default is the
 ShareGPT package from the registry (RESEARCH ONLY: conversations shared from ChatGPT, no licence for
 redistribution or commercial use); on the Hub use any `messages` dataset. The tokenizer's chat template
-is used; a tokenizer without one gets ChatML (`<|im_start|>role ... <|im_end|>`).
+is used; a tokenizer without one gets ChatML (`<|im_start|>role ... <|im_end|>`), with `<|im_end|>` as its eos so
+the released model stops after its reply. With `assistant_only_loss` (TRL's field; the recipes set it) only the
+assistant's replies and their `<|im_end|>` are in the loss: a ChatML template gets the `{% generation %}`
+markers TRL reads (`with_generation_markers`), any other template comes from `chat_template_path`.
 
 Besides TRL's own outputs, the run folder follows the other stages: `run.json` (refuses a different
 run), atomic `checkpoint-<step>/` folders (Trainer checkpoints; a run continues from the last one on its own,
@@ -48,9 +51,17 @@ logger = logging.getLogger(__name__)
 
 # PEFT target names of a Llama block; ShishuLM keeps them (MLP-only blocks have only the last three).
 LLAMA_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# One ChatML turn, written as SmolLM2-Instruct's template writes it, and the same turn with the assistant's
+# reply (up to and including <|im_end|>, so the model learns to stop) inside {% generation %} markers: what
+# TRL's `assistant_only_loss` reads to mask everything else out of the loss. The markers render as nothing.
+_CHATML_TURN = "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+_CHATML_TURN_MARKED = (
+    "{% if message['role'] == 'assistant' %}{{'<|im_start|>assistant\n'}}{% generation %}"
+    "{{message['content'] + '<|im_end|>'}}{% endgeneration %}{{'\n'}}{% else %}" + _CHATML_TURN + "{% endif %}"
+)
 CHATML_TEMPLATE = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    "{% for message in messages %}" + _CHATML_TURN_MARKED + "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 ADAPTER_DIR = "adapter"
 OFFLINE_CHAT_CORPORA = ("sharegpt",)
@@ -160,6 +171,21 @@ def _clean(dataset, column: str, name: str):
     if len(dataset) == 0:
         raise ValueError(f"{name} is empty: no conversation with an assistant turn in column {column!r}")
     return dataset
+
+
+def with_generation_markers(chat_template: str) -> str:
+    """`chat_template` with the assistant's replies inside `{% generation %}` markers (same rendering).
+
+    A template that has them is returned as it is; a ChatML template written as SmolLM2-Instruct's (a default
+    system prompt included) gets them; any other is refused, naming `chat_template_path`."""
+    if "{% generation %}" in chat_template or "{%- generation %}" in chat_template:
+        return chat_template
+    if chat_template.count(_CHATML_TURN) != 1:
+        raise ValueError(
+            "assistant_only_loss needs a chat template that marks the assistant's replies with {% generation %}: "
+            "set chat_template_path to one (TRL ships *_training.jinja templates), or assistant_only_loss: false"
+        )
+    return chat_template.replace(_CHATML_TURN, _CHATML_TURN_MARKED)
 
 
 # ------------------------------------------------------------------------------------------- trainer
@@ -336,6 +362,10 @@ def run(script_args, training_args, model_args) -> int:
                 f"the tokenizer has no chat template and lacks the ChatML tokens {missing}; set chat_template_path"
             )
         tokenizer.chat_template = CHATML_TEMPLATE
+        # A reply ends with <|im_end|>: the released generation config must stop there, not at a base eos.
+        tokenizer.eos_token = "<|im_end|>"
+    if training_args.assistant_only_loss and training_args.chat_template_path is None:
+        tokenizer.chat_template = with_generation_markers(tokenizer.chat_template)
     config = AutoConfig.from_pretrained(model_path, trust_remote_code=True)
     check_tokenizer_fits_model(tokenizer, config, training_args.max_length)
     train_dataset, eval_dataset = load_conversations(script_args)
@@ -457,4 +487,12 @@ def merge_adapter(base_path: str, adapter_dir: Path):
     return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
 
 
-__all__ = ["CHATML_TEMPLATE", "LLAMA_LORA_TARGETS", "SFTScriptArguments", "load_conversations", "main", "merge_adapter"]
+__all__ = [
+    "CHATML_TEMPLATE",
+    "LLAMA_LORA_TARGETS",
+    "SFTScriptArguments",
+    "load_conversations",
+    "main",
+    "merge_adapter",
+    "with_generation_markers",
+]
