@@ -106,6 +106,7 @@ def test_fields_have_the_training_arguments_names_and_old_names_still_parse(tmp_
     assert len([r for r in caplog.records if "deprecated" in r.getMessage()]) == 4
     _, _, train_args = parse_recipe_args(PRETRAIN_TYPES, ["--config", str(new), "--mixed_precision", "no"])
     assert (train_args.bf16, train_args.fp16) == (False, False)
+    assert parse_recipe_args(PRETRAIN_TYPES, ["--config", str(new), "--bf16"])[2].bf16 is True  # a bare flag, as for the Trainer
 
     with pytest.raises(ValueError, match="max_length and its old name max_seq_length are both set; keep max_length"):
         parse_recipe_args(PRETRAIN_TYPES, ["--config", str(write_yaml(tmp_path / "both.yaml", new.read_text()
@@ -383,7 +384,7 @@ def test_run_directory_refuses_other_runs(tmp_path):
     (out / "checkpoint-4").mkdir()
     (out / "checkpoint-4" / "trainer_state.json").write_text(json.dumps({"stage": "pretrain", "fingerprint": same.fingerprint}))
     assert same.checkpoint_to_resume() == same.checkpoint_to_resume(True) == out / "checkpoint-4"
-    with pytest.raises(ValueError, match="cannot be combined with resume_from_checkpoint"):
+    with pytest.raises(ValueError, match="starts the run over: drop it, or resume_from_checkpoint"):
         same.checkpoint_to_resume(out / "checkpoint-4", overwrite=True)
 
     other = RunDirectory(out, "pretrain", {"learning_rate": 0.0003, "seed": 1})

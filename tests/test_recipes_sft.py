@@ -179,7 +179,11 @@ def test_chatml_fallback_sets_the_end_of_turn_as_eos(tiny_shishu, tmp_path, monk
 
     trainers = []
     trainer_class = sft_module._atomic_sft_trainer_class()
-    monkeypatch.setattr(sft_module, "_atomic_sft_trainer_class", lambda: lambda **kw: trainers.append(trainer_class(**kw)) or trainers[-1])
+    def recording_trainer(**kwargs):
+        trainers.append(trainer_class(**kwargs))
+        return trainers[-1]
+
+    monkeypatch.setattr(sft_module, "_atomic_sft_trainer_class", lambda: recording_trainer)
 
     base = tmp_path / "no-template"
     shutil.copytree(tiny_shishu, base)

@@ -283,7 +283,7 @@ class TrainArguments:
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0 (steps, or a fraction of the total below 1), got {self.warmup_steps}")
+            raise ValueError(f"warmup_steps must be >= 0 (steps, or a fraction of the steps below 1), got {self.warmup_steps}")
         self.resume_from_checkpoint = normalize_resume_from_checkpoint(self.resume_from_checkpoint)
         if self.save_total_limit is not None and self.save_total_limit < 1:
             raise ValueError(f"save_total_limit must be >= 1 or null, got {self.save_total_limit}")
@@ -317,10 +317,12 @@ def resolve_report_to(value) -> list[str]:
         return [name for name, package in TRACKER_PACKAGES.items() if importlib.util.find_spec(package)]
     unknown = [name for name in names if name not in TRACKER_PACKAGES]
     if unknown:
-        raise ValueError(f"report_to: {', '.join(map(repr, unknown))} is not one of none, all, {', '.join(TRACKER_PACKAGES)}")
+        choices = ", ".join(["none", "all", *TRACKER_PACKAGES])
+        raise ValueError(f"report_to: {', '.join(map(repr, unknown))} is not one of {choices}")
     for name in names:
-        if importlib.util.find_spec(TRACKER_PACKAGES[name]) is None:
-            raise ValueError(f"report_to {name} needs the {TRACKER_PACKAGES[name]} package: pip install {TRACKER_PACKAGES[name]}")
+        package = TRACKER_PACKAGES[name]
+        if importlib.util.find_spec(package) is None:
+            raise ValueError(f"report_to {name} needs the {package} package: pip install {package}")
     return list(dict.fromkeys(names))
 
 
@@ -396,6 +398,13 @@ class RecipeParser(HfArgumentParser):
             "--config FILE.yaml reads the recipe file (keys: the fields below); flags given here override it.",
         )
         super().__init__(dataclass_types, **kwargs)
+        from transformers.hf_argparser import string_to_bool
+
+        for action in self._actions:
+            # HfArgumentParser makes a bare `--flag` true only for booleans with a default; `bf16` defaults to
+            # None (auto), and `--bf16` alone must mean true there too, as for the Trainer.
+            if action.type is string_to_bool and action.nargs is None:
+                action.nargs, action.const = "?", True
 
     def parse_recipe(self, argv: list[str] | None = None) -> tuple:
         argv = list(sys.argv[1:] if argv is None else argv)

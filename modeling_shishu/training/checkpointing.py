@@ -102,7 +102,7 @@ class RunDirectory:
                 f"choose another output_dir, or pass --overwrite_output_dir to replace it"
             )
 
-    def checkpoint_to_resume(self, requested: str | os.PathLike | bool | None = None, overwrite: bool = False) -> Path | None:
+    def checkpoint_to_resume(self, requested: str | os.PathLike | bool | None = None, overwrite: bool = False):
         """The checkpoint a start continues from, checked before anything is trained.
 
         `requested` (`resume_from_checkpoint`) is a checkpoint folder, or True for the last complete checkpoint
@@ -111,7 +111,7 @@ class RunDirectory:
         """
         if overwrite:
             if requested is not None:
-                raise ValueError("overwrite_output_dir starts the run over: it cannot be combined with resume_from_checkpoint")
+                raise ValueError("overwrite_output_dir starts the run over: drop it, or resume_from_checkpoint")
             return None
         if requested is None:
             return self.latest_checkpoint()
@@ -122,7 +122,9 @@ class RunDirectory:
             return latest
         folder = Path(requested)
         if not (folder / TRAINER_STATE_FILE).is_file():
-            raise FileNotFoundError(f"resume_from_checkpoint {folder} is not a complete checkpoint (no {TRAINER_STATE_FILE})")
+            raise FileNotFoundError(
+                f"resume_from_checkpoint {folder} is not a complete checkpoint (no {TRAINER_STATE_FILE})"
+            )
         state = json.loads((folder / TRAINER_STATE_FILE).read_text(encoding="utf-8"))
         if "fingerprint" in state and (state["fingerprint"] != self.fingerprint or state.get("stage") != self.stage):
             raise FileExistsError(

@@ -101,8 +101,9 @@ def make_trackers(train_args) -> list:
     folder; wandb and trackio log a run named `run_name` in `project` (see `CausalLMTrainer.init_trackers`)."""
     from accelerate.tracking import TensorBoardTracker
 
+    logging_dir = Path(train_args.output_dir) / "runs"
     return [
-        TensorBoardTracker(tracker_run_name(train_args), Path(train_args.output_dir) / "runs") if name == "tensorboard" else name
+        TensorBoardTracker(tracker_run_name(train_args), logging_dir) if name == "tensorboard" else name
         for name in train_args.report_to
     ]
 
@@ -390,12 +391,13 @@ class CausalLMTrainer:
         if not self.args.report_to:
             return
         # Trackers take flat scalars: lists, mappings and None become their JSON text.
+        recipe = {**self.run_dir.config, "stage": self.stage, "fingerprint": self.run_dir.fingerprint}
         config = {
             key: value if isinstance(value, (bool, int, float, str)) else json.dumps(value, default=str)
-            for key, value in {**self.run_dir.config, "stage": self.stage, "fingerprint": self.run_dir.fingerprint}.items()
+            for key, value in recipe.items()
         }
-        run_name = {"name": tracker_run_name(self.args)}
-        self.accelerator.init_trackers(self.args.project, config=config, init_kwargs={"wandb": run_name, "trackio": run_name})
+        named = {"name": tracker_run_name(self.args)}
+        self.accelerator.init_trackers(self.args.project, config=config, init_kwargs={"wandb": named, "trackio": named})
 
     def _log(self, record: dict) -> None:
         self.metrics.log(record)
