@@ -369,6 +369,7 @@ def analyze_layers(
     batch_size: int = DEFAULTS["batch_size"],
     ks: list[int] = (),
     model_name: str | None = None,
+    show_progress: bool = True,
 ) -> LayerAnalysis:
     """Measure per-layer attention linearity and removal cost on `texts` (see the module docstring).
 
@@ -382,7 +383,10 @@ def analyze_layers(
             (linearity and cosine only, no recommendation).
         ridge: ridge penalty relative to the mean input energy.
         ks: set sizes K for which the candidate sets' joint removal cost is measured.
+        show_progress: a tqdm bar with one step per forward pass over a batch or over the ablation windows.
     """
+    from tqdm.auto import tqdm
+
     started = time.perf_counter()
     stack = DecoderStack(model)
     device = model.lm_head.weight.device
@@ -399,6 +403,13 @@ def analyze_layers(
     num_ablation = min(len(eval_windows), math.ceil(max(ablation_tokens, 0) / context_length))
     ablation_windows = eval_windows[torch.tensor(_spread(len(eval_windows), num_ablation))]
     dim = model.config.hidden_size
+    num_batches = math.ceil(len(fit_windows) / batch_size) + math.ceil(len(eval_windows) / batch_size)
+    num_ablation_batches = math.ceil(len(ablation_windows) / batch_size)
+    # Candidate sets join the total once the single-layer costs that pick them are known.
+    progress = tqdm(
+        total=num_batches + num_ablation_batches + (len(attention_layers) if num_ablation_batches else 0),
+        desc="analyzing layers", unit="pass", disable=not show_progress,
+    )  # fmt: skip
 
     fit_stats = {i: _LinearFitStats(dim, device) for i in attention_layers}
     eval_stats = {i: _LinearFitStats(dim, device) for i in attention_layers}
@@ -431,6 +442,7 @@ def analyze_layers(
                         x, a = residual.float(), attn.float()
                         cosine_sum[layer_idx] += torch.nn.functional.cosine_similarity(x, x + a, dim=-1).sum().item()
                         ratio_sum[layer_idx] += (a.norm(dim=-1) / x.norm(dim=-1).clamp_min(1e-12)).sum().item()
+                progress.update(1)
     finally:
         for handle in handles:
             handle.remove()
@@ -469,6 +481,7 @@ def analyze_layers(
         loss, count = stack.loss_sum(hidden, input_ids)
         baseline_sum, baseline_count = baseline_sum + loss, baseline_count + count
         batches.append((input_ids, context, inputs))
+        progress.update(1)
     baseline_loss = baseline_sum / baseline_count if baseline_count else None
 
     def loss_without(layers: list[int]) -> float:
@@ -485,6 +498,7 @@ def analyze_layers(
     for row in rows:
         if row.layer_type == "full_attention" and batches:
             row.removal_cost = loss_without([row.layer]) - baseline_loss
+            progress.update(1)
 
     analysis = LayerAnalysis(
         model=model_name or getattr(model.config, "_name_or_path", "") or type(model).__name__,
@@ -501,15 +515,18 @@ def analyze_layers(
     )
     for k in ks:
         measured = {}
-        for name, layers in analysis.candidate_sets(k).items():
-            if any(layers == m["layers"] for m in measured.values()):
-                continue  # the same set under another name: measured once
-            measured[name] = {
-                "layers": layers,
-                "joint_cost": loss_without(layers) - baseline_loss,
-                "shared_pairs": analysis.shared_pairs(layers),
-            }
+        sets = analysis.candidate_sets(k)
+        progress.total += len(sets)
+        for name, layers in sets.items():
+            if not any(layers == m["layers"] for m in measured.values()):  # the same set under another name: once
+                measured[name] = {
+                    "layers": layers,
+                    "joint_cost": loss_without(layers) - baseline_loss,
+                    "shared_pairs": analysis.shared_pairs(layers),
+                }
+            progress.update(1)
         analysis.candidates[k] = measured
+    progress.close()
     analysis.timings = {
         "fit_pass_seconds": round(fit_seconds, 1),
         "ablation_seconds": round(time.perf_counter() - ablation_started, 1),

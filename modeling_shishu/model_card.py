@@ -361,17 +361,21 @@ def _training_lines(facts: dict) -> list[str]:
     lines = fit + lines
     data = config.get("dataset_name")
     mixture = config.get("dataset_mixture") or {}
+    # Runs recorded before the fields took their TrainingArguments / TRL names carry the old ones.
+    split = config.get("dataset_train_split", config.get("train_split"))
+    dataset_config = config.get("dataset_config", config.get("dataset_config_name"))
     if mixture:
         lines.append("Data: " + ", ".join(f"`{name}` ({fraction:g} of its documents)" for name, fraction in mixture.items())
-                     + (f", split `{config.get('train_split')}`" if config.get("train_split") else "") + ".")
+                     + (f", split `{split}`" if split else "") + ".")
     elif data:
-        lines.append(f"Data: `{data}`" + (f" (config `{config['dataset_config_name']}`)" if config.get("dataset_config_name") else "")
-                     + (f", split `{config.get('train_split')}`" if config.get("train_split") else "") + ".")
+        lines.append(f"Data: `{data}`" + (f" (config `{dataset_config}`)" if dataset_config else "")
+                     + (f", split `{split}`" if split else "") + ".")
     corpora += [data, *mixture]
     if config.get("teacher_name_or_path"):
         lines.append(f"Teacher: `{public_model_name(config['teacher_name_or_path'])}` (KL weight {config.get('kl_weight')}, LM weight "
                      f"{config.get('lm_weight')}, temperature {config.get('temperature')}).")
-    keys = ("learning_rate", "lr_scheduler_type", "per_device_train_batch_size", "gradient_accumulation_steps", "max_seq_length", "seed")
+    keys = ("learning_rate", "lr_scheduler_type", "per_device_train_batch_size", "gradient_accumulation_steps", "max_length",
+            "max_seq_length", "seed")
     settings = ", ".join(f"{key} {config[key]}" for key in keys if key in config)
     if settings:
         lines.append(f"Recipe: {settings} (full settings in `training_config.json`).")

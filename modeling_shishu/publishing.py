@@ -16,7 +16,9 @@ Validation, all before anything is sent:
    code, loads the folder with `trust_remote_code=True` and runs a forward pass.
 
 Then `HfApi().upload_folder` sends exactly the listed files. `--dry-run` does everything but the upload
-and prints the files and their sizes.
+and prints the files and their sizes. The training stages push their `final/` folder through the same
+`push_folder` at the end of a run (`push_to_hub`, `hub_model_id`); a folder without a card yet is checked
+for everything but the card (1, 4 and 5).
 """
 
 import argparse
@@ -29,6 +31,7 @@ import textwrap
 from pathlib import Path
 
 from .evaluation import read_results
+from .public_records import unpublished_paths
 from .model_card import CARD_FILE, EVAL_RESULTS_DIR, RESULTS_COPY, check_card
 
 
@@ -128,14 +131,30 @@ def check_load_in_fresh_process(folder: Path, timeout: float = LOAD_TIMEOUT_SECO
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def check_repo_id(repo_id: str, flag: str = "--repo-id") -> None:
+    """A Hub model repository id, ORG/NAME; otherwise a `ValueError` saying what is wrong."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise ValueError(f"{flag} {repo_id!r} is not a valid repository id: {error}") from None
+    if "/" not in repo_id:
+        raise ValueError(f"{flag} must be ORG/NAME (or USER/NAME), got {repo_id!r}")
+
+
 def validate_folder(
     folder: str | os.PathLike,
     repo_id: str | None = None,
     load_timeout: float = LOAD_TIMEOUT_SECONDS,
     allow_stale_remote_code: bool = False,
+    require_card: bool = True,
 ) -> dict:
     """Run every check `shishu push` runs before an upload. Raises `ValueError` naming the first problem
-    class found (all card/results mismatches are listed); returns the fresh-process load report."""
+    class found (all card/results mismatches are listed); returns the fresh-process load report.
+
+    With `require_card=False` (a training run's `final/`), a folder holding neither card nor results is
+    checked for everything else; one holding either is checked in full."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"no such checkpoint folder: {folder}")
@@ -147,6 +166,34 @@ def validate_folder(
         raise ValueError(f"refusing to publish pickle files (safetensors only): {', '.join(pickles)}")
     if not any(name.endswith(".safetensors") for name in files):
         raise ValueError(f"{folder} holds no *.safetensors weights")
+    carded = require_card or any((folder / name).is_file() for name in (CARD_FILE, RESULTS_COPY))
+    if carded:
+        _check_card_and_results(folder, repo_id)  # includes: no local paths in the records
+    else:
+        unpublished = unpublished_paths(folder)
+        if unpublished:
+            name, paths = next(iter(unpublished.items()))
+            raise ValueError(f"{folder / name} names local paths ({paths[0]}): publish_records() rewrites them")
+    stale = stale_remote_code(folder)
+    if stale and not allow_stale_remote_code:
+        raise ValueError(
+            f"{', '.join(stale)} in {folder} differ from the remote code this version of shishulm writes: re-save "
+            f"the checkpoint with it (`ShishuForCausalLM.from_pretrained(DIR).save_pretrained(DIR)`) or pass "
+            f"--allow-stale-remote-code"
+        )
+    report = check_load_in_fresh_process(folder, timeout=load_timeout)
+    if carded:
+        results = read_results(folder / RESULTS_COPY)
+        model = next(m for m in results["models"] if m["label"] == results["card"]["model"])
+        if model.get("num_parameters") and model["num_parameters"] != report["num_parameters"]:
+            raise ValueError(
+                f"the folder loads a model with {report['num_parameters']:,} parameters; the evaluated model "
+                f"{model['label']!r} had {model['num_parameters']:,}"
+            )
+    return report
+
+
+def _check_card_and_results(folder: Path, repo_id: str | None) -> None:
     for required in (CARD_FILE, RESULTS_COPY):
         if not (folder / required).is_file():
             raise ValueError(f"{folder} has no {required}: run `shishu card {folder} --results RESULTS_JSON --repo-id ORG/NAME` first")
@@ -160,21 +207,6 @@ def validate_folder(
         )
     if problems:
         raise ValueError("card and results disagree: " + "; ".join(problems))
-    stale = stale_remote_code(folder)
-    if stale and not allow_stale_remote_code:
-        raise ValueError(
-            f"{', '.join(stale)} in {folder} differ from the remote code this version of shishulm writes: re-save "
-            f"the checkpoint with it (`ShishuForCausalLM.from_pretrained(DIR).save_pretrained(DIR)`) or pass "
-            f"--allow-stale-remote-code"
-        )
-    report = check_load_in_fresh_process(folder, timeout=load_timeout)
-    model = next(m for m in results["models"] if m["label"] == results["card"]["model"])
-    if model.get("num_parameters") and model["num_parameters"] != report["num_parameters"]:
-        raise ValueError(
-            f"the folder loads a model with {report['num_parameters']:,} parameters; the evaluated model "
-            f"{model['label']!r} had {model['num_parameters']:,}"
-        )
-    return report
 
 
 def _human(size: int) -> str:
@@ -199,55 +231,94 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--commit-message", default=None, help="commit message (default: 'Upload <name> with its evaluation')")
 
 
-def upload_folder_arguments(folder: Path, files: list[tuple[str, int]], args: argparse.Namespace) -> dict:
+def upload_folder_arguments(folder: Path, files: list[tuple[str, int]], repo_id: str, revision: str | None = None,
+                            commit_message: str | None = None) -> dict:
     """`HfApi.upload_folder` keyword arguments: exactly the listed files, and the repository's benchmark scores
     replaced as a whole (huggingface_hub never deletes a file that the same commit uploads)."""
+    carded = (folder / CARD_FILE).is_file()
     return {
-        "repo_id": args.repo_id,
+        "repo_id": repo_id,
         "folder_path": str(folder),
         "allow_patterns": [name for name, _ in files],
         # scores an earlier push filed that this evaluation no longer files under a benchmark must not linger
         "delete_patterns": [f"{EVAL_RESULTS_DIR}/*.yaml"],
-        "revision": args.revision,
-        "commit_message": args.commit_message or f"Upload {folder.resolve().name} with its evaluation",
+        "revision": revision,
+        "commit_message": commit_message or f"Upload {folder.resolve().name}" + (" with its evaluation" if carded else ""),
     }
 
 
-def run(args: argparse.Namespace) -> int:
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
+class UploadError(RuntimeError):
+    """The upload itself failed (no network, no token, no permission, ...) after every check passed."""
 
-    try:
-        validate_repo_id(args.repo_id)
-    except HFValidationError as error:
-        raise ValueError(f"--repo-id {args.repo_id!r} is not a valid repository id: {error}") from None
-    if "/" not in args.repo_id:
-        raise ValueError(f"--repo-id must be ORG/NAME (or USER/NAME), got {args.repo_id!r}")
-    folder = Path(args.folder)
-    report = validate_folder(folder, repo_id=args.repo_id, allow_stale_remote_code=args.allow_stale_remote_code)
-    print(
+
+def push_folder(
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    dry_run: bool = False,
+    allow_stale_remote_code: bool = False,
+    require_card: bool = True,
+    log=print,
+) -> str | None:
+    """Validate `folder` (`validate_folder`), list the files and upload exactly those to `repo_id`.
+
+    Returns the commit URL, or None on a dry run. Bad input raises `ValueError` / `FileNotFoundError` before
+    anything is sent; a failed upload raises `UploadError`."""
+    check_repo_id(repo_id)
+    folder = Path(folder)
+    report = validate_folder(
+        folder, repo_id=repo_id, allow_stale_remote_code=allow_stale_remote_code, require_card=require_card
+    )
+    carded = (folder / CARD_FILE).is_file()
+    log(
         f"validated {folder}: loads in a fresh process as {report['class']} ({report['model_type']}, "
-        f"{report['num_parameters']:,} parameters), card and .eval_results match {RESULTS_COPY}"
+        f"{report['num_parameters']:,} parameters), "
+        + (f"card and .eval_results match {RESULTS_COPY}" if carded else "no model card yet (`shishu eval` + `shishu card` write one)")
     )
     files = list_upload_files(folder)
     width = max(len(name) for name, _ in files)
     for name, size in files:
-        print(f"  {name:<{width}}  {_human(size):>9}")
-    print(f"  {len(files)} files, {_human(sum(size for _, size in files))} -> https://huggingface.co/{args.repo_id}" + (" (private)" if args.private else ""))
-    if args.dry_run:
-        print("dry run: nothing uploaded")
-        return 0
+        log(f"  {name:<{width}}  {_human(size):>9}")
+    log(f"  {len(files)} files, {_human(sum(size for _, size in files))} -> https://huggingface.co/{repo_id}" + (" (private)" if private else ""))
+    if dry_run:
+        log("dry run: nothing uploaded")
+        return None
 
     from huggingface_hub import HfApi
 
     api = HfApi()
     try:
-        api.create_repo(args.repo_id, private=args.private, exist_ok=True, repo_type="model")
-        commit = api.upload_folder(**upload_folder_arguments(folder, files, args))
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        commit = api.upload_folder(**upload_folder_arguments(folder, files, repo_id, revision, commit_message))
     except Exception as error:  # no network, no token, no permission, ...: one clear line
-        print(f"shishu push: error: upload to {args.repo_id} failed: {type(error).__name__}: {error}", file=sys.stderr)
+        raise UploadError(f"upload to {repo_id} failed: {type(error).__name__}: {error}") from error
+    url = str(getattr(commit, "commit_url", commit))
+    log(f"uploaded: {url}")
+    return url
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        push_folder(
+            args.folder, args.repo_id, private=args.private, revision=args.revision, commit_message=args.commit_message,
+            dry_run=args.dry_run, allow_stale_remote_code=args.allow_stale_remote_code,
+        )  # fmt: skip
+    except UploadError as error:
+        print(f"shishu push: error: {error}", file=sys.stderr)
         return 1
-    print(f"uploaded: {getattr(commit, 'commit_url', commit)}")
     return 0
 
 
-__all__ = ["check_load_in_fresh_process", "list_upload_files", "stale_remote_code", "upload_folder_arguments", "validate_folder"]
+__all__ = [
+    "UploadError",
+    "check_load_in_fresh_process",
+    "check_repo_id",
+    "list_upload_files",
+    "push_folder",
+    "stale_remote_code",
+    "upload_folder_arguments",
+    "validate_folder",
+]

@@ -52,7 +52,7 @@ def _write_arm(folder: Path, name: str, parent: Path, **layout) -> str:
         "share": "none",
         "extra_mlp_layers": 0,
         "dataset_name": "shakespeare",
-        "max_seq_length": 32,
+        "max_length": 32,
         "max_train_samples": 64,
         "max_eval_samples": 4,
         "seed": 7,

@@ -111,8 +111,13 @@ def test_cli_writes_table_json_and_png(tmp_path, capsys):
     code = shishu_main(["analyze", "--model", str(parent_dir), "--data", str(text_file), "--k", "2", "--out", str(out),
                         "--context-length", "16", "--fit-tokens", "512", "--eval-tokens", "128", "--ablation-tokens", "64"])  # fmt: skip
     assert code == 0
-    table = capsys.readouterr().out
+    captured = capsys.readouterr()
+    table = captured.out
     assert "held-out R2" in table and "k=2: recommend layers" in table
+    # A progress bar on stderr (one step per forward pass) that ends full.
+    bars = [line for line in captured.err.replace("\r", "\n").splitlines() if line.startswith("analyzing layers:")]
+    done, total = bars[-1].split("|")[2].split()[0].split("/")
+    assert bars[-1].startswith("analyzing layers: 100%") and done == total and int(total) > 6, bars[-1]
     data = json.loads((out / "layer_analysis.json").read_text())
     assert len(data["rows"]) == 6 and "2" in data["recommendations"]
     assert (out / "layer_analysis.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

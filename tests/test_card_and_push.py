@@ -5,7 +5,6 @@ evaluated with the real lm-eval on three offline tasks, and the converted folder
 with --dry-run. The upload itself (`HfApi.upload_folder`) is the one step that cannot run here.
 """
 
-import argparse
 import fnmatch
 import json
 import shutil
@@ -153,8 +152,7 @@ def test_eval_results_files_only_for_full_benchmark_runs(carded, evaluated, tmp_
     # A later --limit evaluation removes the files, and a push deletes them on the Hub too.
     model_card.write_card(carded, evaluated[1], repo_id=REPO_ID, license="apache-2.0")
     assert not list((carded / ".eval_results").glob("*.yaml")) and model_card.check_card(carded) == []
-    args = argparse.Namespace(repo_id=REPO_ID, revision=None, commit_message=None)
-    upload = publishing.upload_folder_arguments(carded, publishing.list_upload_files(carded), args)
+    upload = publishing.upload_folder_arguments(carded, publishing.list_upload_files(carded), REPO_ID)
     assert any(fnmatch.fnmatch(".eval_results/offline_bigbench_social_iqa.yaml", p) for p in upload["delete_patterns"])
     assert not any(name.startswith(".eval_results/") for name in upload["allow_patterns"])
 

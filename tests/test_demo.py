@@ -71,6 +71,18 @@ def test_demo_stages_are_the_documented_commands(tmp_path):
     assert "--layers-from" not in top[2].command
 
 
+def test_demo_heal_overrides_parse_with_the_current_field_names(tmp_path, caplog):
+    from modeling_shishu.training.arguments import DataArguments, DistillArguments, TrainArguments, parse_recipe_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    heal = build_stages(parser.parse_args(["--out", str(tmp_path)]), tmp_path / "parent")[3]
+    script = next(i for i, part in enumerate(heal.command) if part.endswith("distill.py"))
+    _, data_args, train_args = parse_recipe_args((DistillArguments, DataArguments, TrainArguments), heal.command[script + 1 :])
+    assert train_args.bf16 is True and 0 < train_args.warmup_steps < 1 and data_args.max_length > 0
+    assert not [r for r in caplog.records if "deprecated" in r.getMessage()]
+
+
 def test_demo_scores_enough_documents_per_bigbench_task(tmp_path):
     """The demo's evaluation command, parsed by `shishu eval`'s own parser, scores >= 200 documents of every
     BIG-bench task (all of a task's documents when it has fewer), so that one standard error is <= 0.035."""

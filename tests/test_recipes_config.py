@@ -23,7 +23,7 @@ from modeling_shishu.training.arguments import (
 from modeling_shishu.training.checkpointing import RunDirectory, load_optimizer_state, save_optimizer_state
 from modeling_shishu.training.data import PackedBlocks, ShuffledBatches, StreamingBatches, eval_batches
 from modeling_shishu.training.metrics import applied_parameters, flops_per_token, plot_loss_curve, read_metrics
-from modeling_shishu.training.trainer import learning_rate_multiplier
+from modeling_shishu.training.trainer import learning_rate_multiplier, resolve_mixed_precision
 
 from conftest import tiny_config_kwargs
 
@@ -82,8 +82,77 @@ def test_bad_values_are_named(tmp_path):
     assert parse_overrides("hidden_size=64,tie_word_embeddings=false") == {"hidden_size": 64, "tie_word_embeddings": False}
 
 
+def test_fields_have_the_training_arguments_names_and_old_names_still_parse(tmp_path, caplog):
+    old = write_yaml(
+        tmp_path / "old.yaml",
+        "config_name: smollm2-135m\noutput_dir: out\nmixed_precision: bf16\nwarmup_ratio: 0.05\nmax_seq_length: 64\n"
+        "dataset_config_name: sample-10BT\ntrain_split: train[:90%]\neval_split: train[90%:]\nresume: true\n",
+    )
+    _, data_args, train_args = parse_recipe_args(PRETRAIN_TYPES, ["--config", str(old)])
+    assert (train_args.bf16, train_args.fp16, train_args.warmup_steps) == (True, False, 0.05)
+    assert (data_args.max_length, data_args.dataset_config) == (64, "sample-10BT")
+    assert (data_args.dataset_train_split, data_args.dataset_test_split) == ("train[:90%]", "train[90%:]")
+    assert train_args.resume_from_checkpoint is None  # continuing the last checkpoint is what a run does anyway
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 7 and all("\n" not in w and "is deprecated" in w for w in warnings)
+    assert f"{old}: max_seq_length is deprecated and will be removed in the next release: use max_length" in warnings
+
+    # The same on the command line, a bare boolean flag included.
+    caplog.clear()
+    new = write_yaml(tmp_path / "new.yaml", "config_name: smollm2-135m\noutput_dir: out\n")
+    argv = ["--config", str(new), "--mixed_precision", "fp16", "--warmup_ratio=0.1", "--eval_split", "", "--resume"]
+    _, data_args, train_args = parse_recipe_args(PRETRAIN_TYPES, argv)
+    assert (train_args.bf16, train_args.fp16, train_args.warmup_steps, data_args.dataset_test_split) == (None, True, 0.1, None)
+    assert len([r for r in caplog.records if "deprecated" in r.getMessage()]) == 4
+    _, _, train_args = parse_recipe_args(PRETRAIN_TYPES, ["--config", str(new), "--mixed_precision", "no"])
+    assert (train_args.bf16, train_args.fp16) == (False, False)
+    assert parse_recipe_args(PRETRAIN_TYPES, ["--config", str(new), "--bf16"])[2].bf16 is True  # a bare flag, as for the Trainer
+
+    with pytest.raises(ValueError, match="max_length and its old name max_seq_length are both set; keep max_length"):
+        parse_recipe_args(PRETRAIN_TYPES, ["--config", str(write_yaml(tmp_path / "both.yaml", new.read_text()
+                                                                      + "max_seq_length: 64\nmax_length: 64\n"))])  # fmt: skip
+    with pytest.raises(ValueError, match="--bf16 and its old name --mixed_precision are both given"):
+        parse_recipe_args(PRETRAIN_TYPES, ["--config", str(new), "--bf16", "true", "--mixed_precision", "bf16"])
+    with pytest.raises(ValueError, match="mixed_precision must be auto, no, bf16 or fp16, got 'fp8'"):
+        parse_recipe_args(PRETRAIN_TYPES, ["--config", str(new), "--mixed_precision", "fp8"])
+    with pytest.raises(ValueError, match="set at most one of bf16 and fp16"):
+        parse_recipe_args(PRETRAIN_TYPES, ["--config", str(new), "--bf16", "true", "--fp16", "true"])
+
+
+def test_sft_takes_the_trl_names_and_the_old_ones(tmp_path, caplog):
+    from modeling_shishu.training.sft import parse_args
+
+    old = write_yaml(
+        tmp_path / "old.yaml",
+        "model_name_or_path: m\noutput_dir: out\ndataset_config_name: all\nmax_seq_length: 256\nwarmup_ratio: 0.1\n"
+        "resume: true\nreport_to: none\n",
+    )
+    script_args, training_args, _ = parse_args(["--config", str(old)])
+    assert (script_args.dataset_config, training_args.max_length, training_args.warmup_steps) == ("all", 256, 0.1)
+    assert len([r for r in caplog.records if "deprecated" in r.getMessage()]) == 4
+
+
+def test_warmup_steps_counts_steps_or_a_fraction_of_them():
+    # TrainingArguments.get_warmup_steps: whole steps from 1 up, the ceiling of a fraction below 1.
+    assert TrainArguments(output_dir="x", warmup_steps=10).num_warmup_steps(100) == 10
+    assert TrainArguments(output_dir="x", warmup_steps=0.05).num_warmup_steps(30) == 2
+    assert TrainArguments(output_dir="x").num_warmup_steps(30) == 0
+    with pytest.raises(ValueError, match="warmup_steps must be >= 0"):
+        TrainArguments(output_dir="x", warmup_steps=-1)
+
+
+def test_bf16_unset_is_auto_and_false_leaves_it_to_the_launch(monkeypatch):
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    expected_auto = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    assert resolve_mixed_precision(None) == expected_auto
+    assert (resolve_mixed_precision(True), resolve_mixed_precision(False), resolve_mixed_precision(None, True)) == ("bf16", "no", "fp16")
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    assert resolve_mixed_precision(None) is None and resolve_mixed_precision(False) is None  # accelerate's setting
+    assert resolve_mixed_precision(True) == "bf16"
+
+
 @pytest.mark.parametrize("recipe", sorted(p.relative_to(RECIPES) for p in RECIPES.glob("*/*/config*.yaml")))
-def test_every_recipe_file_parses(recipe):
+def test_every_recipe_file_parses(recipe, caplog):
     stage = recipe.parts[1]
     argv = ["--config", str(RECIPES / recipe)]
     if stage == "pretrain":
@@ -95,6 +164,7 @@ def test_every_recipe_file_parses(recipe):
 
         parsed = parse_args(argv)
     assert any(getattr(p, "output_dir", None) for p in parsed)
+    assert not [r.getMessage() for r in caplog.records if "deprecated" in r.getMessage()]  # recipes use the new names
     assert (RECIPES / recipe.parts[0] / "README.md").is_file(), f"recipe variant {recipe.parts[0]} has no README"
 
 
@@ -237,7 +307,7 @@ def test_packing_joins_documents_with_eos_and_drops_the_tail(tokenizer):
     assert len(limited) == 3 and limited.num_tokens < len(stream) * 50  # stopped reading early
     with pytest.raises(ValueError, match="is empty"):
         PackedBlocks.from_documents(_documents(["", ""]), tokenizer, "text", 4)
-    with pytest.raises(ValueError, match="too small: 2 tokens do not fill one block of max_seq_length=4"):
+    with pytest.raises(ValueError, match="too small: 2 tokens do not fill one block of max_length=4"):
         PackedBlocks.from_documents(_documents(["Hi"]), tokenizer, "text", 4)
 
 
@@ -302,21 +372,29 @@ def test_eval_batches_give_every_rank_the_same_count_and_weight_each_block_once(
 def test_run_directory_refuses_other_runs(tmp_path):
     out = tmp_path / "run"
     first = RunDirectory(out, "pretrain", {"learning_rate": 0.001, "seed": 1})
-    first.check(resume=False, overwrite=False)
+    first.check()
     first.claim(overwrite=False)
     assert json.loads((out / "run.json").read_text())["fingerprint"] == first.fingerprint
 
     same = RunDirectory(out, "pretrain", {"learning_rate": 0.001, "seed": 1})
-    with pytest.raises(FileExistsError, match="unfinished run of this recipe; pass --resume"):
-        same.check(resume=False, overwrite=False)
-    same.check(resume=True, overwrite=False)
+    same.check()  # the same run continues in its folder
+    assert same.checkpoint_to_resume() is None  # no checkpoint yet: from step 0
+    with pytest.raises(FileNotFoundError, match="holds no complete checkpoint"):
+        same.checkpoint_to_resume(True)
+    (out / "checkpoint-4").mkdir()
+    (out / "checkpoint-4" / "trainer_state.json").write_text(json.dumps({"stage": "pretrain", "fingerprint": same.fingerprint}))
+    assert same.checkpoint_to_resume() == same.checkpoint_to_resume(True) == out / "checkpoint-4"
+    with pytest.raises(ValueError, match="starts the run over: drop it, or resume_from_checkpoint"):
+        same.checkpoint_to_resume(out / "checkpoint-4", overwrite=True)
 
     other = RunDirectory(out, "pretrain", {"learning_rate": 0.0003, "seed": 1})
     with pytest.raises(FileExistsError, match=r"different run \(learning_rate: 0.001 there, 0.0003 now\)"):
-        other.check(resume=True, overwrite=False)
+        other.check()
+    with pytest.raises(FileExistsError, match="checkpoint-4 belongs to a different run"):
+        other.checkpoint_to_resume(out / "checkpoint-4")
     with pytest.raises(FileExistsError, match="a 'pretrain' run, this is 'distill'"):
-        RunDirectory(out, "distill", {}).check(resume=True, overwrite=False)
-    other.check(resume=False, overwrite=True)
+        RunDirectory(out, "distill", {}).check()
+    other.check(overwrite=True)
     other.claim(overwrite=True)
     assert json.loads((out / "run.json").read_text())["fingerprint"] == other.fingerprint
 
@@ -324,7 +402,7 @@ def test_run_directory_refuses_other_runs(tmp_path):
     stranger.mkdir()
     (stranger / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="holds no run.json"):
-        RunDirectory(stranger, "pretrain", {}).check(resume=True, overwrite=False)
+        RunDirectory(stranger, "pretrain", {}).check()
 
 
 def test_claim_on_all_ranks_waits_for_every_check_before_and_after_the_claim(tmp_path):

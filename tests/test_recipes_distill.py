@@ -40,7 +40,7 @@ def tiny_parent(tmp_path_factory):
 def distill(out, parent, *args) -> int:
     return distill_main([
         "--config", str(RECIPE), "--teacher_name_or_path", str(parent), "--output_dir", str(out),
-        "--max_seq_length", "64", "--per_device_train_batch_size", "2", "--max_train_samples", "64",
+        "--max_length", "64", "--per_device_train_batch_size", "2", "--max_train_samples", "64",
         "--max_eval_samples", "4", "--progress_bar", "false", *args,
     ])  # fmt: skip
 

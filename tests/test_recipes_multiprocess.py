@@ -69,7 +69,7 @@ def test_pretrain_ddp_two_processes_and_resume(tmp_path):
     out = tmp_path / "pretrain"
     args = [
         "--config", str(RECIPES / "shishu-tiny" / "pretrain" / "config.yaml"), "--output_dir", str(out),
-        "--max_seq_length", "64", "--per_device_train_batch_size", "2", "--max_train_samples", "64",
+        "--max_length", "64", "--per_device_train_batch_size", "2", "--max_train_samples", "64",
         "--max_eval_samples", "3", "--max_steps", "5", "--save_steps", "2", "--eval_steps", "5", "--logging_steps", "1",
         "--progress_bar", "false", "--gradient_checkpointing",
     ]  # fmt: skip
@@ -79,7 +79,7 @@ def test_pretrain_ddp_two_processes_and_resume(tmp_path):
     checkpoint = out / "checkpoint-2"
     assert (checkpoint / "rng_state_0.safetensors").is_file() and (checkpoint / "rng_state_1.safetensors").is_file()
 
-    accelerate_launch("pretrain", *args, "--resume")
+    accelerate_launch("pretrain", *args)
     resumed = {r["step"]: r["loss"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r}
     assert sorted(resumed) == [1, 2, 3, 4, 5]
     assert resumed[3] == pytest.approx(stopped[3], abs=1e-6)  # step 3 recomputed after the resume, same loss
@@ -101,7 +101,7 @@ def test_distill_ddp_two_processes(tmp_path, tokenizer):
     out = tmp_path / "distill"
     accelerate_launch(
         "distill", "--config", str(RECIPES / "shishu-tiny" / "distill" / "config.yaml"), "--output_dir", str(out),
-        "--teacher_name_or_path", str(parent), "--max_seq_length", "64", "--per_device_train_batch_size", "2",
+        "--teacher_name_or_path", str(parent), "--max_length", "64", "--per_device_train_batch_size", "2",
         "--max_train_samples", "32", "--max_eval_samples", "3", "--max_steps", "3", "--save_steps", "10",
         "--eval_steps", "3", "--logging_steps", "1", "--progress_bar", "false",
     )  # fmt: skip

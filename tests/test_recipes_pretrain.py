@@ -1,5 +1,5 @@
 """Pretraining recipe: loss falls, the final folder is Hub-ready, resume is exact (after a stop and after
-SIGKILL), and bad input fails with a clear message. A tiny ShishuLM (4 layers, d=64) with the real
+SIGKILL, on its own or from a given checkpoint), and bad input fails with a clear message. A tiny ShishuLM (4 layers, d=64) with the real
 SmolLM2 tokenizer on a slice of the offline Shakespeare corpus."""
 
 import json
@@ -28,7 +28,7 @@ from modeling_shishu.training.pretrain import main as pretrain_main
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "shishu-tiny" / "pretrain" / "config.yaml"
 TINY_MODEL = "hidden_size=64,intermediate_size=192,num_hidden_layers=4,num_attention_heads=4,num_key_value_heads=2"
-SMALL = ["--config", str(RECIPE), "--max_seq_length", "64", "--per_device_train_batch_size", "2",
+SMALL = ["--config", str(RECIPE), "--max_length", "64", "--per_device_train_batch_size", "2",
          "--max_train_samples", "64", "--max_eval_samples", "4", "--progress_bar", "false", "--logging_steps", "1"]  # fmt: skip
 # The run that resume tests compare against: 12 steps, checkpoints every 3.
 RESUME_RUN = [*SMALL, "--max_steps", "12", "--save_steps", "3", "--eval_steps", "6", "--warmup_steps", "2"]
@@ -108,16 +108,42 @@ def test_loss_falls_and_the_final_folder_is_hub_ready(tmp_path):
     assert summary["final_loss"] == losses[-1]
 
 
-def test_resume_after_a_stop_equals_the_uninterrupted_run(reference_run, tmp_path):
+def test_resume_after_a_stop_equals_the_uninterrupted_run(reference_run, tmp_path, caplog):
     out = tmp_path / "stopped"
     assert pretrain(out, *RESUME_RUN, "--stop_after_steps", "5") == 0
     assert not (out / "final").exists()
     assert [s for s, _ in RunDirectory(out, "pretrain", {}).checkpoints()] == [3]
     assert max(s for s, _, _ in train_losses(out)) == 5  # steps 4 and 5 were logged, then lost
-    assert pretrain(out, *RESUME_RUN, "--resume") == 0
+    # The same command again continues from the last checkpoint, as the handbook scripts do.
+    assert pretrain(out, *RESUME_RUN) == 0
     assert_same_run(reference_run, out)
-    # Resuming a finished run does nothing.
+    # Starting a finished run again does nothing; the old `--resume` flag still parses, with a warning.
+    summary = (out / "training_summary.json").read_bytes()
+    caplog.clear()
     assert pretrain(out, *RESUME_RUN, "--resume") == 0
+    assert (out / "training_summary.json").read_bytes() == summary
+    warnings = [r.getMessage() for r in caplog.records if "deprecated" in r.getMessage()]
+    assert warnings == ["resume is deprecated and will be removed in the next release: use resume_from_checkpoint "
+                        "(a run continues from its last checkpoint on its own)"]  # fmt: skip
+
+
+def test_resume_from_a_given_checkpoint_equals_the_uninterrupted_run(reference_run, tmp_path, capsys):
+    out = tmp_path / "stopped"
+    assert pretrain(out, *RESUME_RUN, "--stop_after_steps", "7") == 0
+    assert [s for s, _ in RunDirectory(out, "pretrain", {}).checkpoints()] == [3, 6]
+    # Not the last checkpoint: steps 4 to 7 are recomputed, and logged as the uninterrupted run logged them.
+    assert pretrain(out, *RESUME_RUN, "--resume_from_checkpoint", str(out / "checkpoint-3")) == 0
+    assert_same_run(reference_run, out)
+
+    # A checkpoint of another recipe, a folder that is no checkpoint, and `true` without a checkpoint are refused.
+    other = tmp_path / "other"
+    assert pretrain(other, *RESUME_RUN, "--learning_rate", "0.01", "--resume_from_checkpoint", str(out / "checkpoint-6")) == 2
+    assert "checkpoint-6 belongs to a different run" in capsys.readouterr().err
+    assert pretrain(other, *RESUME_RUN, "--resume_from_checkpoint", str(out / "final")) == 2
+    assert "final is not a complete checkpoint (no trainer_state.json)" in capsys.readouterr().err
+    assert pretrain(other, *RESUME_RUN, "--resume_from_checkpoint", "true") == 2
+    assert "other holds no complete checkpoint" in capsys.readouterr().err
+    assert not other.exists()
 
 
 def test_resume_after_sigkill_equals_the_uninterrupted_run(reference_run, tmp_path):
@@ -138,7 +164,7 @@ def test_resume_after_sigkill_equals_the_uninterrupted_run(reference_run, tmp_pa
         process.kill()
         process.wait()
     assert not (out / "final").exists()
-    assert pretrain(out, *RESUME_RUN, "--resume") == 0
+    assert pretrain(out, *RESUME_RUN) == 0
     assert_same_run(reference_run, out)
 
 
@@ -168,11 +194,11 @@ def test_bad_inputs_are_reported_in_one_line(tmp_path, capsys):
     cases = {
         "unknown key": (["--config", str(recipe)], "unknown key(s) in"),
         "empty dataset": (["--train_files", str(empty)], "is empty"),
-        "too-small dataset": (["--train_files", str(short)], "too small: 8 tokens do not fill one block of max_seq_length=64"),
+        "too-small dataset": (["--train_files", str(short)], "too small: 8 tokens do not fill one block of max_length=64"),
         "fewer blocks than a batch": (["--max_train_samples", "1"], "training data is too small: 1 blocks"),
         "sequence above the maximum": (
             ["--config_overrides", TINY_MODEL + ",max_position_embeddings=32"],
-            "max_seq_length=64 is above the model's max_position_embeddings=32",
+            "max_length=64 is above the model's max_position_embeddings=32",
         ),
         "tokenizer larger than the vocabulary": (
             ["--config_overrides", TINY_MODEL + ",vocab_size=1000"],
@@ -209,7 +235,7 @@ def test_local_text_files_streamed_and_resumed(tmp_path):
             "--streaming", "--max_steps", "4", "--save_steps", "2", "--eval_steps", "4"]  # fmt: skip
     assert pretrain(out, *args, "--stop_after_steps", "3") == 0
     stopped = dict((s, loss) for s, loss, _ in train_losses(out))
-    assert pretrain(out, *args, "--resume") == 0
+    assert pretrain(out, *args) == 0
     resumed = dict((s, loss) for s, loss, _ in train_losses(out))
     assert sorted(resumed) == [1, 2, 3, 4]
     assert resumed[3] == pytest.approx(stopped[3], abs=1e-6)
@@ -219,7 +245,7 @@ def test_local_text_files_streamed_and_resumed(tmp_path):
 
 
 def test_torch_compile_trains_like_the_eager_run(tmp_path):
-    run = [*SMALL, "--max_steps", "3", "--save_steps", "100", "--eval_split", ""]  # no held-out graph to compile
+    run = [*SMALL, "--max_steps", "3", "--save_steps", "100", "--dataset_test_split", ""]  # no held-out graph to compile
     assert pretrain(tmp_path / "eager", *run) == 0
     assert pretrain(tmp_path / "compiled", *run, "--torch_compile", "true") == 0
     eager, compiled = train_losses(tmp_path / "eager"), train_losses(tmp_path / "compiled")
@@ -230,3 +256,58 @@ def test_torch_compile_trains_like_the_eager_run(tmp_path):
     # compiled in place: the saved model has the model's own parameter names
     weights = load_model_weights(tmp_path / "compiled" / "final")
     assert weights.keys() == load_model_weights(tmp_path / "eager" / "final").keys()
+
+
+def test_report_to_tensorboard_writes_readable_event_files(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    assert pretrain(out, *SMALL, "--max_steps", "4", "--save_steps", "4", "--eval_steps", "4",
+                    "--report_to", "tensorboard", "--run_name", "tiny-tb") == 0  # fmt: skip
+    events = EventAccumulator(str(out / "runs" / "tiny-tb"))
+    events.Reload()
+    logged = [(s, loss) for s, loss, _ in train_losses(out)]
+    assert [(e.step, e.value) for e in events.Scalars("train/loss")] == [(s, pytest.approx(v)) for s, v in logged]
+    assert [e.step for e in events.Scalars("eval/loss")] == [4]
+    assert {"train/lr", "train/grad_norm", "train/tokens_per_second"} <= set(events.Tags()["scalars"])
+
+
+def test_report_to_is_checked_before_training(tmp_path, capsys):
+    assert pretrain(tmp_path / "out", *SMALL, "--max_steps", "2", "--report_to", "tensorbord") == 2
+    assert "report_to: 'tensorbord' is not one of none, all, tensorboard, wandb, trackio" in capsys.readouterr().err
+    assert parse_recipe_args((ModelArguments, DataArguments, TrainArguments),
+                             [*SMALL, "--output_dir", "x", "--report_to", "none"])[2].report_to == []  # fmt: skip
+
+
+def test_push_to_hub_pushes_final_through_the_checks_of_shishu_push(tmp_path, capsys, monkeypatch):
+    import huggingface_hub
+
+    # Refused before anything is trained: no repository, or not a repository id.
+    assert pretrain(tmp_path / "a", *SMALL, "--max_steps", "2", "--push_to_hub", "true") == 2
+    assert "push_to_hub needs hub_model_id" in capsys.readouterr().err
+    assert pretrain(tmp_path / "b", *SMALL, "--max_steps", "2", "--push_to_hub", "true", "--hub_model_id", "no repo") == 2
+    assert "hub_model_id 'no repo' is not a valid repository id" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+    # There is no Hub here: everything up to the upload runs, the upload calls are recorded.
+    calls = []
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", lambda self, repo_id, **kw: calls.append(("create", repo_id, kw)))
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", lambda self, **kw: calls.append(("upload", kw)) or "https://hub/commit")
+    out = tmp_path / "run"
+    assert pretrain(out, *SMALL, "--max_steps", "2", "--save_steps", "100", "--push_to_hub", "true",
+                    "--hub_model_id", "shishu/tiny-test", "--hub_private_repo", "true") == 0  # fmt: skip
+    assert calls[0] == ("create", "shishu/tiny-test", {"private": True, "exist_ok": True, "repo_type": "model"})
+    upload = calls[1][1]
+    assert upload["repo_id"] == "shishu/tiny-test" and Path(upload["folder_path"]) == out / "final"
+    assert {"config.json", "model.safetensors", "modeling_shishu.py", "tokenizer.json"} <= set(upload["allow_patterns"])
+    for name in upload["allow_patterns"]:  # the published records name no folder of this machine
+        if name.endswith(".json"):
+            assert str(tmp_path) not in (out / "final" / name).read_text(), name
+    assert len(calls) == 2
+
+    # A finished run started again with push_to_hub pushes without training; a broken final/ is refused.
+    (out / "final" / "modeling_shishu.py").write_text("raise ImportError('stale')\n")
+    assert pretrain(out, *SMALL, "--max_steps", "2", "--save_steps", "100", "--push_to_hub", "true",
+                    "--hub_model_id", "shishu/tiny-test") == 2  # fmt: skip
+    assert "differ from the remote code this version of shishulm writes" in capsys.readouterr().err
+    assert len(calls) == 2

@@ -3,6 +3,7 @@ merges into a model reloading with remote code, exact resume, clear errors. A ti
 real SmolLM2 tokenizer (ChatML template)."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -95,7 +96,7 @@ def test_resume_after_a_stop_equals_the_uninterrupted_run(tiny_shishu, tmp_path)
     stopped = tmp_path / "stopped"
     assert sft(stopped, tiny_shishu, *args, "--stop_after_steps", "3") == 0
     assert not (stopped / "final").exists() and (stopped / "checkpoint-2").is_dir()
-    assert sft(stopped, tiny_shishu, *args, "--resume") == 0
+    assert sft(stopped, tiny_shishu, *args) == 0  # the same command continues from checkpoint-2
 
     def losses(run):
         return [(r["step"], r["loss"]) for r in read_metrics(run / "metrics.jsonl") if "loss" in r]
@@ -103,6 +104,11 @@ def test_resume_after_a_stop_equals_the_uninterrupted_run(tiny_shishu, tmp_path)
     reference, resumed = losses(tmp_path / "reference"), losses(stopped)
     assert [s for s, _ in resumed] == [1, 2, 3, 4]
     assert [v for _, v in resumed] == pytest.approx([v for _, v in reference], abs=1e-6)
+
+    # From a given checkpoint: the first one of the finished run, into a new folder.
+    again = tmp_path / "again"
+    assert sft(again, tiny_shishu, *args, "--resume_from_checkpoint", str(stopped / "checkpoint-2")) == 0
+    assert [v for _, v in losses(again)] == pytest.approx([v for _, v in reference][2:], abs=1e-6)
 
 
 def test_bad_inputs_are_reported_in_one_line(tiny_shishu, tmp_path, capsys):
@@ -116,9 +122,86 @@ def test_bad_inputs_are_reported_in_one_line(tiny_shishu, tmp_path, capsys):
         "too small": (["--max_train_samples", "1", "--num_eval_samples", "0"], "training data is too small: 1 conversations"),
         "length above the maximum": (["--max_length", "1024"], "max_length=1024 is above the model's max_position_embeddings=512"),
         "unknown key": (["--lora_rank", "8"], "unknown command-line arguments: --lora_rank 8"),
+        "push without a repository": (["--push_to_hub", "true"], "push_to_hub needs hub_model_id"),
     }
     for name, (args, message) in cases.items():
         assert sft(tmp_path / name.replace(" ", "-"), tiny_shishu, "--max_steps", "1", *args) == 2, name
         err = capsys.readouterr().err
         errors = [line for line in err.splitlines() if line.startswith("sft: error: ")]
         assert len(errors) == 1 and message in errors[0], f"{name}: {err}"
+
+
+def test_tensorboard_and_push_to_hub_as_in_a_handbook_recipe(tiny_shishu, tmp_path, monkeypatch):
+    import huggingface_hub
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    calls = []
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", lambda self, repo_id, **kw: calls.append(("create", repo_id)))
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", lambda self, **kw: calls.append(("upload", kw)) or "url")
+    out = tmp_path / "run"
+    assert sft(out, tiny_shishu, "--max_steps", "2", "--save_steps", "100", "--eval_strategy", "no", "--num_eval_samples", "0",
+               "--use_peft", "false", "--report_to", "tensorboard", "--run_name", "tiny-sft", "--push_to_hub", "true",
+               "--hub_model_id", "shishu/tiny-sft-test") == 0  # fmt: skip
+    (logdir,) = (out / "runs").iterdir()  # the Trainer's own TensorBoard callback
+    events = EventAccumulator(str(logdir))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2]
+    # The Trainer pushed nothing itself; final/ went once through the checks of `shishu push`.
+    assert [call[0] for call in calls] == ["create", "upload"]
+    assert calls[1][1]["repo_id"] == "shishu/tiny-sft-test" and Path(calls[1][1]["folder_path"]) == out / "final"
+
+
+def test_assistant_only_loss_trains_the_replies_and_their_end_of_turn():
+    from modeling_shishu.training.runner import load_tokenizer
+    from modeling_shishu.training.sft import CHATML_TEMPLATE, with_generation_markers
+
+    tokenizer = load_tokenizer("smollm2-135m")
+    parent_template = tokenizer.chat_template
+    messages = [{"role": "user", "content": "Who wrote Hamlet?"}, {"role": "assistant", "content": "Shakespeare."},
+                {"role": "user", "content": "When?"}, {"role": "assistant", "content": "About 1600."}]  # fmt: skip
+    expected = tokenizer.apply_chat_template(messages, tokenize=False)
+    for template in (parent_template, CHATML_TEMPLATE):
+        tokenizer.chat_template = with_generation_markers(template)
+        assert with_generation_markers(tokenizer.chat_template) == tokenizer.chat_template
+        if template is parent_template:
+            assert tokenizer.apply_chat_template(messages, tokenize=False) == expected  # the markers render as nothing
+        encoded = tokenizer.apply_chat_template(messages, return_dict=True, return_assistant_tokens_mask=True)
+        trained = [token for token, mask in zip(encoded["input_ids"], encoded["assistant_masks"]) if mask]
+        assert tokenizer.decode(trained) == "Shakespeare.<|im_end|>About 1600.<|im_end|>"
+    with pytest.raises(ValueError, match="set chat_template_path"):
+        with_generation_markers("{% for m in messages %}{{ m['content'] }}{% endfor %}")
+
+
+def test_chatml_fallback_sets_the_end_of_turn_as_eos(tiny_shishu, tmp_path, monkeypatch):
+    from transformers import AutoTokenizer, GenerationConfig
+
+    from modeling_shishu.training import sft as sft_module
+
+    trainers = []
+    trainer_class = sft_module._atomic_sft_trainer_class()
+    def recording_trainer(**kwargs):
+        trainers.append(trainer_class(**kwargs))
+        return trainers[-1]
+
+    monkeypatch.setattr(sft_module, "_atomic_sft_trainer_class", lambda: recording_trainer)
+
+    base = tmp_path / "no-template"
+    shutil.copytree(tiny_shishu, base)
+    (base / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((base / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    config["eos_token"] = "<|endoftext|>"  # a base model's tokenizer
+    (base / "tokenizer_config.json").write_text(json.dumps(config))
+    assert AutoTokenizer.from_pretrained(base).chat_template is None
+    out = tmp_path / "run"
+    assert sft(out, base, "--max_steps", "1", "--save_steps", "100", "--eval_strategy", "no", "--num_eval_samples", "0",
+               "--use_peft", "false") == 0  # fmt: skip
+    tokenizer = AutoTokenizer.from_pretrained(out / "final")
+    assert tokenizer.eos_token == "<|im_end|>" and "{% generation %}" in tokenizer.chat_template
+    assert GenerationConfig.from_pretrained(out / "final").eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>")
+    # The recipe's assistant_only_loss: the loss sees the reply (cut at max_length here), not the user's turn.
+    row = trainers[0].train_dataset[0]
+    text = tokenizer.decode(row["input_ids"])
+    trained = tokenizer.decode([t for t, label in zip(row["input_ids"], row["labels"]) if label != -100])
+    assert text.startswith("<|im_start|>user\n") and "<|im_start|>assistant\n" + trained in text
+    assert trained and "<|im_start|>" not in trained

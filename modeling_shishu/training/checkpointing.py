@@ -80,11 +80,11 @@ class RunDirectory:
     def is_finished(self) -> bool:
         return (self.final_dir / "config.json").is_file() and (self.path / SUMMARY_FILE).is_file()
 
-    def check(self, resume: bool, overwrite: bool) -> None:
+    def check(self, overwrite: bool = False) -> None:
         """Refuse an `output_dir` that may not hold this run (read-only; every rank may call it).
 
-        Raises `FileExistsError` when the folder holds a different run, or this run while neither
-        `resume` nor `overwrite` is set, or files that are not a run at all.
+        Raises `FileExistsError` when the folder holds a different run, or files that are not a run at all.
+        A folder holding this run is accepted: the run continues there (`checkpoint_to_resume`).
         """
         if overwrite:
             return
@@ -101,12 +101,37 @@ class RunDirectory:
                 f"output_dir {self.path} already holds a different run ({self._describe_difference(existing)}); "
                 f"choose another output_dir, or pass --overwrite_output_dir to replace it"
             )
-        if not resume:
-            state = "a finished" if self.is_finished() else "an unfinished"
-            raise FileExistsError(
-                f"output_dir {self.path} already holds {state} run of this recipe; pass --resume to continue it "
-                f"or --overwrite_output_dir to start over"
+
+    def checkpoint_to_resume(self, requested: str | os.PathLike | bool | None = None, overwrite: bool = False):
+        """The checkpoint a start continues from, checked before anything is trained.
+
+        `requested` (`resume_from_checkpoint`) is a checkpoint folder, or True for the last complete checkpoint
+        in this folder, which must exist. Unset, the last complete checkpoint of this run here is taken, as the
+        alignment-handbook scripts do with `get_last_checkpoint`; None means starting from step 0.
+        """
+        if overwrite:
+            if requested is not None:
+                raise ValueError("overwrite_output_dir starts the run over: drop it, or resume_from_checkpoint")
+            return None
+        if requested is None:
+            return self.latest_checkpoint()
+        if requested is True:
+            latest = self.latest_checkpoint()
+            if latest is None:
+                raise FileNotFoundError(f"resume_from_checkpoint: {self.path} holds no complete checkpoint")
+            return latest
+        folder = Path(requested)
+        if not (folder / TRAINER_STATE_FILE).is_file():
+            raise FileNotFoundError(
+                f"resume_from_checkpoint {folder} is not a complete checkpoint (no {TRAINER_STATE_FILE})"
             )
+        state = json.loads((folder / TRAINER_STATE_FILE).read_text(encoding="utf-8"))
+        if "fingerprint" in state and (state["fingerprint"] != self.fingerprint or state.get("stage") != self.stage):
+            raise FileExistsError(
+                f"resume_from_checkpoint {folder} belongs to a different run (fingerprint {state['fingerprint']}, this "
+                f"recipe {self.fingerprint}); to start from its weights, load it as the model instead"
+            )
+        return folder
 
     def claim(self, overwrite: bool) -> None:
         """Main process, after `check`: clear a replaced run, write `run.json`, drop stale temporaries."""

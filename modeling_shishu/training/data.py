@@ -3,7 +3,7 @@ order that is a pure function of (seed, step), so that a resumed run sees exactl
 uninterrupted run would have seen.
 
 Documents are tokenized without special tokens and joined with the tokenizer's EOS token, then cut into
-blocks of `max_seq_length` tokens (the remainder is dropped). Two sources feed the training loop:
+blocks of `max_length` tokens (the remainder is dropped). Two sources feed the training loop:
 
 - `ShuffledBatches` over an in-memory `PackedBlocks` tensor (local files, the offline Shakespeare corpus,
   moderate Hub datasets): every epoch is a seeded permutation of the blocks, and the blocks of step `s`,
@@ -58,7 +58,7 @@ def load_documents(data_args, split: str, streaming: bool | None = None):
     rows and need no `datasets`.
     """
     streaming = data_args.streaming if streaming is None else streaming
-    files = data_args.train_files if split == data_args.train_split else data_args.eval_files
+    files = data_args.train_files if split == data_args.dataset_train_split else data_args.eval_files
     rows = None
     if not files and data_args.dataset_mixture:
         rows = mixture_rows(data_args, split)
@@ -89,7 +89,7 @@ def load_documents(data_args, split: str, streaming: bool | None = None):
     elif data_args.dataset_name:
         try:
             dataset = datasets.load_dataset(
-                data_args.dataset_name, data_args.dataset_config_name, split=split, streaming=streaming
+                data_args.dataset_name, data_args.dataset_config, split=split, streaming=streaming
             )
         except ValueError as error:  # datasets raises ValueError for an unknown split
             raise ValueError(f"dataset {data_args.dataset_name!r} has no split {split!r}: {error}") from error
@@ -190,7 +190,7 @@ class PackedBlocks:
             num_blocks = min(num_blocks, max_blocks)
         if num_blocks == 0:
             raise ValueError(
-                f"{name} is too small: {total} tokens do not fill one block of max_seq_length={block_size} tokens"
+                f"{name} is too small: {total} tokens do not fill one block of max_length={block_size} tokens"
             )
         flat = torch.cat(chunks)[: num_blocks * block_size]
         return cls(flat.view(num_blocks, block_size).contiguous(), total)
@@ -302,7 +302,7 @@ class StreamingBatches:
             if not produced:
                 raise ValueError(
                     f"the streaming corpus (this rank's shard) holds fewer than {self.block_size} tokens: "
-                    f"not one block of max_seq_length"
+                    f"not one block of max_length"
                 )
             self.epoch += 1
 
@@ -339,17 +339,15 @@ def eval_batches(data: PackedBlocks, batch_size: int, world_size: int, rank: int
         yield data.blocks[indices], weights
 
 
-def check_tokenizer_fits_model(
-    tokenizer, config, max_seq_length: int | None = None, length_field: str = "max_seq_length"
-) -> None:
+def check_tokenizer_fits_model(tokenizer, config, max_length: int | None = None) -> None:
     """Refuse a tokenizer whose ids do not fit the model's embedding, or blocks longer than its positions."""
     if len(tokenizer) > config.vocab_size:
         raise ValueError(
             f"the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {config.vocab_size}: "
             f"token ids would index past the embedding. Use the model's own tokenizer."
         )
-    if max_seq_length is not None and max_seq_length > config.max_position_embeddings:
+    if max_length is not None and max_length > config.max_position_embeddings:
         raise ValueError(
-            f"{length_field}={max_seq_length} is above the model's max_position_embeddings="
+            f"max_length={max_length} is above the model's max_position_embeddings="
             f"{config.max_position_embeddings}"
         )

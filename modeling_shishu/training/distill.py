@@ -17,7 +17,16 @@ import torch.nn.functional as F
 
 from .arguments import DataArguments, DistillArguments, TrainArguments, parse_recipe_args
 from .data import check_tokenizer_fits_model
-from .runner import build_training_data, claim_run_directory, load_tokenizer, open_run, report_bad_input, resolve_pretrained
+from .runner import (
+    build_training_data,
+    claim_run_directory,
+    hub_repo_id,
+    load_tokenizer,
+    open_run,
+    push_final_model,
+    report_bad_input,
+    resolve_pretrained,
+)
 from .trainer import CausalLMTrainer, shifted_token_losses
 
 
@@ -120,14 +129,14 @@ def main(argv: list[str] | None = None) -> int:
 def run(distill_args, data_args, train_args) -> int:
     from accelerate.utils import set_seed
 
-    accelerator, run_dir = open_run("distill", train_args, distill_args, data_args)
-    if run_dir is None:  # --resume of a finished run
-        return 0
+    accelerator, run_dir, checkpoint, finished = open_run("distill", train_args, distill_args, data_args)
+    if finished:
+        return push_final_model(accelerator, run_dir, hub_repo_id(train_args), bool(train_args.hub_private_repo))
 
     tokenizer = load_tokenizer(distill_args.tokenizer_name or distill_args.teacher_name_or_path)
     set_seed(train_args.seed)
     student, teacher = build_student_and_teacher(distill_args)
-    check_tokenizer_fits_model(tokenizer, student.config, data_args.max_seq_length)
+    check_tokenizer_fits_model(tokenizer, student.config, data_args.max_length)
     train_batches, eval_data, total_steps = build_training_data(data_args, train_args, tokenizer, accelerator)
     logger.info(
         "student: %s parameters (teacher %s), layer_types %s",
@@ -138,8 +147,11 @@ def run(distill_args, data_args, train_args) -> int:
         teacher=teacher, distill_args=distill_args,
         accelerator=accelerator, model=student, tokenizer=tokenizer, train_args=train_args,
         train_batches=train_batches, eval_data=eval_data, run_dir=run_dir,
-        block_size=data_args.max_seq_length, total_steps=total_steps,
+        block_size=data_args.max_length, total_steps=total_steps,
     )  # fmt: skip
-    trainer.train()
-    accelerator.end_training()
-    return 0
+    summary = trainer.train(checkpoint)
+    code = 0
+    if summary is not None:  # not stopped by stop_after_steps
+        code = push_final_model(accelerator, run_dir, hub_repo_id(train_args), bool(train_args.hub_private_repo))
+    accelerator.end_training()  # closes the trackers and the process group
+    return code

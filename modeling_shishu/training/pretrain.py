@@ -13,7 +13,16 @@ import torch
 
 from .arguments import DataArguments, ModelArguments, TrainArguments, parse_recipe_args
 from .data import check_tokenizer_fits_model
-from .runner import build_training_data, claim_run_directory, load_tokenizer, open_run, report_bad_input, resolve_pretrained
+from .runner import (
+    build_training_data,
+    claim_run_directory,
+    hub_repo_id,
+    load_tokenizer,
+    open_run,
+    push_final_model,
+    report_bad_input,
+    resolve_pretrained,
+)
 from .trainer import CausalLMTrainer
 
 
@@ -93,19 +102,19 @@ def main(argv: list[str] | None = None) -> int:
 def run(model_args, data_args, train_args) -> int:
     from accelerate.utils import set_seed
 
-    accelerator, run_dir = open_run("pretrain", train_args, model_args, data_args)
-    if run_dir is None:  # --resume of a finished run
-        return 0
+    accelerator, run_dir, checkpoint, finished = open_run("pretrain", train_args, model_args, data_args)
+    if finished:
+        return push_final_model(accelerator, run_dir, hub_repo_id(train_args), bool(train_args.hub_private_repo))
 
     tokenizer = load_tokenizer(model_args.tokenizer_name or model_args.config_name or model_args.model_name_or_path)
     config = None if model_args.model_name_or_path else build_config(model_args, tokenizer)
     if config is not None:
-        check_tokenizer_fits_model(tokenizer, config, data_args.max_seq_length)
+        check_tokenizer_fits_model(tokenizer, config, data_args.max_length)
     train_batches, eval_data, total_steps = build_training_data(data_args, train_args, tokenizer, accelerator)
 
     set_seed(train_args.seed)
     model = build_model(model_args, config)
-    check_tokenizer_fits_model(tokenizer, model.config, data_args.max_seq_length)
+    check_tokenizer_fits_model(tokenizer, model.config, data_args.max_length)
     logger.info(
         "ShishuLM: %s parameters, layer_types %s, share groups %s",
         f"{model.num_parameters():,}", _layout(model.config), model.config.mlp_share_groups,
@@ -114,11 +123,14 @@ def run(model_args, data_args, train_args) -> int:
     trainer = CausalLMTrainer(
         accelerator=accelerator, model=model, tokenizer=tokenizer, train_args=train_args,
         train_batches=train_batches, eval_data=eval_data, run_dir=run_dir,
-        block_size=data_args.max_seq_length, total_steps=total_steps,
+        block_size=data_args.max_length, total_steps=total_steps,
     )  # fmt: skip
-    trainer.train()
-    accelerator.end_training()
-    return 0
+    summary = trainer.train(checkpoint)
+    code = 0
+    if summary is not None:  # not stopped by stop_after_steps
+        code = push_final_model(accelerator, run_dir, hub_repo_id(train_args), bool(train_args.hub_private_repo))
+    accelerator.end_training()  # closes the trackers and the process group
+    return code
 
 
 def _layout(config) -> str:

@@ -39,18 +39,18 @@ def build_training_data(data_args, train_args, tokenizer, accelerator):
     if data_args.streaming:
         if train_args.max_steps < 1:
             raise ValueError("a streaming corpus has no known length: set max_steps")
-        documents = load_documents(data_args, data_args.train_split, streaming=True)
+        documents = load_documents(data_args, data_args.dataset_train_split, streaming=True)
         train_batches = StreamingBatches(
-            documents, tokenizer, data_args.text_column, data_args.max_seq_length,
+            documents, tokenizer, data_args.text_column, data_args.max_length,
             train_args.per_device_train_batch_size, train_args.gradient_accumulation_steps, world, rank,
             train_args.seed, data_args.shuffle_buffer_size,
         )  # fmt: skip
     else:
         with accelerator.main_process_first():  # a Hub download or dataset cache is built once
-            documents = load_documents(data_args, data_args.train_split)
+            documents = load_documents(data_args, data_args.dataset_train_split)
         blocks = PackedBlocks.from_documents(
-            documents, tokenizer, data_args.text_column, data_args.max_seq_length,
-            max_blocks=data_args.max_train_samples, name=f"training split {data_args.train_split!r} of {source}",
+            documents, tokenizer, data_args.text_column, data_args.max_length,
+            max_blocks=data_args.max_train_samples, name=f"training split {data_args.dataset_train_split!r} of {source}",
         )  # fmt: skip
         train_batches = ShuffledBatches(
             blocks, train_args.per_device_train_batch_size, train_args.gradient_accumulation_steps, world, rank,
@@ -59,12 +59,12 @@ def build_training_data(data_args, train_args, tokenizer, accelerator):
         logger.info("training data: %d blocks of %d tokens from %s", len(blocks), blocks.block_size, source)
 
     eval_data = None
-    eval_split = data_args.eval_split or ("validation" if data_args.eval_files else None)
+    eval_split = data_args.dataset_test_split or ("validation" if data_args.eval_files else None)
     if eval_split is not None and (data_args.eval_files or not data_args.train_files):
         with accelerator.main_process_first():
             documents = load_documents(data_args, eval_split)
         eval_data = PackedBlocks.from_documents(
-            documents, tokenizer, data_args.text_column, data_args.max_seq_length,
+            documents, tokenizer, data_args.text_column, data_args.max_length,
             max_blocks=data_args.max_eval_samples, name=f"held-out split {eval_split!r} of {source}",
         )  # fmt: skip
         logger.info("held-out data: %d blocks", len(eval_data))
@@ -77,19 +77,47 @@ def build_training_data(data_args, train_args, tokenizer, accelerator):
 
 
 def open_run(stage: str, train_args, *fingerprinted_args):
-    """The accelerator and the checked run folder of a pretrain / distill run, or (accelerator, None) when
-    `--resume` finds the run already finished."""
+    """The accelerator, the checked run folder, the checkpoint to continue from (None: step 0), and whether
+    output_dir already holds this run finished (then there is nothing to train) of a pretrain / distill run."""
     from .arguments import fingerprint_fields
     from .trainer import make_accelerator, setup_logging
 
     accelerator = make_accelerator(train_args)
     setup_logging(accelerator)
     run_dir = RunDirectory(train_args.output_dir, stage, fingerprint_fields(*fingerprinted_args, train_args))
-    run_dir.check(train_args.resume, train_args.overwrite_output_dir)
-    if train_args.resume and run_dir.is_finished():
-        logger.info("%s already holds the finished run: nothing to do", run_dir.path)
-        return accelerator, None
-    return accelerator, run_dir
+    run_dir.check(train_args.overwrite_output_dir)
+    checkpoint = run_dir.checkpoint_to_resume(train_args.resume_from_checkpoint, train_args.overwrite_output_dir)
+    if train_args.resume_from_checkpoint is None and not train_args.overwrite_output_dir and run_dir.is_finished():
+        logger.info("%s already holds the finished run: nothing to train", run_dir.path)
+        return accelerator, run_dir, None, True
+    if checkpoint is not None:
+        logger.info("continuing this run from %s", checkpoint)
+    return accelerator, run_dir, checkpoint, False
+
+
+def push_final_model(accelerator, run_dir: RunDirectory, repo_id: str | None, private: bool = False) -> int:
+    """`push_to_hub`: the main process pushes `final/` to `repo_id` (None: no push) through the checks of
+    `shishu push`. Returns the exit code: 1 when the upload itself failed (the run's outputs stay as they are)."""
+    from ..public_records import publish_records
+    from ..publishing import UploadError, push_folder
+
+    code = 0
+    if repo_id is not None and accelerator.is_main_process:
+        publish_records(run_dir.final_dir)  # the teacher and data by Hub id or name, not this machine's paths
+        try:
+            push_folder(
+                run_dir.final_dir, repo_id, private=private, require_card=False,
+                commit_message=f"Upload the {run_dir.stage} run {run_dir.path.name}", log=logger.info,
+            )  # fmt: skip
+        except UploadError as error:
+            logger.error("push_to_hub: %s; push %s later with `shishu push`", error, run_dir.final_dir)
+            code = 1
+    accelerator.wait_for_everyone()
+    return code
+
+
+def hub_repo_id(train_args) -> str | None:
+    return train_args.hub_model_id if train_args.push_to_hub else None
 
 
 def claim_run_directory(accelerator, run_dir: RunDirectory, train_args) -> None:

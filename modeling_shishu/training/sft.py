@@ -6,10 +6,14 @@
 Rows are conversations `{"messages": [{"role": ..., "content": ...}, ...]}`. The offline default is the
 ShareGPT package from the registry (RESEARCH ONLY: conversations shared from ChatGPT, no licence for
 redistribution or commercial use); on the Hub use any `messages` dataset. The tokenizer's chat template
-is used; a tokenizer without one gets ChatML (`<|im_start|>role ... <|im_end|>`).
+is used; a tokenizer without one gets ChatML (`<|im_start|>role ... <|im_end|>`), with `<|im_end|>` as its eos so
+the released model stops after its reply. With `assistant_only_loss` (TRL's field; the recipes set it) only the
+assistant's replies and their `<|im_end|>` are in the loss: a ChatML template gets the `{% generation %}`
+markers TRL reads (`with_generation_markers`), any other template comes from `chat_template_path`.
 
 Besides TRL's own outputs, the run folder follows the other stages: `run.json` (refuses a different
-run), atomic `checkpoint-<step>/` folders (Trainer checkpoints, resumable with `--resume`),
+run), atomic `checkpoint-<step>/` folders (Trainer checkpoints; a run continues from the last one on its own,
+or from `resume_from_checkpoint`),
 `metrics.jsonl`, `loss_curve.png`, and `final/` (Hub-ready; with LoRA, the adapter merged into the base
 model, while `adapter/` keeps the adapter alone).
 """
@@ -25,7 +29,8 @@ import torch
 from transformers import TrainerCallback
 
 from ..io_utils import atomic_directory, atomic_write_json
-from .arguments import RecipeParser, fingerprint_fields
+from ..publishing import check_repo_id
+from .arguments import RecipeParser, fingerprint_fields, normalize_resume_from_checkpoint
 from .checkpointing import (
     CHECKPOINT_PREFIX,
     FINAL_DIR,
@@ -38,7 +43,7 @@ from .checkpointing import (
 )
 from .data import check_tokenizer_fits_model
 from .metrics import MetricsLogger, detect_peak_flops, flops_per_token
-from .runner import load_tokenizer, report_bad_input, resolve_pretrained
+from .runner import load_tokenizer, push_final_model, report_bad_input, resolve_pretrained
 from .trainer import has_accelerator
 
 
@@ -46,9 +51,17 @@ logger = logging.getLogger(__name__)
 
 # PEFT target names of a Llama block; ShishuLM keeps them (MLP-only blocks have only the last three).
 LLAMA_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# One ChatML turn, written as SmolLM2-Instruct's template writes it, and the same turn with the assistant's
+# reply (up to and including <|im_end|>, so the model learns to stop) inside {% generation %} markers: what
+# TRL's `assistant_only_loss` reads to mask everything else out of the loss. The markers render as nothing.
+_CHATML_TURN = "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+_CHATML_TURN_MARKED = (
+    "{% if message['role'] == 'assistant' %}{{'<|im_start|>assistant\n'}}{% generation %}"
+    "{{message['content'] + '<|im_end|>'}}{% endgeneration %}{{'\n'}}{% else %}" + _CHATML_TURN + "{% endif %}"
+)
 CHATML_TEMPLATE = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    "{% for message in messages %}" + _CHATML_TURN_MARKED + "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 ADAPTER_DIR = "adapter"
 OFFLINE_CHAT_CORPORA = ("sharegpt",)
@@ -64,7 +77,7 @@ class SFTScriptArguments:
         metadata={"help": "'sharegpt' (offline default; research only), a Hub dataset id, or a loader name (json, "
                   "parquet) used with train_files."},  # fmt: skip
     )
-    dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration."})
+    dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset configuration."})
     train_files: list[str] | None = field(default=None, metadata={"help": "Local .json/.jsonl/.parquet files."})
     eval_files: list[str] | None = field(default=None, metadata={"help": "Local held-out files."})
     dataset_train_split: str = field(default="train", metadata={"help": "Training split."})
@@ -75,7 +88,6 @@ class SFTScriptArguments:
         default=0, metadata={"help": "sharegpt: conversations after the training ones held out for evaluation."}
     )
     tokenizer_name: str | None = field(default=None, metadata={"help": "Default: the model's tokenizer."})
-    resume: bool = field(default=False, metadata={"help": "Continue from the last complete checkpoint in output_dir."})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace a previous run in output_dir."})
     merge_adapter: bool = field(default=True, metadata={"help": "LoRA: write final/ as the merged full model."})
     stop_after_steps: int | None = field(
@@ -118,12 +130,12 @@ def load_conversations(script_args):
         evaluation = datasets.Dataset.from_dict({column: conversations[split:]}) if script_args.num_eval_samples else None
     else:
         train = datasets.load_dataset(
-            script_args.dataset_name, script_args.dataset_config_name, split=script_args.dataset_train_split
+            script_args.dataset_name, script_args.dataset_config, split=script_args.dataset_train_split
         )
         evaluation = None
         if script_args.dataset_test_split:
             evaluation = datasets.load_dataset(
-                script_args.dataset_name, script_args.dataset_config_name, split=script_args.dataset_test_split
+                script_args.dataset_name, script_args.dataset_config, split=script_args.dataset_test_split
             )
     if script_args.max_train_samples is not None and len(train) > script_args.max_train_samples:
         train = train.select(range(script_args.max_train_samples))
@@ -159,6 +171,21 @@ def _clean(dataset, column: str, name: str):
     if len(dataset) == 0:
         raise ValueError(f"{name} is empty: no conversation with an assistant turn in column {column!r}")
     return dataset
+
+
+def with_generation_markers(chat_template: str) -> str:
+    """`chat_template` with the assistant's replies inside `{% generation %}` markers (same rendering).
+
+    A template that has them is returned as it is; a ChatML template written as SmolLM2-Instruct's (a default
+    system prompt included) gets them; any other is refused, naming `chat_template_path`."""
+    if "{% generation %}" in chat_template or "{%- generation %}" in chat_template:
+        return chat_template
+    if chat_template.count(_CHATML_TURN) != 1:
+        raise ValueError(
+            "assistant_only_loss needs a chat template that marks the assistant's replies with {% generation %}: "
+            "set chat_template_path to one (TRL ships *_training.jinja templates), or assistant_only_loss: false"
+        )
+    return chat_template.replace(_CHATML_TURN, _CHATML_TURN_MARKED)
 
 
 # ------------------------------------------------------------------------------------------- trainer
@@ -287,12 +314,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(script_args, training_args, model_args) -> int:
+    from accelerate import PartialState
     from transformers import AutoConfig
     from trl import get_peft_config
 
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
     if not model_args.model_name_or_path:
         raise ValueError("model_name_or_path is required: the ShishuLM checkpoint to instruction-tune")
+    repo_id = training_args.hub_model_id if training_args.push_to_hub else None
+    if training_args.push_to_hub:
+        if not repo_id:
+            raise ValueError("push_to_hub needs hub_model_id: the Hub repository (ORG/NAME) final/ is pushed to")
+        check_repo_id(repo_id, flag="hub_model_id")
+    # The Trainer would push every checkpoint itself; final/ is pushed once, checked, at the end.
+    training_args.push_to_hub = False
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if training_args.world_size != launched:
         raise RuntimeError(
@@ -311,10 +346,12 @@ def run(script_args, training_args, model_args) -> int:
     }
     run_dir = RunDirectory(training_args.output_dir, "sft", fingerprint_fields(script_args, model_args, training_args))
     overwrite = script_args.overwrite_output_dir
-    run_dir.check(script_args.resume, overwrite)
-    if script_args.resume and run_dir.is_finished():
-        logger.info("%s already holds the finished run: nothing to do", run_dir.path)
-        return 0
+    run_dir.check(overwrite)
+    requested = normalize_resume_from_checkpoint(training_args.resume_from_checkpoint)
+    checkpoint = run_dir.checkpoint_to_resume(requested, overwrite)
+    if requested is None and not overwrite and run_dir.is_finished():
+        logger.info("%s already holds the finished run: nothing to train", run_dir.path)
+        return push_final_model(PartialState(), run_dir, repo_id, bool(training_args.hub_private_repo))
 
     tokenizer = load_tokenizer(script_args.tokenizer_name or model_path)
     if tokenizer.chat_template is None and training_args.chat_template_path is None:
@@ -325,8 +362,12 @@ def run(script_args, training_args, model_args) -> int:
                 f"the tokenizer has no chat template and lacks the ChatML tokens {missing}; set chat_template_path"
             )
         tokenizer.chat_template = CHATML_TEMPLATE
+        # A reply ends with <|im_end|>: the released generation config must stop there, not at a base eos.
+        tokenizer.eos_token = "<|im_end|>"
+    if training_args.assistant_only_loss and training_args.chat_template_path is None:
+        tokenizer.chat_template = with_generation_markers(tokenizer.chat_template)
     config = AutoConfig.from_pretrained(model_path, trust_remote_code=True)
-    check_tokenizer_fits_model(tokenizer, config, training_args.max_length, length_field="max_length")
+    check_tokenizer_fits_model(tokenizer, config, training_args.max_length)
     train_dataset, eval_dataset = load_conversations(script_args)
     needed = training_args.per_device_train_batch_size * training_args.world_size
     if len(train_dataset) < needed:
@@ -340,7 +381,6 @@ def run(script_args, training_args, model_args) -> int:
         training_args.eval_strategy = "no"
     world_size = training_args.world_size
     run_dir.claim_on_all_ranks(overwrite, training_args.process_index == 0, lambda: _barrier(world_size))
-    checkpoint = run_dir.latest_checkpoint() if script_args.resume else None
 
     trainer = _atomic_sft_trainer_class()(
         model=model_path,
@@ -383,7 +423,7 @@ def run(script_args, training_args, model_args) -> int:
         else:
             summary["final_eval"] = trainer.evaluate()
     save_sft_outputs(trainer, run_dir, tokenizer, model_path, model_args, script_args, summary)
-    return 0
+    return push_final_model(trainer.accelerator, run_dir, repo_id, bool(training_args.hub_private_repo))
 
 
 def _barrier(world_size: int) -> None:
@@ -447,4 +487,12 @@ def merge_adapter(base_path: str, adapter_dir: Path):
     return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
 
 
-__all__ = ["CHATML_TEMPLATE", "LLAMA_LORA_TARGETS", "SFTScriptArguments", "load_conversations", "main", "merge_adapter"]
+__all__ = [
+    "CHATML_TEMPLATE",
+    "LLAMA_LORA_TARGETS",
+    "SFTScriptArguments",
+    "load_conversations",
+    "main",
+    "merge_adapter",
+    "with_generation_markers",
+]

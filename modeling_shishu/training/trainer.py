@@ -8,10 +8,12 @@ order is a function of the step, so a resumed run logs the same losses as an uni
 """
 
 import contextlib
+import json
 import logging
 import math
 import os
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -42,13 +44,19 @@ def has_accelerator() -> bool:
     return accelerator_api.is_available() if accelerator_api is not None else torch.cuda.is_available()
 
 
-def resolve_mixed_precision(requested: str) -> str | None:
-    """`auto`: what `accelerate launch` was configured with, else bf16 on a GPU that supports it, else no."""
-    if requested != "auto":
-        return requested
+def resolve_mixed_precision(bf16: bool | None, fp16: bool = False) -> str | None:
+    """`Accelerator(mixed_precision=...)` for TrainingArguments' `bf16` / `fp16` flags.
+
+    True forces that precision; False leaves it to `accelerate launch` (else none), as the Trainer does;
+    bf16 unset (None) is auto: the launch setting, else bf16 on a GPU that supports it, else none.
+    """
+    if fp16:
+        return "fp16"
+    if bf16:
+        return "bf16"
     if os.environ.get("ACCELERATE_MIXED_PRECISION"):
         return None  # let the launch configuration decide
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+    if bf16 is None and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return "bf16"
     return "no"
 
@@ -64,7 +72,9 @@ def make_accelerator(train_args):
     from accelerate.utils import DistributedType
 
     accelerator = Accelerator(
-        cpu=not has_accelerator(), mixed_precision=resolve_mixed_precision(train_args.mixed_precision)
+        cpu=not has_accelerator(),
+        mixed_precision=resolve_mixed_precision(train_args.bf16, train_args.fp16),
+        log_with=make_trackers(train_args) or None,
     )
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if accelerator.num_processes != launched:
@@ -84,6 +94,32 @@ def make_accelerator(train_args):
             "zero3.yaml is for the sft stage"
         )
     return accelerator
+
+
+def make_trackers(train_args) -> list:
+    """accelerate trackers for `report_to`. TensorBoard writes to `output_dir/runs/<run_name>`, the Trainer's
+    folder; wandb and trackio log a run named `run_name` in `project` (see `CausalLMTrainer.init_trackers`)."""
+    from accelerate.tracking import TensorBoardTracker
+
+    logging_dir = Path(train_args.output_dir) / "runs"
+    return [
+        TensorBoardTracker(tracker_run_name(train_args), logging_dir) if name == "tensorboard" else name
+        for name in train_args.report_to
+    ]
+
+
+def tracker_run_name(train_args) -> str:
+    return train_args.run_name or Path(train_args.output_dir).resolve().name
+
+
+def tracker_values(record: dict) -> dict:
+    """A metrics record as the Trainer's tracker callbacks name it: `eval/loss`, `train/loss`, `train/lr`, ..."""
+    values = {}
+    for key, value in record.items():
+        if key == "step" or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        values[f"eval/{key[len('eval_'):]}" if key.startswith("eval_") else f"train/{key}"] = value
+    return values
 
 
 def setup_logging(accelerator) -> None:
@@ -178,15 +214,11 @@ class CausalLMTrainer:
             fused=torch.cuda.is_available() or None,
         )
 
-    def _warmup_steps(self) -> int:
-        if self.args.warmup_steps > 0:
-            return self.args.warmup_steps
-        return int(self.args.warmup_ratio * self.total_steps)
-
     def _lr_lambda(self, step: int) -> float:
         return learning_rate_multiplier(
-            step, self.total_steps, self._warmup_steps(), self.args.lr_scheduler_type, self.args.min_lr_ratio
-        )
+            step, self.total_steps, self.args.num_warmup_steps(self.total_steps), self.args.lr_scheduler_type,
+            self.args.min_lr_ratio,
+        )  # fmt: skip
 
     @staticmethod
     def _empty_window() -> dict:
@@ -220,8 +252,6 @@ class CausalLMTrainer:
         }
 
     def resume_from(self, folder) -> None:
-        import json
-
         state = json.loads((folder / TRAINER_STATE_FILE).read_text(encoding="utf-8"))
         if state.get("fingerprint") != self.run_dir.fingerprint:
             raise FileExistsError(f"{folder} belongs to a different run (fingerprint {state.get('fingerprint')})")
@@ -243,14 +273,12 @@ class CausalLMTrainer:
 
     # ------------------------------------------------------------------------------------- train
 
-    def train(self) -> dict | None:
-        """Run (or resume) the training; return the summary, or None when stopped by `stop_after_steps`."""
+    def train(self, resume_from_checkpoint=None) -> dict | None:
+        """Run the training, from step 0 or from the checkpoint folder given; return the summary, or None when
+        stopped by `stop_after_steps`."""
         accelerator, args = self.accelerator, self.args
-        checkpoint = self.run_dir.latest_checkpoint() if args.resume else None
-        if checkpoint is not None:
-            self.resume_from(checkpoint)
-        elif args.resume:
-            logger.info("no complete checkpoint in %s: starting from step 0", self.run_dir.path)
+        if resume_from_checkpoint is not None:
+            self.resume_from(Path(resume_from_checkpoint))
         if accelerator.is_main_process:
             self.metrics.truncate_after(self.step)
         accelerator.wait_for_everyone()
@@ -262,6 +290,7 @@ class CausalLMTrainer:
             accelerator.mixed_precision, f"{self.peak_flops:.3g}" if self.peak_flops else "unknown (no MFU)",
             ", torch.compile" if self.args.torch_compile else "",
         )  # fmt: skip
+        self.init_trackers()
         if self.step == 0 and args.eval_on_start and self.eval_data is not None:
             self._log({"step": 0, **self.evaluate()})
 
@@ -358,8 +387,22 @@ class CausalLMTrainer:
         self.window = self._empty_window()
         return record
 
+    def init_trackers(self) -> None:
+        if not self.args.report_to:
+            return
+        # Trackers take flat scalars: lists, mappings and None become their JSON text.
+        recipe = {**self.run_dir.config, "stage": self.stage, "fingerprint": self.run_dir.fingerprint}
+        config = {
+            key: value if isinstance(value, (bool, int, float, str)) else json.dumps(value, default=str)
+            for key, value in recipe.items()
+        }
+        named = {"name": tracker_run_name(self.args)}
+        self.accelerator.init_trackers(self.args.project, config=config, init_kwargs={"wandb": named, "trackio": named})
+
     def _log(self, record: dict) -> None:
         self.metrics.log(record)
+        if self.args.report_to:
+            self.accelerator.log(tracker_values(record), step=record["step"])
         if self.accelerator.is_main_process and not self.args.progress_bar:
             logger.info(" ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
 

@@ -76,7 +76,7 @@ class Study:
     arms: list[Arm]
     seeds: list[int] = field(default_factory=lambda: [0, 1])
     tokenizer_vocab_size: int = 2048
-    eval_blocks: int | None = 160  # held-out blocks of max_seq_length tokens for loss / bits per byte
+    eval_blocks: int | None = 160  # held-out blocks of max_length tokens for loss / bits per byte
     decode_context: int = 256
     decode_steps: int = 16
     decode_repeats: int = 5
@@ -230,7 +230,7 @@ def train_arm(model_args, data_args, train_args, init_seed: int, tokenizer_dir: 
     fields = fingerprint_fields(model_args, data_args, train_args)
     fields["init_seed"] = init_seed
     run_dir = RunDirectory(train_args.output_dir, "pretrain", fields)
-    run_dir.check(resume=True, overwrite=False)
+    run_dir.check()
     if run_dir.is_finished():
         logger.info("reusing the finished run in %s", run_dir.path)
         return json.loads((run_dir.path / SUMMARY_FILE).read_text(encoding="utf-8"))
@@ -238,19 +238,18 @@ def train_arm(model_args, data_args, train_args, init_seed: int, tokenizer_dir: 
     accelerator = make_accelerator(train_args)
     tokenizer = load_tokenizer(str(tokenizer_dir))
     config = build_config(model_args, tokenizer)
-    check_tokenizer_fits_model(tokenizer, config, data_args.max_seq_length)
+    check_tokenizer_fits_model(tokenizer, config, data_args.max_length)
     train_batches, eval_data, total_steps = build_training_data(data_args, train_args, tokenizer, accelerator)
     set_seed(init_seed)
     model = build_model(model_args, config)
     claim_run_directory(accelerator, run_dir, train_args)
-    # A run stopped mid-way (killed study) continues from its last checkpoint.
-    train_args.resume = run_dir.latest_checkpoint() is not None
     trainer = CausalLMTrainer(
         accelerator=accelerator, model=model, tokenizer=tokenizer, train_args=train_args,
         train_batches=train_batches, eval_data=eval_data, run_dir=run_dir,
-        block_size=data_args.max_seq_length, total_steps=total_steps,
+        block_size=data_args.max_length, total_steps=total_steps,
     )  # fmt: skip
-    return trainer.train()
+    # A run stopped mid-way (killed study) continues from its last checkpoint.
+    return trainer.train(run_dir.latest_checkpoint())
 
 
 # ---------------------------------------------------------------------------------------- measurements
@@ -559,7 +558,7 @@ def run_study(study: Study, output_dir: Path, results_dir: Path, overrides: list
     tokenizer_dir = tokenizer_dir or shakespeare_tokenizer(study.tokenizer_vocab_size)
     tokenizer = load_tokenizer(str(tokenizer_dir))
     check_parameter_matching(study, recipes, tokenizer)
-    block_size = recipes[study.arms[0].name][1].max_seq_length
+    block_size = recipes[study.arms[0].name][1].max_length
     blocks = held_out_text_blocks(tokenizer, block_size, study.eval_blocks)
     byte_lengths = token_byte_lengths(tokenizer)
 

@@ -122,7 +122,7 @@ PY
            --device cpu --dtype bfloat16 --compile --shapes 1x32,4x64 --repeats 2 --decode-tokens 2
            --train-seq-len 64 --train-batch 2 --train-compile --no-overhead-check --bandwidth-mib 16 --threads 1)
     PRETRAIN=(--config_overrides "hidden_size=64,intermediate_size=128,num_hidden_layers=6,num_attention_heads=4,num_key_value_heads=2"
-              --num_mlp_layers 2 --max_seq_length 128 --per_device_train_batch_size 2 --max_train_samples 16
+              --num_mlp_layers 2 --max_length 128 --per_device_train_batch_size 2 --max_train_samples 16
               --max_steps 6 --logging_steps 2 --warmup_steps 1)
 fi
 

@@ -3,8 +3,8 @@
     accelerate launch --config_file recipes/accelerate_configs/cpu_ddp.yaml recipes/scripts/pretrain.py \
         --config recipes/shishu-tiny/pretrain/config.yaml [--any_field value ...]
 
-Any field of the recipe file can be overridden on the command line; `--resume` continues a killed run
-from its last complete checkpoint.
+Any field of the recipe file can be overridden on the command line. Started again with the same recipe and
+output_dir, a killed run continues from its last complete checkpoint.
 """
 
 import sys

@@ -8,8 +8,8 @@
 #   recipes/shishu-tiny/run_cpu.sh                  # the recipes as written (about 15 minutes on 2 free cores)
 #   MAX_STEPS=20 recipes/shishu-tiny/run_cpu.sh     # a quick smoke run of every stage
 #
-# Outputs go to $OUT (default outputs/shishu-tiny). Stages pass --resume, so re-running the script
-# continues an interrupted stage and skips finished ones.
+# Outputs go to $OUT (default outputs/shishu-tiny). Re-running the script continues an interrupted stage
+# from its last checkpoint and skips finished ones.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -23,19 +23,19 @@ STEPS=(${MAX_STEPS:+--max_steps "$MAX_STEPS"})
 
 echo "== 1/4 pretrain a tiny ShishuLM"
 "${LAUNCH[@]}" recipes/scripts/pretrain.py --config recipes/shishu-tiny/pretrain/config.yaml \
-    --output_dir "$OUT/pretrain" --resume "${STEPS[@]}"
+    --output_dir "$OUT/pretrain" "${STEPS[@]}"
 
 echo "== 2/4 pretrain a tiny all-attention parent, export it as Llama"
 "${LAUNCH[@]}" recipes/scripts/pretrain.py --config recipes/shishu-tiny/pretrain/config.yaml \
-    --num_mlp_layers 0 --output_dir "$OUT/parent-shishu" --resume "${STEPS[@]}"
+    --num_mlp_layers 0 --output_dir "$OUT/parent-shishu" "${STEPS[@]}"
 [[ -d "$OUT/parent" ]] || "$BIN/shishu" export-llama "$OUT/parent-shishu/final" --out "$OUT/parent"
 
 echo "== 3/4 heal: convert the parent and distill"
 "${LAUNCH[@]}" recipes/scripts/distill.py --config recipes/shishu-tiny/distill/config.yaml \
-    --teacher_name_or_path "$OUT/parent" --output_dir "$OUT/distill" --resume "${STEPS[@]}"
+    --teacher_name_or_path "$OUT/parent" --output_dir "$OUT/distill" "${STEPS[@]}"
 
 echo "== 4/4 instruction tuning (LoRA)"
 "${LAUNCH[@]}" recipes/scripts/sft.py --config recipes/shishu-tiny/sft/config.yaml \
-    --model_name_or_path "$OUT/distill/final" --output_dir "$OUT/sft" --resume "${STEPS[@]}"
+    --model_name_or_path "$OUT/distill/final" --output_dir "$OUT/sft" "${STEPS[@]}"
 
 echo "== done: $OUT/{pretrain,distill,sft}/final, each with metrics.jsonl and loss_curve.png"
