@@ -43,7 +43,7 @@ import torch
 from . import __version__
 from .configuration_shishu import MLP_LAYER, ShishuConfig
 from .fitting import FitSettings
-from .io_utils import atomic_directory, atomic_write_json
+from .io_utils import atomic_directory, atomic_write_json, claim_output
 from .modeling_shishu import ShishuForCausalLM
 
 
@@ -254,66 +254,68 @@ def convert_checkpoint(
             raise ValueError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16")
         dtype = getattr(torch, dtype)
 
-    folder, parent_model, tokenizer = load_parent(str(parent), dtype="auto")
-    num_parent_layers = parent_model.config.num_hidden_layers
-    num_mlp_layers, layers = _resolve_layer_choice(num_mlp_layers, mlp_layers, num_parent_layers)
-    selection = {"rule": "top", "description": f"the top {num_mlp_layers} parent layers (the paper's choice)"}
-    if analysis_file is not None:
-        if layers is not None:
-            raise ValueError("give either explicit / auto layers or an analysis file, not both")
-        layers, selection = layers_from_analysis(analysis_file, num_mlp_layers, num_parent_layers)
-    elif layers == "auto":
-        from .analysis import analyze_layers, default_analysis_texts
+    # Claimed for the whole conversion: a second writer is refused now, not after minutes of work.
+    with claim_output(out, overwrite=overwrite):
+        folder, parent_model, tokenizer = load_parent(str(parent), dtype="auto")
+        num_parent_layers = parent_model.config.num_hidden_layers
+        num_mlp_layers, layers = _resolve_layer_choice(num_mlp_layers, mlp_layers, num_parent_layers)
+        selection = {"rule": "top", "description": f"the top {num_mlp_layers} parent layers (the paper's choice)"}
+        if analysis_file is not None:
+            if layers is not None:
+                raise ValueError("give either explicit / auto layers or an analysis file, not both")
+            layers, selection = layers_from_analysis(analysis_file, num_mlp_layers, num_parent_layers)
+        elif layers == "auto":
+            from .analysis import analyze_layers, default_analysis_texts
 
-        texts = analysis_data if analysis_data is not None else default_analysis_texts()
-        logger.info("layers auto: analysing %d parent layers", num_parent_layers)
-        analysis = analyze_layers(parent_model, tokenizer, texts, ks=[num_mlp_layers], **(analysis_options or {}))
-        recommended = analysis.recommend(num_mlp_layers)
-        layers = recommended.layers
-        selection = {
-            "rule": f"auto ({recommended.rule})",
-            "description": recommended.description,
-            "joint_attention_removal_cost": recommended.joint_cost,
-            "analysis_settings": analysis.settings,
+            texts = analysis_data if analysis_data is not None else default_analysis_texts()
+            logger.info("layers auto: analysing %d parent layers", num_parent_layers)
+            analysis = analyze_layers(parent_model, tokenizer, texts, ks=[num_mlp_layers], **(analysis_options or {}))
+            recommended = analysis.recommend(num_mlp_layers)
+            layers = recommended.layers
+            selection = {
+                "rule": f"auto ({recommended.rule})",
+                "description": recommended.description,
+                "joint_attention_removal_cost": recommended.joint_cost,
+                "analysis_settings": analysis.settings,
+            }
+        elif layers is not None:
+            selection = {"rule": "explicit", "description": "layer indices given by the user"}
+
+        model = convert_model(
+            parent_model,
+            num_mlp_layers=num_mlp_layers,
+            mlp_layers=layers,
+            share=share,
+            extra_mlp_layers=extra_mlp_layers,
+            pair_init=pair_init,
+        )
+        fit_record = None
+        if fit is not None:
+            fit_record = _fit_to_parent(parent_model, model, tokenizer, fit, fit_texts)
+        if dtype != "auto":
+            model = model.to(dtype)
+        config = model.config
+        record = {
+            "shishu_version": __version__,
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "variant": variant,
+            "parent": _describe_parent(str(parent), folder, parent_model),
+            "mlp_layers": [i for i in config.mlp_layer_indices if i < num_parent_layers],
+            "extra_mlp_layers": extra_mlp_layers,
+            "layer_selection": selection,
+            "share": share,
+            "mlp_share_groups": config.mlp_share_groups,
+            "pair_init": pair_init if config.mlp_share_groups else None,
+            "extra_layer_init": "fresh init with a zero down projection (an exact identity at first)" if extra_mlp_layers else None,
+            "copied_bit_for_bit": "embeddings, final norm, LM head, every attention layer",
+            "fit": fit_record,
+            "dtype": str(model.dtype).removeprefix("torch."),
+            "sizes": layout_sizes(parent_model.config, config),
         }
-    elif layers is not None:
-        selection = {"rule": "explicit", "description": "layer indices given by the user"}
-
-    model = convert_model(
-        parent_model,
-        num_mlp_layers=num_mlp_layers,
-        mlp_layers=layers,
-        share=share,
-        extra_mlp_layers=extra_mlp_layers,
-        pair_init=pair_init,
-    )
-    fit_record = None
-    if fit is not None:
-        fit_record = _fit_to_parent(parent_model, model, tokenizer, fit, fit_texts)
-    if dtype != "auto":
-        model = model.to(dtype)
-    config = model.config
-    record = {
-        "shishu_version": __version__,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "variant": variant,
-        "parent": _describe_parent(str(parent), folder, parent_model),
-        "mlp_layers": [i for i in config.mlp_layer_indices if i < num_parent_layers],
-        "extra_mlp_layers": extra_mlp_layers,
-        "layer_selection": selection,
-        "share": share,
-        "mlp_share_groups": config.mlp_share_groups,
-        "pair_init": pair_init if config.mlp_share_groups else None,
-        "extra_layer_init": "fresh init with a zero down projection (an exact identity at first)" if extra_mlp_layers else None,
-        "copied_bit_for_bit": "embeddings, final norm, LM head, every attention layer",
-        "fit": fit_record,
-        "dtype": str(model.dtype).removeprefix("torch."),
-        "sizes": layout_sizes(parent_model.config, config),
-    }
-    with atomic_directory(out, overwrite=overwrite) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        atomic_write_json(tmp / "conversion.json", record)
+        with atomic_directory(out, overwrite=overwrite) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            atomic_write_json(tmp / "conversion.json", record)
     logger.info("wrote %s", out)
     return out
 

@@ -27,6 +27,7 @@ where lm-eval scores every document (acc, exact_match), its paired standard erro
 
 import argparse
 import dataclasses
+import contextlib
 import datetime
 import gc
 import hashlib
@@ -46,7 +47,7 @@ from pathlib import Path
 import yaml
 
 from .eval_statistics import mean_and_stderr, mean_of_tasks, paired_difference
-from .io_utils import atomic_directory, atomic_write_json, atomic_write_text
+from .io_utils import atomic_directory, atomic_write_json, atomic_write_text, claim_output
 
 
 logger = logging.getLogger(__name__)
@@ -881,8 +882,19 @@ def read_results(path: str | os.PathLike) -> dict:
     missing = [field for field in _REQUIRED_RESULT_FIELDS if field not in data]
     if missing:
         raise ValueError(f"{where} is missing {', '.join(missing)}")
+    if not isinstance(data["tasks"], dict) or not all(isinstance(record, dict) for record in data["tasks"].values()):
+        raise ValueError(f"{where}: \"tasks\" must map each task name to its record, got {type(data['tasks']).__name__}")
     if not isinstance(data["models"], list) or not data["models"]:
         raise ValueError(f"{where} has no models")
+    labels = []
+    for position, model in enumerate(data["models"]):
+        if not isinstance(model, dict) or not isinstance(model.get("label"), str) or not model["label"].strip():
+            raise ValueError(f"{where}: models[{position}] has no \"label\" (the model's name)")
+        if not isinstance(model.get("scores"), dict):
+            raise ValueError(f"{where}: model {model['label']!r} has no \"scores\" object")
+        labels.append(model["label"])
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"{where}: two models share one label ({', '.join(labels)})")
     for model in data["models"]:
         for task, record in data["tasks"].items():
             score = (model.get("scores") or {}).get(task)
@@ -1143,6 +1155,14 @@ def run(args: argparse.Namespace) -> int:
     if (args.push_samples_to_hub or args.push_results_to_hub) and not hub_args["token"]:
         raise ValueError("--push-samples-to-hub / --push-results-to-hub need a Hub token in HF_TOKEN")
 
+    # Only the main process writes the outputs (lm-eval gathers the other ranks' results on it), so only
+    # it claims them; the claim is taken before any model is loaded.
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    with claim_output(out, overwrite=args.overwrite) if is_main else contextlib.nullcontext():
+        return _evaluate_and_write(args, suite, settings, specs, hub_args, out, started, wall_start)
+
+
+def _evaluate_and_write(args, suite, settings, specs, hub_args, out: Path, started, wall_start) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     if suite.task_templates is not None:
         materialize_offline_tasks(suite.task_templates)  # once, before any model is loaded

@@ -52,7 +52,7 @@ import numpy as np
 import torch
 
 from .configuration_shishu import ATTENTION_LAYER, ShishuConfig
-from .io_utils import atomic_file
+from .io_utils import atomic_file, claim_output
 
 
 GGUF_ARCH = "deci"
@@ -281,8 +281,6 @@ def export_gguf(
 
     Returns a summary: path, dtype, bytes, tensor count, per-layer head counts. `log` receives progress lines.
     """
-    import gguf
-
     log = log or (lambda message: None)
     folder, out = Path(checkpoint), Path(out)
     qtype, file_type = _gguf_types(dtype)
@@ -290,6 +288,12 @@ def export_gguf(
         raise FileExistsError(f"{out} already exists (pass overwrite / --overwrite to replace it)")
     if out.is_dir():
         raise ValueError(f"{out} is a directory; give a .gguf file path")
+    with claim_output(out, overwrite=overwrite):
+        return _write_gguf(folder, out, dtype, qtype, file_type, name, log)
+
+
+def _write_gguf(folder: Path, out: Path, dtype: str, qtype, file_type, name: str | None, log) -> dict:
+    import gguf
 
     started = time.perf_counter()
     log(f"loading {folder}")

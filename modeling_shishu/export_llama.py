@@ -33,7 +33,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from . import __version__
 from .configuration_shishu import ATTENTION_LAYER, ShishuConfig
-from .io_utils import atomic_directory, atomic_write_json
+from .io_utils import atomic_directory, atomic_write_json, claim_output
 from .modeling_shishu import ShishuForCausalLM
 
 
@@ -124,7 +124,11 @@ def export_llama(shishu_dir: str | Path, out_dir: str | Path, overwrite: bool = 
         raise ValueError(f"{shishu_dir} holds a {model_type!r} model, not a ShishuLM ('shishu'): nothing to export")
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} already exists (pass overwrite / --overwrite to replace it)")
+    with claim_output(out_dir, overwrite=overwrite):
+        return _export_llama(shishu_dir, out_dir, overwrite)
 
+
+def _export_llama(shishu_dir: Path, out_dir: Path, overwrite: bool) -> Path:
     model = ShishuForCausalLM.from_pretrained(shishu_dir, dtype="auto").eval()
     dtype = model.dtype
     llama = shishu_to_llama(model)

@@ -29,7 +29,7 @@ import textwrap
 from pathlib import Path
 
 from .evaluation import read_results
-from .model_card import CARD_FILE, EVAL_RESULTS_DIR, RESULTS_COPY, check_card
+from .model_card import CARD_FILE, EVAL_RESULTS_DIR, RESULTS_COPY, check_card, check_repo_id
 
 
 # Formats that unpickle on load: never published (safetensors only).
@@ -214,14 +214,7 @@ def upload_folder_arguments(folder: Path, files: list[tuple[str, int]], args: ar
 
 
 def run(args: argparse.Namespace) -> int:
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    try:
-        validate_repo_id(args.repo_id)
-    except HFValidationError as error:
-        raise ValueError(f"--repo-id {args.repo_id!r} is not a valid repository id: {error}") from None
-    if "/" not in args.repo_id:
-        raise ValueError(f"--repo-id must be ORG/NAME (or USER/NAME), got {args.repo_id!r}")
+    check_repo_id(args.repo_id)
     folder = Path(args.folder)
     report = validate_folder(folder, repo_id=args.repo_id, allow_stale_remote_code=args.allow_stale_remote_code)
     print(
