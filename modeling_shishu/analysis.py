@@ -52,6 +52,7 @@ from transformers.masking_utils import create_causal_mask
 
 from .configuration_shishu import MLP_LAYER, pair_adjacent_mlp_layers
 from .io_utils import atomic_save_figure, atomic_write_json
+from .loading import add_trust_remote_code_argument
 
 
 logger = logging.getLogger(__name__)
@@ -575,12 +576,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", help="model dtype (statistics are always accumulated in float64)")
     parser.add_argument("--out", default=None, help="folder for layer_analysis.json and .png (default: analysis-<model name>)")
+    add_trust_remote_code_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .assets import fetch_parent
+    from .loading import check_checkpoint_folder, check_remote_code, remote_code_consent
 
     try:
         folder = fetch_parent(args.model)
@@ -590,8 +593,12 @@ def run(args: argparse.Namespace) -> int:
     dtype = getattr(torch, args.dtype, None)
     if not isinstance(dtype, torch.dtype):
         raise ValueError(f"unknown dtype {args.dtype!r}")
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, trust_remote_code=True).to(args.device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+    check_checkpoint_folder(folder)
+    check_remote_code(folder, args.trust_remote_code)
+    with remote_code_consent(args.model):
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, trust_remote_code=args.trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=args.trust_remote_code)
+    model = model.to(args.device).eval()
     name = Path(args.model).name if Path(args.model).expanduser().is_dir() else args.model.replace("/", "--")
     analysis = analyze_layers(
         model, tokenizer, texts,

@@ -44,6 +44,7 @@ from . import __version__
 from .configuration_shishu import MLP_LAYER, ShishuConfig
 from .fitting import FitSettings
 from .io_utils import atomic_directory, atomic_write_json, claim_output
+from .loading import check_checkpoint_folder, read_config
 from .modeling_shishu import ShishuForCausalLM
 
 
@@ -59,17 +60,22 @@ SUPPORTED_PARENTS = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM
 # ---------------------------------------------------------------------------------------- parents
 
 
-def check_parent_config(config, model_class: str | None = None) -> None:
-    """Raise `ValueError` naming the architecture unless `config` is a Llama-family decoder ShishuLM can
-    be built from: Llama / SmolLM (`llama`), Mistral without a sliding window, Qwen2 without one."""
-    model_type = getattr(config, "model_type", None)
-    architectures = [model_class] if model_class else getattr(config, "architectures", None) or []
+def check_parent_type(model_type: str | None, architectures: list[str] | None = None) -> None:
+    """Raise `ValueError` naming the architecture unless `model_type` is one ShishuLM converts."""
     if model_type not in SUPPORTED_PARENTS:
         named = f"{model_type!r}" + (f" ({', '.join(architectures)})" if architectures else "")
         raise ValueError(
             f"parent architecture {named} is not Llama-family; ShishuLM converts "
             f"{', '.join(SUPPORTED_PARENTS.values())} checkpoints"
         )
+
+
+def check_parent_config(config, model_class: str | None = None) -> None:
+    """Raise `ValueError` naming the architecture unless `config` is a Llama-family decoder ShishuLM can
+    be built from: Llama / SmolLM (`llama`), Mistral without a sliding window, Qwen2 without one."""
+    model_type = getattr(config, "model_type", None)
+    architectures = [model_class] if model_class else getattr(config, "architectures", None) or []
+    check_parent_type(model_type, architectures)
     if model_type == "mistral":
         window = getattr(config, "sliding_window", None)
         if window is not None and window < config.max_position_embeddings:
@@ -99,11 +105,16 @@ def load_parent(parent: str, dtype: str | torch.dtype = "auto", device: str = "c
         folder = fetch_parent(parent)
     except RuntimeError as error:  # Hub unreachable, registry download failed, ...
         raise FileNotFoundError(f"parent {parent!r} is not available: {error}") from error
-    config = AutoConfig.from_pretrained(folder)
+    # Checked before transformers reads anything: a parent is always a built-in architecture, so no code
+    # from the folder is ever run (trust_remote_code=False), whatever its config's auto_map says.
+    check_checkpoint_folder(folder)
+    raw = read_config(folder)
+    check_parent_type(raw.get("model_type"), raw.get("architectures"))
+    config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
     check_parent_config(config)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, trust_remote_code=False).to(device).eval()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder)
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     except (OSError, ValueError) as error:
         raise FileNotFoundError(f"parent {folder} has no usable tokenizer ({error})") from error
     return folder, model, tokenizer

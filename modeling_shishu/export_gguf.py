@@ -53,6 +53,7 @@ import torch
 
 from .configuration_shishu import ATTENTION_LAYER, ShishuConfig
 from .io_utils import atomic_file, claim_output
+from .loading import check_checkpoint_folder, read_config
 
 
 GGUF_ARCH = "deci"
@@ -162,7 +163,7 @@ def tokenizer_metadata(folder: Path, vocab_size: int):
         )
     pre = pre_tokenizer_name(tokenizer_json)
 
-    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     vocab = tokenizer.get_vocab()
     if max(vocab.values()) >= vocab_size:
         raise ValueError(f"tokenizer: token id {max(vocab.values())} does not fit the {vocab_size} embedding rows")
@@ -253,9 +254,8 @@ def load_for_export(checkpoint: str | Path):
     """A float32 ShishuLM from a ShishuLM folder, or the all-attention ShishuLM of a Llama-family folder;
     `ValueError` if llama.cpp's deci cannot run it."""
     folder = Path(checkpoint)
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"{folder} is not a checkpoint folder (no config.json)")
-    model_type = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
+    check_checkpoint_folder(folder)
+    model_type = read_config(folder).get("model_type")
     from .modeling_shishu import ShishuForCausalLM
 
     if model_type == ShishuConfig.model_type:

@@ -5,8 +5,10 @@ wrong, or in a correct result, and leaves nothing half-written behind. One test 
 per input, on tiny models.
 """
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -172,3 +174,75 @@ def test_atomic_directory_keeps_a_folder_that_appeared_while_writing(tmp_path):
             (final / "theirs.txt").write_text("theirs")
     assert [path.name for path in final.iterdir()] == ["theirs.txt"]
     assert leftovers(tmp_path) == []
+
+
+# ----------------------------------------------------------------------------------------------------
+# 2. Code from a checkpoint folder runs only with --trust-remote-code
+
+
+EVIL_CODE = """
+from pathlib import Path
+from transformers import LlamaConfig, LlamaForCausalLM
+
+Path({marker!r}).write_text("executed")  # transformers runs a copy of this file from its module cache
+
+
+class EvilConfig(LlamaConfig):
+    model_type = "evil-llama"
+
+
+class EvilForCausalLM(LlamaForCausalLM):
+    config_class = EvilConfig
+"""
+
+
+@pytest.fixture
+def evil(parent, tmp_path) -> Path:
+    """A Llama folder whose config sends transformers to its own evil.py, which leaves a marker when imported."""
+    folder = tmp_path / "evil"
+    folder.mkdir()
+    for item in parent.iterdir():
+        (folder / item.name).write_bytes(item.read_bytes())
+    config = json.loads((folder / "config.json").read_text())
+    config.update(model_type="evil-llama", auto_map={"AutoConfig": "evil.EvilConfig", "AutoModelForCausalLM": "evil.EvilForCausalLM"})
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "evil.py").write_text(EVIL_CODE.format(marker=str(folder / "executed.txt")))
+    return folder
+
+
+REMOTE_CODE_COMMANDS = {
+    "bench": lambda folder, shishu: ["bench", "--model", shishu, "--baseline", folder, "--quick"],
+    "bench --random-init": lambda folder, shishu: ["bench", "--baseline", folder, "--random-init", "--mlp-layers", "4,5", "--quick"],
+    "eval": lambda folder, shishu: ["eval", "--model", folder, "--suite", "offline", "--tasks", "offline_shakespeare", "--out", folder.parent / "eval"],
+    "eval --baseline": lambda folder, shishu: ["eval", "--model", shishu, "--baseline", folder, "--suite", "offline", "--out", folder.parent / "eval"],
+    "analyze": lambda folder, shishu: ["analyze", "--model", folder, "--data", folder / "config.json"],
+}
+
+
+@pytest.mark.parametrize("command", REMOTE_CODE_COMMANDS)
+def test_folder_code_does_not_run_without_trust_remote_code(command, evil, shishu, capsys):
+    refused(capsys, REMOTE_CODE_COMMANDS[command](evil, shishu), f"{evil} needs its own Python code to load (evil.EvilConfig, evil.EvilForCausalLM); add --trust-remote-code")
+    assert not (evil / "executed.txt").exists()
+    assert not (evil.parent / "eval").exists()
+
+
+def analyze_argv(folder: Path, text: Path, out: Path) -> list[str]:
+    """`shishu analyze` on a tiny model, in a second."""
+    return ["analyze", "--model", str(folder), "--data", str(text), "--k", "2", "--context-length", "32", "--fit-tokens", "256",
+            "--eval-tokens", "64", "--ablation-tokens", "64", "--out", str(out)]  # fmt: skip
+
+
+def test_folder_code_runs_with_trust_remote_code(evil, fit_text, tmp_path):
+    with contextlib.suppress(Exception):  # what the evil model does once imported does not matter here
+        shishu_main([*analyze_argv(evil, fit_text, tmp_path / "analysis"), "--trust-remote-code"])
+    assert (evil / "executed.txt").read_text() == "executed"
+
+
+def test_shishu_folder_loads_with_the_installed_code_not_its_own_copy(shishu, fit_text, tmp_path, capsys):
+    folder = tmp_path / "shishu"
+    shutil.copytree(shishu, folder)
+    # The remote-code copy that save_pretrained put next to the weights: never imported without consent.
+    (folder / "modeling_shishu.py").write_text(EVIL_CODE.format(marker=str(folder / "executed.txt")))
+    assert shishu_main(analyze_argv(folder, fit_text, tmp_path / "analysis")) == 0
+    assert (tmp_path / "analysis" / "layer_analysis.json").is_file()
+    assert not (folder / "executed.txt").exists()
