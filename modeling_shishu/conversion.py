@@ -300,6 +300,7 @@ def convert_checkpoint(
             extra_mlp_layers=extra_mlp_layers,
             pair_init=pair_init,
         )
+        _check_pairs(model.config, share, selection["rule"] == "explicit")
         fit_record = None
         if fit is not None:
             fit_record = _fit_to_parent(parent_model, model, tokenizer, fit, fit_texts)
@@ -329,6 +330,22 @@ def convert_checkpoint(
             atomic_write_json(tmp / "conversion.json", record)
     logger.info("wrote %s", out)
     return out
+
+
+def _check_pairs(config: ShishuConfig, share: str, explicit: bool) -> None:
+    """With share "pairs", say which MLP-only layers found no adjacent partner; refuse explicit layers that
+    form no pair at all (they asked for sharing and would get none)."""
+    if share != "pairs":
+        return
+    shared = {i for group in config.mlp_share_groups for i in group}
+    unpaired = [i for i in config.mlp_layer_indices if i not in shared]
+    if explicit and len(unpaired) > 1 and not shared:
+        raise ValueError(
+            f"layers {unpaired} are not adjacent, so share 'pairs' forms no pair: give adjacent layers "
+            f"(e.g. {unpaired[0]},{unpaired[0] + 1}) or --share none"
+        )
+    if unpaired:
+        logger.warning("share pairs: MLP-only layer(s) %s have no adjacent MLP-only partner and keep their own weights", unpaired)
 
 
 def _fit_to_parent(parent_model, model, tokenizer, settings, texts: list[str] | None) -> dict:

@@ -33,6 +33,8 @@ def _remote_code_refusal(name: str, classes: list[str]) -> ValueError:
 def read_config(folder: str | os.PathLike) -> dict:
     """The folder's config.json as a dict; `ValueError` naming the file if it is not a JSON object."""
     path = Path(folder) / "config.json"
+    if not Path(folder).is_dir():
+        raise FileNotFoundError(f"no such checkpoint folder: {folder}")
     if not path.is_file():
         raise FileNotFoundError(f"{folder} is not a checkpoint folder (no config.json)")
     try:
@@ -76,8 +78,16 @@ def check_remote_code(folder: str | os.PathLike, trust_remote_code: bool) -> Non
 
 
 def check_checkpoint_folder(folder: str | os.PathLike) -> None:
-    """`ValueError` naming the file unless config.json is a JSON object and every safetensors file is whole."""
-    read_config(folder)
+    """`ValueError` naming the file unless config.json is a JSON object (a valid layout, for a ShishuLM) and every
+    safetensors file is whole."""
+    config = read_config(folder)
+    if config.get("model_type") == "shishu":
+        from .configuration_shishu import ShishuConfig
+
+        try:
+            ShishuConfig.from_dict(config)
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"{Path(folder) / 'config.json'}: {error}") from None
     for weights in sorted(Path(folder).glob("*.safetensors")):
         check_safetensors_file(weights)
 

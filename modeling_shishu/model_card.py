@@ -59,7 +59,7 @@ def check_repo_id(repo_id: str, argument: str = "--repo-id") -> None:
     except HFValidationError as error:
         raise ValueError(f"{argument} {repo_id!r} is not a valid repository id: {error}") from None
     if "/" not in repo_id:
-        raise ValueError(f"{argument} must be ORG/NAME (or USER/NAME), got {repo_id!r}")
+        raise ValueError(f"{argument} {repo_id!r} must be ORG/NAME (or USER/NAME)")
 
 
 # --------------------------------------------------------------------------------- checkpoint facts
@@ -623,10 +623,11 @@ def write_card(
         check_repo_id(repo_id)
     out = Path(out) if out is not None else Path(folder)
     with claim_output(out, overwrite=True):  # the card files are written into the folder, which may exist
-        out.mkdir(parents=True, exist_ok=True)
-        check_writable(out)
+        if out.is_dir():
+            check_writable(out)
         results = read_results(results_path)
         card, entry_files, model = render_card(folder, results, label=label, repo_id=repo_id, license=license, template=template)
+        out.mkdir(parents=True, exist_ok=True)
         # The copy says which of the evaluated models the card is for, so the pair can be checked anywhere.
         atomic_write_json(out / RESULTS_COPY, {**results, "card": {"model": model["label"], "repo_id": repo_id}})
         with atomic_directory(out / EVAL_RESULTS_DIR, overwrite=True) as tmp:

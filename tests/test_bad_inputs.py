@@ -246,3 +246,164 @@ def test_shishu_folder_loads_with_the_installed_code_not_its_own_copy(shishu, fi
     assert shishu_main(analyze_argv(folder, fit_text, tmp_path / "analysis")) == 0
     assert (tmp_path / "analysis" / "layer_analysis.json").is_file()
     assert not (folder / "executed.txt").exists()
+
+
+# ----------------------------------------------------------------------------------------------------
+# 3. Unreadable checkpoints, unwritable outputs, malformed files and arguments: one line, nothing written
+
+
+def truncate_weights(folder: Path) -> str:
+    weights = folder / "model.safetensors"
+    os.truncate(weights, weights.stat().st_size // 2)
+    return f"{weights} is truncated"
+
+
+def break_config(folder: Path) -> str:
+    (folder / "config.json").write_text('{"model_type": "llama", ')
+    return f"{folder / 'config.json'} is not valid JSON"
+
+
+def remove_folder(folder: Path) -> str:
+    shutil.rmtree(folder)
+    return "no such checkpoint"
+
+
+FAULTS = {"truncated model.safetensors": truncate_weights, "config.json not JSON": break_config, "missing folder": remove_folder}
+
+# command -> (the tiny checkpoint it reads, its argv given the faulty copy, the output and the good ShishuLM)
+READERS = {
+    "convert": ("parent", lambda bad, out, good: ["convert", "--parent", bad, "--mlp-layers", "2", "--no-fit", "--out", out]),
+    "bench": ("parent", lambda bad, out, good: ["bench", "--model", good, "--baseline", bad, "--quick"]),
+    "eval": ("shishu", lambda bad, out, good: ["eval", "--model", bad, "--suite", "offline", "--tasks", "offline_shakespeare", "--out", out]),
+    "analyze": ("parent", lambda bad, out, good: ["analyze", "--model", bad, "--data", out.parent / "fit.txt", "--k", "2", "--out", out]),
+    "export-llama": ("shishu", lambda bad, out, good: ["export-llama", bad, "--out", out]),
+    "export-gguf": ("shishu", lambda bad, out, good: ["export-gguf", bad, "--out", out.with_suffix(".gguf")]),
+}
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+@pytest.mark.parametrize("command", READERS)
+def test_unreadable_checkpoint_is_refused(command, fault, parent, shishu, fit_text, tmp_path, capsys):
+    source, argv = READERS[command]
+    folder = tmp_path / "checkpoint"
+    shutil.copytree(parent if source == "parent" else shishu, folder)
+    shutil.copy(fit_text, tmp_path / "fit.txt")
+    expected = FAULTS[fault](folder)
+    refused(capsys, argv(folder, tmp_path / "out", shishu), expected, str(folder))
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.gguf").exists()
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A folder nobody can create files in, root included (root ignores permission bits: make it immutable)."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    immutable = False
+    try:
+        (folder / "probe").touch()
+    except PermissionError:
+        pass
+    else:
+        (folder / "probe").unlink()
+        immutable = subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
+        if not immutable:
+            pytest.skip("cannot make a folder read-only for this user")
+    yield folder
+    if immutable:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+    folder.chmod(0o755)
+
+
+def must_not_run(*args, **kwargs):
+    raise AssertionError("the long work started before the output location was checked")
+
+
+# command -> (argv given the read-only folder, the ShishuLM and the results file; what must not run first)
+WRITERS = {
+    "convert": (lambda ro, good, results: ["convert", "--parent", good.parent / "parent", "--mlp-layers", "2", "--no-fit", "--out", ro / "out"],
+                ("modeling_shishu.conversion", "load_parent")),
+    "export-llama": (lambda ro, good, results: ["export-llama", good, "--out", ro / "out"], ("modeling_shishu.export_llama", "_export_llama")),
+    "export-gguf": (lambda ro, good, results: ["export-gguf", good, "--out", ro / "out.gguf"], ("modeling_shishu.export_gguf", "load_for_export")),
+    "eval": (lambda ro, good, results: ["eval", "--model", good, "--suite", "offline", "--tasks", "offline_shakespeare", "--out", ro / "out"],
+             ("modeling_shishu.evaluation", "evaluate_model")),
+    "card": (lambda ro, good, results: ["card", good, "--results", results, "--out", ro], ("modeling_shishu.model_card", "render_card")),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("command", WRITERS)
+def test_unwritable_output_is_refused_before_the_work_starts(command, shishu, read_only_dir, tmp_path, capsys, monkeypatch):
+    argv, (module, function) = WRITERS[command]
+    monkeypatch.setattr(f"{module}.{function}", must_not_run)
+    refused(capsys, argv(read_only_dir, shishu, tmp_path / "results.json"), "cannot write", str(read_only_dir))
+
+
+def write_results(path: Path, **changes) -> Path:
+    from modeling_shishu.evaluation import RESULTS_FORMAT, RESULTS_FORMAT_VERSION
+
+    results = {
+        "format": RESULTS_FORMAT, "format_version": RESULTS_FORMAT_VERSION, "suite": "offline", "date": "2026-01-01",
+        "command": "shishu eval", "environment": {}, "settings": {}, "tasks": {"offline_shakespeare": {"metric": "acc"}},
+        "models": [{"label": "tiny", "scores": {"offline_shakespeare": {"metric": "acc", "value": 0.5}}}],
+    }  # fmt: skip
+    path.write_text(json.dumps({**results, **changes}))
+    return path
+
+
+MALFORMED_RESULTS = {
+    "tasks is a list": ({"tasks": ["offline_shakespeare"]}, '"tasks" must map each task name to its record'),
+    "model without label": ({"models": [{"scores": {}}]}, 'models[0] has no "label"'),
+    "model without scores": ({"models": [{"label": "tiny"}]}, "model 'tiny' has no \"scores\""),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED_RESULTS)
+def test_card_refuses_a_malformed_results_file(case, shishu, tmp_path, capsys):
+    changes, expected = MALFORMED_RESULTS[case]
+    results = write_results(tmp_path / "results.json", **changes)
+    refused(capsys, ["card", shishu, "--results", results, "--out", tmp_path / "card"], f"results file {results}", expected)
+    assert not (tmp_path / "card").exists()
+
+
+@pytest.mark.parametrize("case", MALFORMED_RESULTS)
+def test_push_refuses_a_malformed_results_file(case, shishu, tmp_path, capsys):
+    changes, expected = MALFORMED_RESULTS[case]
+    folder = tmp_path / "shishu"
+    shutil.copytree(shishu, folder)
+    (folder / "README.md").write_text("# tiny\n")
+    write_results(folder / "eval_results.json", **changes)
+    refused(capsys, ["push", folder, "--repo-id", "shishu-test/tiny", "--dry-run"], "eval_results.json", expected)
+
+
+@pytest.mark.parametrize("repo_id", ["bad repo id!!", "no-org", "org/name/extra"])
+def test_card_refuses_an_invalid_repo_id(repo_id, shishu, tmp_path, capsys):
+    results = write_results(tmp_path / "results.json")
+    refused(capsys, ["card", shishu, "--results", results, "--repo-id", repo_id, "--out", tmp_path / "card"], f"--repo-id {repo_id!r}")
+    assert not (tmp_path / "card").exists()
+
+
+def test_explicit_layers_that_form_no_pair_are_refused(parent, tmp_path, capsys):
+    out = tmp_path / "out"
+    refused(capsys, ["convert", "--parent", parent, "--layers", "1,3", "--share", "pairs", "--no-fit", "--out", out],
+            "layers [1, 3] are not adjacent, so share 'pairs' forms no pair", "--share none")  # fmt: skip
+    assert leftovers(tmp_path) == [] and not out.exists()
+    assert shishu_main(["convert", "--parent", str(parent), "--layers", "1,3", "--share", "none", "--no-fit", "--out", str(out)]) == 0
+
+
+def test_unpaired_layer_is_named_in_a_warning(parent, tmp_path, capsys):
+    assert shishu_main(["convert", "--parent", str(parent), "--layers", "1,2,4", "--no-fit", "--out", str(tmp_path / "out")]) == 0
+    assert "MLP-only layer(s) [4] have no adjacent MLP-only partner" in capsys.readouterr().err
+
+
+def test_unknown_layer_type_name_is_refused(shishu, tmp_path, capsys):
+    folder = tmp_path / "shishu"
+    shutil.copytree(shishu, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["layer_types"][0] = "attention"  # transformers' legacy alias of "full_attention": not a ShishuLM name
+    (folder / "config.json").write_text(json.dumps(config))
+    refused(capsys, ["export-llama", folder, "--out", tmp_path / "out"],
+            f"{folder / 'config.json'}: layer_types[0] is 'attention'; allowed values are ['full_attention', 'mlp']")  # fmt: skip
+    from modeling_shishu import ShishuConfig
+
+    with pytest.raises(ValueError, match="layer_types\\[0\\] is 'attention'"):
+        ShishuConfig.from_pretrained(folder)
