@@ -74,7 +74,7 @@ from pathlib import Path
 
 import torch
 
-from .io_utils import atomic_save_figure, atomic_write_json
+from .io_utils import atomic_save_figure, atomic_write_json, check_output_location
 from .loading import add_trust_remote_code_argument
 
 
@@ -1433,6 +1433,8 @@ def run(args: argparse.Namespace) -> int:
     for output in (args.json, args.plot):
         if output and Path(output).is_dir():
             raise ValueError(f"{output} is a directory; give a file path")
+        if output:
+            check_output_location(output)  # now, not after the benchmark has run
 
     def log(message: str) -> None:
         print(f"shishu bench: {message}", file=sys.stderr, flush=True)

@@ -69,6 +69,16 @@ def remove_stale_temporaries(path: str | os.PathLike) -> None:
                 stale.unlink(missing_ok=True)
 
 
+def check_output_location(path: str | os.PathLike) -> None:
+    """Raise `OutputError` unless `path` (a file or folder, perhaps not there yet) could be created: for outputs
+    written at the end of a long run, checked before it starts."""
+    path = Path(path).expanduser().absolute()
+    existing = next(parent for parent in path.parents if parent.exists())
+    if not existing.is_dir():
+        raise OutputError(f"cannot write {path}: {existing} is a file, not a folder")
+    check_writable(path if path.is_dir() else existing)
+
+
 def _unwritable_reason(path: Path, error: OSError) -> str:
     existing = next(parent for parent in path.parents if parent.exists())
     if not existing.is_dir():

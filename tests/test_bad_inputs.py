@@ -328,6 +328,9 @@ WRITERS = {
     "eval": (lambda ro, good, results: ["eval", "--model", good, "--suite", "offline", "--tasks", "offline_shakespeare", "--out", ro / "out"],
              ("modeling_shishu.evaluation", "evaluate_model")),
     "card": (lambda ro, good, results: ["card", good, "--results", results, "--out", ro], ("modeling_shishu.model_card", "render_card")),
+    "bench --json": (lambda ro, good, results: ["bench", "--model", good, "--baseline", good.parent / "parent", "--quick", "--json", ro / "bench.json"],
+                     ("modeling_shishu.benchmark", "run_benchmark")),
+    "analyze --out": (lambda ro, good, results: ["analyze", "--model", good, "--out", ro / "analysis"], ("modeling_shishu.loading", "check_checkpoint_folder")),
 }  # fmt: skip
 
 
