@@ -69,6 +69,15 @@ def remove_stale_temporaries(path: str | os.PathLike) -> None:
                 stale.unlink(missing_ok=True)
 
 
+def check_writable(folder: str | os.PathLike) -> None:
+    """Raise `OutputError` unless files can be created in the existing `folder` (tried with a temporary one)."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise OutputError(f"cannot write to {folder}: {error.strerror or error}") from None
+
+
 def check_output_location(path: str | os.PathLike) -> None:
     """Raise `OutputError` unless `path` (a file or folder, perhaps not there yet) could be created: for outputs
     written at the end of a long run, checked before it starts."""
@@ -84,15 +93,6 @@ def _unwritable_reason(path: Path, error: OSError) -> str:
     if not existing.is_dir():
         return f"{existing} is a file, not a folder"
     return f"{error.filename or existing}: {error.strerror or error}"
-
-
-def check_writable(folder: str | os.PathLike) -> None:
-    """Raise `OutputError` unless files can be created in the existing `folder` (tried with a temporary one)."""
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as error:
-        raise OutputError(f"cannot write to {folder}: {error.strerror or error}") from None
 
 
 @contextlib.contextmanager

@@ -238,6 +238,12 @@ def test_folder_code_runs_with_trust_remote_code(evil, fit_text, tmp_path):
     assert (evil / "executed.txt").read_text() == "executed"
 
 
+def test_push_does_not_run_foreign_folder_code(evil, capsys):
+    refused(capsys, ["push", evil, "--repo-id", "shishu-test/evil", "--dry-run"],
+            "auto_map names code that is not ShishuLM's (evil.EvilConfig, evil.EvilForCausalLM)")  # fmt: skip
+    assert not (evil / "executed.txt").exists()
+
+
 def test_shishu_folder_loads_with_the_installed_code_not_its_own_copy(shishu, fit_text, tmp_path, capsys):
     folder = tmp_path / "shishu"
     shutil.copytree(shishu, folder)
