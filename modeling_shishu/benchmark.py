@@ -139,9 +139,6 @@ class BenchSettings:
     # Also load the baseline's weights into an all-attention ShishuLM and compare it with the baseline.
     overhead_check: bool = True
     bandwidth_bytes: int = 512 * 2**20
-    # Let a checkpoint folder run its own Python code (config.json auto_map); ShishuLM and built-in
-    # architectures never need it.
-    trust_remote_code: bool = False
     bandwidth_repeats: int = 5
     seed: int = 0
     # Build both models from their configs with random weights (seeded): only config.json is read.
@@ -150,6 +147,9 @@ class BenchSettings:
     # or "none"), instead of the --model checkpoint's config.
     mlp_layers: list[int] | None = None
     share: str = "pairs"
+    # Let a checkpoint folder run its own Python code (config.json auto_map); ShishuLM and built-in
+    # architectures never need it.
+    trust_remote_code: bool = False
 
     @classmethod
     def quick(cls, **overrides) -> "BenchSettings":
