@@ -238,6 +238,21 @@ def test_folder_code_runs_with_trust_remote_code(evil, fit_text, tmp_path):
     assert (evil / "executed.txt").read_text() == "executed"
 
 
+@pytest.mark.parametrize("consent", [["--trust-remote-code"], ["--model-args", "trust_remote_code=True"]])
+def test_eval_passes_the_consent_on_to_lm_eval(consent, evil, tmp_path, monkeypatch):
+    seen = {}
+
+    def evaluate_model(spec, suite, settings):
+        seen["trust_remote_code"] = settings.trust_remote_code
+        raise KeyboardInterrupt  # stop before lm-eval imports the folder's code
+
+    monkeypatch.setattr("modeling_shishu.evaluation.evaluate_model", evaluate_model)
+    with pytest.raises(KeyboardInterrupt):
+        shishu_main(["eval", "--model", str(evil), "--suite", "offline", "--tasks", "offline_shakespeare", "--out", str(tmp_path / "eval"), *consent])
+    assert seen == {"trust_remote_code": True}
+    assert leftovers(tmp_path) == [] and not (tmp_path / "eval").exists()
+
+
 def test_push_does_not_run_foreign_folder_code(evil, capsys):
     refused(capsys, ["push", evil, "--repo-id", "shishu-test/evil", "--dry-run"],
             "auto_map names code that is not ShishuLM's (evil.EvilConfig, evil.EvilForCausalLM)")  # fmt: skip
