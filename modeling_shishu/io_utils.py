@@ -1,5 +1,5 @@
-"""Writing outputs so that nothing half-written is ever left behind: build in a temporary sibling,
-then rename into place."""
+"""Writing outputs so that nothing half-written is ever left behind: claim the output, build in a temporary
+sibling, then rename into place."""
 
 import contextlib
 import json
@@ -8,6 +8,132 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
+
+
+class OutputError(RuntimeError):
+    """An output that cannot be written: its location is not writable, or another live process writes it."""
+
+
+# Outputs this process has claimed -> how many nested `claim_output` blocks hold them.
+_claimed: dict[Path, int] = {}
+
+
+def _try_lock(fd: int) -> bool:
+    """Take an exclusive OS lock on `fd` without waiting; False if another process holds it. The OS drops
+    the lock when its process dies, however it dies, so a killed writer never blocks the next one."""
+    try:
+        if os.name == "nt":
+            import msvcrt
+
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (BlockingIOError, PermissionError):
+        return False
+    return True
+
+
+def _acquire(lock_file: Path, output: Path) -> int:
+    while True:
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666)
+        if not _try_lock(fd):
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise OutputError(f"{output} is being written by another process (pid {holder}); wait for it to finish")
+        try:
+            same_file = os.path.samestat(os.fstat(fd), os.stat(lock_file))
+        except FileNotFoundError:
+            same_file = False
+        if same_file:
+            break
+        # The previous holder removed the lock file between our open and our lock: lock the current one.
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> None:
+    """Remove what a killed writer of `path` left next to it: `atomic_directory` / `atomic_file` temporaries
+    (`.NAME.tmp-*`, `.STEM.tmp-*SUFFIX`) and a replaced folder not yet deleted (`.NAME.old-*`). Call only while
+    holding `path`'s claim: then no live writer owns them."""
+    path = Path(path)
+    patterns = {f".{path.name}.tmp-*", f".{path.name}.old-*", f".{path.stem}.tmp-*{path.suffix}"}
+    for pattern in patterns:
+        for stale in path.parent.glob(pattern):
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+
+
+def check_writable(folder: str | os.PathLike) -> None:
+    """Raise `OutputError` unless files can be created in the existing `folder` (tried with a temporary one)."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise OutputError(f"cannot write to {folder}: {error.strerror or error}") from None
+
+
+def check_output_location(path: str | os.PathLike) -> None:
+    """Raise `OutputError` unless `path` (a file or folder, perhaps not there yet) could be created: for outputs
+    written at the end of a long run, checked before it starts."""
+    path = Path(path).expanduser().absolute()
+    existing = next(parent for parent in path.parents if parent.exists())
+    if not existing.is_dir():
+        raise OutputError(f"cannot write {path}: {existing} is a file, not a folder")
+    check_writable(path if path.is_dir() else existing)
+
+
+def _unwritable_reason(path: Path, error: OSError) -> str:
+    existing = next(parent for parent in path.parents if parent.exists())
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    return f"{error.filename or existing}: {error.strerror or error}"
+
+
+@contextlib.contextmanager
+def claim_output(path: str | os.PathLike, overwrite: bool = False):
+    """Hold the exclusive right to write `path` (a folder or a file) for the duration of the block.
+
+    The claim is an OS lock on `.NAME.lock` next to `path`, holding the writer's pid: a second writer is
+    refused with `OutputError` while the first is alive, and a killed writer's claim is taken over (with
+    the temporaries it left behind removed). Take it before the long work: creating the lock file is also
+    the check that the output location is writable, and an existing `path` is refused unless `overwrite`.
+    Nested claims of one path in one process are allowed.
+    """
+    given = Path(path)
+    path = given.expanduser().resolve()
+    if path in _claimed:
+        _claimed[path] += 1
+        try:
+            yield path
+        finally:
+            _claimed[path] -= 1
+        return
+    lock_file = path.parent / f".{path.name}.lock"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = _acquire(lock_file, given)
+    except OSError as error:
+        raise OutputError(f"cannot write {given}: {_unwritable_reason(path, error)}") from None
+    try:
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{given} already exists (pass overwrite / --overwrite to replace it)")
+        remove_stale_temporaries(path)
+        _claimed[path] = 1
+        try:
+            yield path
+        finally:
+            del _claimed[path]
+    finally:
+        # Unlink before unlocking: a process waiting on the old file then sees it is gone and retries.
+        with contextlib.suppress(OSError):
+            os.unlink(lock_file)
+        os.close(fd)
 
 
 def _default_mode(mode: int) -> int:
@@ -33,6 +159,9 @@ def atomic_directory(final_path: str | os.PathLike, overwrite: bool = False):
     tmp = Path(tempfile.mkdtemp(prefix=f".{final_path.name}.tmp-", dir=final_path.parent))
     try:
         yield tmp
+        if final_path.exists() and not overwrite:
+            # Another writer finished first: keep its output rather than silently replacing it.
+            raise FileExistsError(f"{final_path} appeared while it was being written (pass overwrite to replace it)")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -27,8 +27,16 @@ from pathlib import Path
 import yaml
 
 from .evaluation import _sha256_file, read_results
+from .io_utils import (
+    atomic_directory,
+    atomic_write_json,
+    atomic_write_text,
+    check_writable,
+    claim_output,
+    final_name,
+    final_path,
+)
 from .public_records import publish_records, unpublished_paths
-from .io_utils import atomic_directory, atomic_write_json, atomic_write_text, final_name, final_path
 
 
 CARD_FILE = "README.md"
@@ -42,6 +50,18 @@ def default_template() -> Path:
     if os.environ.get("SHISHU_CARD_TEMPLATE"):
         return Path(os.environ["SHISHU_CARD_TEMPLATE"]).expanduser()
     return Path(__file__).resolve().parent.parent / "model_cards" / "template.md"
+
+
+def check_repo_id(repo_id: str, argument: str = "--repo-id") -> None:
+    """`ValueError` unless `repo_id` is a valid Hub model repository id of the form ORG/NAME."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise ValueError(f"{argument} {repo_id!r} is not a valid repository id: {error}") from None
+    if "/" not in repo_id:
+        raise ValueError(f"{argument} {repo_id!r} must be ORG/NAME (or USER/NAME)")
 
 
 # --------------------------------------------------------------------------------- checkpoint facts
@@ -621,17 +641,23 @@ def write_card(
     """Render and write README.md, .eval_results/*.yaml and eval_results.json into `out` (default: `folder`)."""
     from huggingface_hub import eval_result_entries_to_yaml
 
-    results = read_results(results_path)
-    card, entry_files, model = render_card(folder, results, label=label, repo_id=repo_id, license=license, template=template)
+    if repo_id is not None:
+        check_repo_id(repo_id)
     out = Path(out) if out is not None else Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
-    # The copy says which of the evaluated models the card is for, so the pair can be checked anywhere.
-    atomic_write_json(out / RESULTS_COPY, {**results, "card": {"model": model["label"], "repo_id": repo_id}})
-    publish_records(out)  # the records name Hub ids and folder names, not this machine's paths
-    with atomic_directory(out / EVAL_RESULTS_DIR, overwrite=True) as tmp:
-        for task, entries in entry_files.items():
-            (tmp / f"{task}.yaml").write_text(yaml.safe_dump(eval_result_entries_to_yaml(entries), sort_keys=False), encoding="utf-8")
-    atomic_write_text(out / CARD_FILE, str(card))  # last: a README.md always has its results next to it
+    with claim_output(out, overwrite=True):  # the card files are written into the folder, which may exist
+        if out.is_dir():
+            check_writable(out)
+        results = read_results(results_path)
+        card, entry_files, model = render_card(folder, results, label=label, repo_id=repo_id, license=license, template=template)
+        out.mkdir(parents=True, exist_ok=True)
+        # The copy says which of the evaluated models the card is for, so the pair can be checked anywhere.
+        atomic_write_json(out / RESULTS_COPY, {**results, "card": {"model": model["label"], "repo_id": repo_id}})
+        publish_records(out)  # the records name Hub ids and folder names, not this machine's paths
+        with atomic_directory(out / EVAL_RESULTS_DIR, overwrite=True) as tmp:
+            for task, entries in entry_files.items():
+                entry_yaml = yaml.safe_dump(eval_result_entries_to_yaml(entries), sort_keys=False)
+                (tmp / f"{task}.yaml").write_text(entry_yaml, encoding="utf-8")
+        atomic_write_text(out / CARD_FILE, str(card))  # last: a README.md always has its results next to it
     return out / CARD_FILE
 
 
@@ -745,6 +771,7 @@ def run(args: argparse.Namespace) -> int:
 
 __all__ = [
     "build_eval_result_entries",
+    "check_repo_id",
     "build_eval_results",
     "official_benchmark",
     "check_card",

@@ -31,8 +31,9 @@ import textwrap
 from pathlib import Path
 
 from .evaluation import read_results
+from .loading import read_config
 from .public_records import unpublished_paths
-from .model_card import CARD_FILE, EVAL_RESULTS_DIR, RESULTS_COPY, check_card
+from .model_card import CARD_FILE, EVAL_RESULTS_DIR, RESULTS_COPY, check_card, check_repo_id
 
 
 # Formats that unpickle on load: never published (safetensors only).
@@ -131,18 +132,6 @@ def check_load_in_fresh_process(folder: Path, timeout: float = LOAD_TIMEOUT_SECO
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def check_repo_id(repo_id: str, flag: str = "--repo-id") -> None:
-    """A Hub model repository id, ORG/NAME; otherwise a `ValueError` saying what is wrong."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as error:
-        raise ValueError(f"{flag} {repo_id!r} is not a valid repository id: {error}") from None
-    if "/" not in repo_id:
-        raise ValueError(f"{flag} must be ORG/NAME (or USER/NAME), got {repo_id!r}")
-
-
 def validate_folder(
     folder: str | os.PathLike,
     repo_id: str | None = None,
@@ -160,6 +149,15 @@ def validate_folder(
         raise FileNotFoundError(f"no such checkpoint folder: {folder}")
     if not (folder / "config.json").is_file():
         raise ValueError(f"{folder} holds no config.json: not a checkpoint folder")
+    # The load check below runs the folder's remote code: only ShishuLM's own pair, compared with this
+    # package's copies, is ever run.
+    references = []
+    for value in (read_config(folder).get("auto_map") or {}).values():  # a tokenizer's value is a [slow, fast] pair
+        references += [str(v) for v in (value if isinstance(value, (list, tuple)) else [value]) if v]
+    own_modules = {Path(name).stem for name in REMOTE_CODE_FILES}
+    foreign = sorted(ref for ref in references if ref.split("--")[-1].split(".")[0] not in own_modules)
+    if foreign:
+        raise ValueError(f"{folder / 'config.json'} auto_map names code that is not ShishuLM's ({', '.join(foreign)}): refusing to run it")
     files = [name for name, _ in list_upload_files(folder)]
     pickles = [name for name in files if name.endswith(PICKLE_SUFFIXES)]
     if pickles:

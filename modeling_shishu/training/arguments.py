@@ -295,7 +295,7 @@ class TrainArguments:
                 raise ValueError("push_to_hub needs hub_model_id: the Hub repository (ORG/NAME) final/ is pushed to")
             from ..publishing import check_repo_id
 
-            check_repo_id(self.hub_model_id, flag="hub_model_id")
+            check_repo_id(self.hub_model_id, argument="hub_model_id")
 
     def num_warmup_steps(self, total_steps: int) -> int:
         """`TrainingArguments.get_warmup_steps`: whole steps from 1 up, a fraction of `total_steps` below."""

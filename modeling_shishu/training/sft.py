@@ -325,7 +325,7 @@ def run(script_args, training_args, model_args) -> int:
     if training_args.push_to_hub:
         if not repo_id:
             raise ValueError("push_to_hub needs hub_model_id: the Hub repository (ORG/NAME) final/ is pushed to")
-        check_repo_id(repo_id, flag="hub_model_id")
+        check_repo_id(repo_id, argument="hub_model_id")
     # The Trainer would push every checkpoint itself; final/ is pushed once, checked, at the end.
     training_args.push_to_hub = False
     launched = int(os.environ.get("WORLD_SIZE", "1"))
