@@ -84,6 +84,24 @@ def test_distillation_lowers_the_kl_to_the_teacher(tiny_parent, tmp_path):
     assert student.generation_config.eos_token_id == teacher.config.eos_token_id
 
 
+def test_a_missing_or_broken_teacher_folder_is_named(tiny_parent, tmp_path, capsys):
+    """A teacher path that does not exist is not sent to the Hub client as a repository id, and a folder whose
+    weights are cut short is refused before training."""
+    missing = tmp_path / "no" / "such" / "teacher"
+    assert distill(tmp_path / "out", missing, "--tokenizer_name", str(tiny_parent), "--max_steps", "2") == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"distill: error: no such checkpoint folder: {missing}"
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for item in tiny_parent.iterdir():
+        (broken / item.name).write_bytes(item.read_bytes())
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    assert distill(tmp_path / "out2", broken, "--tokenizer_name", str(tiny_parent), "--max_steps", "2") == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("distill: error: ") and "model.safetensors" in error
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out2" / "final").exists()
+
+
 def test_a_non_llama_teacher_is_refused(tiny_parent, tmp_path, capsys):
     """The teacher must be a Llama-family parent that conversion accepts."""
     from modeling_shishu import ShishuConfig, ShishuForCausalLM

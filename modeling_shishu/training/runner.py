@@ -5,7 +5,9 @@ import functools
 import logging
 import math
 import sys
+from pathlib import Path
 
+from ..loading import check_checkpoint_folder
 from .checkpointing import RunDirectory
 from .data import PackedBlocks, ShuffledBatches, StreamingBatches, load_documents
 
@@ -14,11 +16,20 @@ logger = logging.getLogger(__name__)
 
 
 def resolve_pretrained(name_or_path: str) -> str:
-    """An offline parent name (`smollm2-135m`) becomes its cached folder; folders and Hub ids pass through."""
+    """An offline parent name (`smollm2-135m`) becomes its cached folder; a folder is checked (readable config and
+    whole weights); a Hub id passes through; a path that does not exist is a `FileNotFoundError`."""
     from .. import assets
 
     if name_or_path in assets.PARENTS:
         return str(assets.fetch_parent(name_or_path))
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if (path / "config.json").is_file():  # a model folder (a tokenizer-only folder has no config)
+            check_checkpoint_folder(path)
+        return str(path)
+    # what can only be a path (a Hub id is ORG/NAME) would otherwise reach the Hub client as a bad repository id
+    if path.is_absolute() or name_or_path.startswith((".", "~")) or name_or_path.count("/") > 1:
+        raise FileNotFoundError(f"no such checkpoint folder: {name_or_path}")
     return name_or_path
 
 
