@@ -73,6 +73,14 @@ def test_bad_values_are_named(tmp_path):
     config = write_yaml(tmp_path / "c.yaml", "config_name: smollm2-135m\noutput_dir: out\nmax_steps: many\n")
     with pytest.raises(ValueError, match="max_steps: cannot read 'many'"):
         parse_recipe_args(PRETRAIN_TYPES, ["--config", str(config)])
+    # YAML's own types: a whole-number field refuses 2.5 and true, a float field reads 3 as 3.0
+    for value in ("2.5", "true"):
+        config = write_yaml(tmp_path / "c.yaml", f"config_name: smollm2-135m\noutput_dir: out\nper_device_train_batch_size: {value}\n")
+        with pytest.raises(ValueError, match=f"per_device_train_batch_size: cannot read {value.replace('t', 'T')}"):
+            parse_recipe_args(PRETRAIN_TYPES, ["--config", str(config)])
+    config = write_yaml(tmp_path / "c.yaml", "config_name: smollm2-135m\noutput_dir: out\nper_device_train_batch_size: 4.0\nweight_decay: 1\n")
+    train_args = next(a for a in parse_recipe_args(PRETRAIN_TYPES, ["--config", str(config)]) if isinstance(a, TrainArguments))
+    assert train_args.per_device_train_batch_size == 4 and isinstance(train_args.weight_decay, float)
     with pytest.raises(ValueError, match="lr_scheduler_type must be"):
         TrainArguments(output_dir="x", lr_scheduler_type="exponential")
     with pytest.raises(ValueError, match="exactly one of config_name"):

@@ -500,7 +500,14 @@ class RecipeParser(HfArgumentParser):
             if action.nargs == "+":
                 values = value if isinstance(value, list) else [value]
                 return [convert(item) if isinstance(item, str) else item for item in values]
-            return convert(value) if isinstance(value, str) else value
+            if isinstance(value, str):
+                return convert(value)
+            # YAML has typed values already: an int field must not get 2.5 (or true), a float field takes 3
+            if convert is int and (isinstance(value, bool) or not float(value).is_integer()):
+                raise ValueError("a whole number is needed")
+            if convert in (int, float) and not isinstance(value, bool):
+                return convert(value)
+            return value
         except (TypeError, ValueError) as error:
             raise ValueError(f"{config_path}: {key}: cannot read {value!r} ({error})") from error
 
