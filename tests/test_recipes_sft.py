@@ -116,7 +116,11 @@ def test_bad_inputs_are_reported_in_one_line(tiny_shishu, tmp_path, capsys):
     no_messages.write_text('{"prompt": "hi", "completion": "hello"}\n' * 4)
     no_assistant = tmp_path / "user_only.jsonl"
     no_assistant.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n' * 4)
+    empty_file = tmp_path / "empty.jsonl"
+    empty_file.write_text("")
     cases = {
+        "empty file": (["--train_files", str(empty_file)], f"{empty_file} is empty: no conversations to train on"),
+        "missing file": (["--train_files", str(tmp_path / "nothing.jsonl")], "no such data file"),
         "missing column": (["--train_files", str(no_messages)], "has no column 'messages'"),
         "empty dataset": (["--train_files", str(no_assistant)], "training data is empty"),
         "too small": (["--max_train_samples", "1", "--num_eval_samples", "0"], "training data is too small: 1 conversations"),

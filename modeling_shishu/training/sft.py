@@ -111,6 +111,11 @@ def load_conversations(script_args):
 
     column = script_args.messages_column
     if script_args.train_files:
+        for path in script_args.train_files + (script_args.eval_files or []):
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"no such data file: {path}")
+            if Path(path).stat().st_size == 0:  # `datasets` cannot infer a schema from nothing
+                raise ValueError(f"{path} is empty: no conversations to train on")
         loader = _file_loader(script_args.train_files + (script_args.eval_files or []))
         train = datasets.load_dataset(loader, data_files={"train": script_args.train_files}, split="train")
         evaluation = (
