@@ -232,6 +232,24 @@ def analyze_argv(folder: Path, text: Path, out: Path) -> list[str]:
             "--eval-tokens", "64", "--ablation-tokens", "64", "--out", str(out)]  # fmt: skip
 
 
+@pytest.mark.parametrize("stage", ["pretrain", "distill", "sft"])
+def test_training_recipes_do_not_run_folder_code_without_consent(stage, evil, tmp_path, capsys):
+    from modeling_shishu.training.distill import main as distill_main
+    from modeling_shishu.training.pretrain import main as pretrain_main
+    from modeling_shishu.training.sft import main as sft_main
+
+    main, model_field = {
+        "pretrain": (pretrain_main, "--config_name"),
+        "distill": (distill_main, "--teacher_name_or_path"),
+        "sft": (sft_main, "--model_name_or_path"),
+    }[stage]
+    recipe = REPO_ROOT / "recipes" / "shishu-tiny" / stage / "config.yaml"
+    assert main(["--config", str(recipe), model_field, str(evil), "--output_dir", str(tmp_path / "run"), "--max_steps", "1"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(f"{stage}: error: {evil} needs its own Python code to load") and "--trust-remote-code" in error
+    assert not (evil / "executed.txt").exists() and not (tmp_path / "run").exists()
+
+
 def test_folder_code_runs_with_trust_remote_code(evil, fit_text, tmp_path):
     with contextlib.suppress(Exception):  # what the evil model does once imported does not matter here
         shishu_main([*analyze_argv(evil, fit_text, tmp_path / "analysis"), "--trust-remote-code"])

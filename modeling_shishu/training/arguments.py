@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 # or compilation.
 OPERATIONAL_FIELDS = frozenset(
     {
+        "trust_remote_code",
         "output_dir",
         "overwrite_output_dir",
         "stop_after_steps",
@@ -74,6 +75,12 @@ def _help(text: str, **extra) -> dict:
 class ModelArguments:
     """Which ShishuLM to pretrain: a layout derived from a Llama-family config, or an existing checkpoint."""
 
+    trust_remote_code: bool = field(
+        default=False,
+        **_help("Run Python code that a model folder or Hub repository ships (auto_map). ShishuLM and the "
+                "architectures transformers ships load without it."),
+    )
+
     config_name: str | None = field(
         default=None,
         **_help(
@@ -113,6 +120,12 @@ class ModelArguments:
 @dataclass
 class DistillArguments:
     """Healing: a converted ShishuLM student trained towards its parent (the teacher)."""
+
+    trust_remote_code: bool = field(
+        default=False,
+        **_help("Run Python code that a model folder or Hub repository ships (auto_map). ShishuLM and the "
+                "architectures transformers ships load without it."),
+    )
 
     teacher_name_or_path: str = field(
         default="smollm2-135m", **_help("The parent: an offline parent name, a folder or a Hub id.")

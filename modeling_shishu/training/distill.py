@@ -15,6 +15,7 @@ import logging
 import torch
 import torch.nn.functional as F
 
+from ..loading import remote_code_consent
 from .arguments import DataArguments, DistillArguments, TrainArguments, parse_recipe_args
 from .data import check_tokenizer_fits_model
 from .runner import (
@@ -84,19 +85,22 @@ def build_student_and_teacher(distill_args):
 
     from ..conversion import check_parent_config, convert_model
 
-    teacher = AutoModelForCausalLM.from_pretrained(
-        resolve_pretrained(distill_args.teacher_name_or_path),
-        dtype=torch.float32,
-        attn_implementation=distill_args.attn_implementation,
-        trust_remote_code=True,
-    )
-    if distill_args.student_name_or_path is not None:
-        student = AutoModelForCausalLM.from_pretrained(
-            resolve_pretrained(distill_args.student_name_or_path),
+    trust = distill_args.trust_remote_code
+    with remote_code_consent(distill_args.teacher_name_or_path):
+        teacher = AutoModelForCausalLM.from_pretrained(
+            resolve_pretrained(distill_args.teacher_name_or_path, trust),
             dtype=torch.float32,
             attn_implementation=distill_args.attn_implementation,
-            trust_remote_code=True,
+            trust_remote_code=trust,
         )
+    if distill_args.student_name_or_path is not None:
+        with remote_code_consent(distill_args.student_name_or_path):
+            student = AutoModelForCausalLM.from_pretrained(
+                resolve_pretrained(distill_args.student_name_or_path, trust),
+                dtype=torch.float32,
+                attn_implementation=distill_args.attn_implementation,
+                trust_remote_code=trust,
+            )
         if student.config.model_type != "shishu":
             raise ValueError(f"student {distill_args.student_name_or_path} is a {student.config.model_type!r} model, not a ShishuLM")
     else:
@@ -133,7 +137,7 @@ def run(distill_args, data_args, train_args) -> int:
     if finished:
         return push_final_model(accelerator, run_dir, hub_repo_id(train_args), bool(train_args.hub_private_repo))
 
-    tokenizer = load_tokenizer(distill_args.tokenizer_name or distill_args.teacher_name_or_path)
+    tokenizer = load_tokenizer(distill_args.tokenizer_name or distill_args.teacher_name_or_path, distill_args.trust_remote_code)
     set_seed(train_args.seed)
     student, teacher = build_student_and_teacher(distill_args)
     check_tokenizer_fits_model(tokenizer, student.config, data_args.max_length)

@@ -11,6 +11,7 @@ import logging
 
 import torch
 
+from ..loading import remote_code_consent
 from .arguments import DataArguments, ModelArguments, TrainArguments, parse_recipe_args
 from .data import check_tokenizer_fits_model
 from .runner import (
@@ -35,7 +36,9 @@ def build_config(model_args, tokenizer):
 
     from .. import ShishuConfig
 
-    base = AutoConfig.from_pretrained(resolve_pretrained(model_args.config_name), trust_remote_code=True)
+    trust = model_args.trust_remote_code
+    with remote_code_consent(model_args.config_name):
+        base = AutoConfig.from_pretrained(resolve_pretrained(model_args.config_name, trust), trust_remote_code=trust)
     fields = base.to_dict()
     overrides = dict(model_args.config_overrides)
     known = set(fields) | set(ShishuConfig.__dataclass_fields__)
@@ -74,12 +77,13 @@ def build_model(model_args, config=None):
     from .. import ShishuForCausalLM
 
     if model_args.model_name_or_path is not None:
-        model = AutoModelForCausalLM.from_pretrained(
-            resolve_pretrained(model_args.model_name_or_path),
-            trust_remote_code=True,
-            dtype=torch.float32,
-            attn_implementation=model_args.attn_implementation,
-        )
+        with remote_code_consent(model_args.model_name_or_path):
+            model = AutoModelForCausalLM.from_pretrained(
+                resolve_pretrained(model_args.model_name_or_path, model_args.trust_remote_code),
+                trust_remote_code=model_args.trust_remote_code,
+                dtype=torch.float32,
+                attn_implementation=model_args.attn_implementation,
+            )
         if model.config.model_type != "shishu":
             raise ValueError(
                 f"{model_args.model_name_or_path} is a {model.config.model_type!r} model: continued pretraining "
@@ -106,7 +110,9 @@ def run(model_args, data_args, train_args) -> int:
     if finished:
         return push_final_model(accelerator, run_dir, hub_repo_id(train_args), bool(train_args.hub_private_repo))
 
-    tokenizer = load_tokenizer(model_args.tokenizer_name or model_args.config_name or model_args.model_name_or_path)
+    tokenizer = load_tokenizer(
+        model_args.tokenizer_name or model_args.config_name or model_args.model_name_or_path, model_args.trust_remote_code
+    )
     config = None if model_args.model_name_or_path else build_config(model_args, tokenizer)
     if config is not None:
         check_tokenizer_fits_model(tokenizer, config, data_args.max_length)

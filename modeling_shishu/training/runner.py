@@ -7,7 +7,7 @@ import math
 import sys
 from pathlib import Path
 
-from ..loading import check_checkpoint_folder
+from ..loading import check_checkpoint_folder, check_remote_code, remote_code_consent
 from .checkpointing import RunDirectory
 from .data import PackedBlocks, ShuffledBatches, StreamingBatches, load_documents
 
@@ -15,9 +15,10 @@ from .data import PackedBlocks, ShuffledBatches, StreamingBatches, load_document
 logger = logging.getLogger(__name__)
 
 
-def resolve_pretrained(name_or_path: str) -> str:
-    """An offline parent name (`smollm2-135m`) becomes its cached folder; a folder is checked (readable config and
-    whole weights); a Hub id passes through; a path that does not exist is a `FileNotFoundError`."""
+def resolve_pretrained(name_or_path: str, trust_remote_code: bool = False) -> str:
+    """An offline parent name (`smollm2-135m`) becomes its cached folder; a folder is checked (readable config,
+    whole weights, no code of its own to run without `trust_remote_code`); a Hub id passes through; a path that
+    does not exist is a `FileNotFoundError`."""
     from .. import assets
 
     if name_or_path in assets.PARENTS:
@@ -26,6 +27,7 @@ def resolve_pretrained(name_or_path: str) -> str:
     if path.exists():
         if (path / "config.json").is_file():  # a model folder (a tokenizer-only folder has no config)
             check_checkpoint_folder(path)
+            check_remote_code(path, trust_remote_code)
         return str(path)
     # what can only be a path (a Hub id is ORG/NAME) would otherwise reach the Hub client as a bad repository id
     if path.is_absolute() or name_or_path.startswith((".", "~")) or name_or_path.count("/") > 1:
@@ -33,10 +35,13 @@ def resolve_pretrained(name_or_path: str) -> str:
     return name_or_path
 
 
-def load_tokenizer(name_or_path: str):
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(resolve_pretrained(name_or_path), trust_remote_code=True)
+    with remote_code_consent(name_or_path):
+        return AutoTokenizer.from_pretrained(
+            resolve_pretrained(name_or_path, trust_remote_code), trust_remote_code=trust_remote_code
+        )
 
 
 def build_training_data(data_args, train_args, tokenizer, accelerator):

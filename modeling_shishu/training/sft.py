@@ -80,6 +80,7 @@ class SFTScriptArguments:
     dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset configuration."})
     train_files: list[str] | None = field(default=None, metadata={"help": "Local .json/.jsonl/.parquet files."})
     eval_files: list[str] | None = field(default=None, metadata={"help": "Local held-out files."})
+
     dataset_train_split: str = field(default="train", metadata={"help": "Training split."})
     dataset_test_split: str | None = field(default=None, metadata={"help": "Held-out split (Hub datasets)."})
     messages_column: str = field(default="messages", metadata={"help": "Column holding the conversations."})
@@ -340,12 +341,13 @@ def run(script_args, training_args, model_args) -> int:
             f"on a machine without GPUs use recipes/accelerate_configs/cpu_ddp.yaml"
         )
 
-    model_path = resolve_pretrained(model_args.model_name_or_path)
+    trust = bool(training_args.trust_remote_code)  # SFTConfig's field, off by default
+    model_path = resolve_pretrained(model_args.model_name_or_path, trust)
     if model_args.use_peft and model_args.lora_target_modules is None:
         model_args.lora_target_modules = list(LLAMA_LORA_TARGETS)
     training_args.model_init_kwargs = {
         **(training_args.model_init_kwargs or {}),
-        "trust_remote_code": True,
+        "trust_remote_code": trust,
         "dtype": model_args.dtype or "float32",
         **({"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}),
     }
@@ -358,7 +360,7 @@ def run(script_args, training_args, model_args) -> int:
         logger.info("%s already holds the finished run: nothing to train", run_dir.path)
         return push_final_model(PartialState(), run_dir, repo_id, bool(training_args.hub_private_repo))
 
-    tokenizer = load_tokenizer(script_args.tokenizer_name or model_path)
+    tokenizer = load_tokenizer(script_args.tokenizer_name or model_path, trust)
     if tokenizer.chat_template is None and training_args.chat_template_path is None:
         chatml_tokens = ("<|im_start|>", "<|im_end|>")
         missing = [t for t in chatml_tokens if tokenizer.convert_tokens_to_ids(t) in (None, tokenizer.unk_token_id)]
@@ -371,7 +373,7 @@ def run(script_args, training_args, model_args) -> int:
         tokenizer.eos_token = "<|im_end|>"
     if training_args.assistant_only_loss and training_args.chat_template_path is None:
         tokenizer.chat_template = with_generation_markers(tokenizer.chat_template)
-    config = AutoConfig.from_pretrained(model_path, trust_remote_code=True)
+    config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust)
     check_tokenizer_fits_model(tokenizer, config, training_args.max_length)
     train_dataset, eval_dataset = load_conversations(script_args)
     needed = training_args.per_device_train_batch_size * training_args.world_size
@@ -464,7 +466,7 @@ def save_sft_outputs(trainer, run_dir, tokenizer, model_path, model_args, script
                 tokenizer.save_pretrained(tmp)
                 apply_default_permissions(tmp)
             if script_args.merge_adapter:
-                merged = merge_adapter(model_path, run_dir.path / ADAPTER_DIR)
+                merged = merge_adapter(model_path, run_dir.path / ADAPTER_DIR, bool(trainer.args.trust_remote_code))
                 _write_final(run_dir, merged, merged.state_dict(), tokenizer, summary)
         else:
             _write_final(run_dir, model, state_dict, tokenizer, summary)
@@ -482,13 +484,13 @@ def _write_final(run_dir, model, state_dict, tokenizer, summary) -> None:
         apply_default_permissions(tmp)
 
 
-def merge_adapter(base_path: str, adapter_dir: Path):
+def merge_adapter(base_path: str, adapter_dir: Path, trust_remote_code: bool = False):
     """Load the base model fresh, apply the saved adapter and merge it: the released weights are exactly
     what `PeftModel.from_pretrained(base, adapter).merge_and_unload()` gives any user."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    base = AutoModelForCausalLM.from_pretrained(base_path, trust_remote_code=True, dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(base_path, trust_remote_code=trust_remote_code, dtype=torch.float32)
     return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
 
 
