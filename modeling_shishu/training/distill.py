@@ -79,28 +79,27 @@ def _teacher_dtype(name: str) -> torch.dtype:
     return getattr(torch, name)
 
 
-def build_student_and_teacher(distill_args):
-    """Load the teacher in float32, convert it (or load the given student), then cast the teacher."""
+def load_float32_model(name_or_path: str, distill_args):
+    """A teacher or student in float32, running a folder's own code only with `trust_remote_code`."""
     from transformers import AutoModelForCausalLM
 
-    from ..conversion import check_parent_config, convert_model
-
     trust = distill_args.trust_remote_code
-    with remote_code_consent(distill_args.teacher_name_or_path):
-        teacher = AutoModelForCausalLM.from_pretrained(
-            resolve_pretrained(distill_args.teacher_name_or_path, trust),
+    with remote_code_consent(name_or_path):
+        return AutoModelForCausalLM.from_pretrained(
+            resolve_pretrained(name_or_path, trust),
             dtype=torch.float32,
             attn_implementation=distill_args.attn_implementation,
             trust_remote_code=trust,
         )
+
+
+def build_student_and_teacher(distill_args):
+    """Load the teacher in float32, convert it (or load the given student), then cast the teacher."""
+    from ..conversion import check_parent_config, convert_model
+
+    teacher = load_float32_model(distill_args.teacher_name_or_path, distill_args)
     if distill_args.student_name_or_path is not None:
-        with remote_code_consent(distill_args.student_name_or_path):
-            student = AutoModelForCausalLM.from_pretrained(
-                resolve_pretrained(distill_args.student_name_or_path, trust),
-                dtype=torch.float32,
-                attn_implementation=distill_args.attn_implementation,
-                trust_remote_code=trust,
-            )
+        student = load_float32_model(distill_args.student_name_or_path, distill_args)
         if student.config.model_type != "shishu":
             raise ValueError(f"student {distill_args.student_name_or_path} is a {student.config.model_type!r} model, not a ShishuLM")
     else:
