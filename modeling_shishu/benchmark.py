@@ -1423,6 +1423,20 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
     return BenchSettings.quick(**overrides) if args.quick else BenchSettings(**overrides)
 
 
+def bench_log(message: str) -> None:
+    """Progress and file notes of `shishu bench`, on stderr (the report itself goes to stdout)."""
+    print(f"shishu bench: {message}", file=sys.stderr, flush=True)
+
+
+def check_report_outputs(*paths) -> None:
+    """The report files can be written: checked now, not after the benchmark has run."""
+    for output in paths:
+        if output and Path(output).is_dir():
+            raise ValueError(f"{output} is a directory; give a file path")
+        if output:
+            check_output_location(output)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.engine == "llama.cpp":
         from .benchmark_llamacpp import run_from_args
@@ -1430,23 +1444,15 @@ def run(args: argparse.Namespace) -> int:
         return run_from_args(args)
     settings = settings_from_args(args)
     settings.check()
-    for output in (args.json, args.plot):
-        if output and Path(output).is_dir():
-            raise ValueError(f"{output} is a directory; give a file path")
-        if output:
-            check_output_location(output)  # now, not after the benchmark has run
-
-    def log(message: str) -> None:
-        print(f"shishu bench: {message}", file=sys.stderr, flush=True)
-
-    report = run_benchmark(args.model, args.baseline, settings, log=log)
+    check_report_outputs(args.json, args.plot)
+    report = run_benchmark(args.model, args.baseline, settings, log=bench_log)
     print(format_report(report))
     if args.json:
         atomic_write_json(args.json, report)
-        log(f"wrote {args.json}")
+        bench_log(f"wrote {args.json}")
     if args.plot:
         plot_report(report, args.plot)
-        log(f"wrote {args.plot}")
+        bench_log(f"wrote {args.plot}")
     return 0
 
 

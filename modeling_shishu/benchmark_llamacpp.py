@@ -286,6 +286,7 @@ def format_llamacpp_report(report: dict) -> str:
 
 def run_from_args(args) -> int:
     """`shishu bench --engine llama.cpp ...` (the options shared with the PyTorch benchmark)."""
+    from .benchmark import bench_log, check_report_outputs
     from .io_utils import atomic_write_json
 
     pytorch_only = [("--compile", args.compile), ("--batch", args.batch), ("--shapes", args.shapes), ("--plot", args.plot),
@@ -303,13 +304,8 @@ def run_from_args(args) -> int:
     overrides = {k: v for k, v in overrides.items() if v is not None}
     overrides["dtype"] = GGUF_DTYPES[args.dtype]
     settings = LlamaCppBenchSettings.quick(**overrides) if args.quick else LlamaCppBenchSettings(**overrides)
-    if args.json and Path(args.json).is_dir():
-        raise ValueError(f"{args.json} is a directory; give a file path")
-
-    def log(message: str) -> None:
-        print(f"shishu bench: {message}", file=sys.stderr, flush=True)
-
-    report = run_llamacpp_benchmark(args.model, args.baseline, settings, log=log)
+    check_report_outputs(args.json)
+    report = run_llamacpp_benchmark(args.model, args.baseline, settings, log=bench_log)
     print(format_llamacpp_report(report))
     if args.json:
         atomic_write_json(args.json, report)

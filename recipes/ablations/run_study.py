@@ -1,4 +1,4 @@
-"""Small-scale replication study (issue 8): from-scratch pretraining of ShishuLM layouts on the same tokens.
+"""Small-scale replication study: from-scratch pretraining of ShishuLM layouts on the same tokens.
 
 Reproduce the committed results (docs/ablations.md, docs/ablations.json, docs/ablations.png) with one command:
 
