@@ -1,6 +1,6 @@
 """`shishu bench`: measure a ShishuLM against its baseline, side by side in one process.
 
-    shishu bench --model shishu-smollm2-135m-m10 --baseline smollm2-135m \\
+    shishu bench --model shishu-smollm2-135m-instruct-m10 --baseline smollm2-135m \\
         --contexts 256,1024,2048,4096 --batch 1 --compile --json bench.json --plot bench.png
     shishu bench --model shishu-m10 --baseline smollm2-135m --quick        # about a minute on 2 CPU cores
     shishu bench --random-init --baseline smollm2-135m --mlp-layers 6,7,17,18,22,23,25,26,28,29 \\
@@ -86,7 +86,7 @@ MODES = ("eager", "compile")
 SHISHU, BASELINE, ALL_ATTENTION = "shishu", "baseline", "shishu_all_attention"
 
 # The issue's targets for the 135M variant against its parent (float32, batch 1). The benchmark checks
-# them on whatever pair it runs; they are the bar for `shishu-smollm2-135m-m10` vs SmolLM2-135M.
+# them on whatever pair it runs; they are the bar for `shishu-smollm2-135m-instruct-m10` vs SmolLM2-135M.
 TARGET_CONTEXT = 2048
 DECODE_RATIO_TARGET = 1.20
 PREFILL_RATIO_TARGET = 1.18

@@ -2,7 +2,7 @@
 
     shishu convert --parent smollm2-135m --mlp-layers 10 --share pairs --out shishu-m10
     shishu convert --parent HuggingFaceTB/SmolLM2-135M-Instruct --mlp-layers 10 --layers auto --out shishu-m10
-    shishu convert --variant shishu-smollm2-135m-m10 --out shishu-m10
+    shishu convert --variant shishu-smollm2-135m-instruct-m10 --out shishu-m10
 
     from modeling_shishu.conversion import convert_checkpoint, convert_model
     convert_checkpoint("smollm2-135m", "shishu-m10", num_mlp_layers=10)      # a Hub-ready folder

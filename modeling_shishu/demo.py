@@ -12,13 +12,13 @@ Stages, each one a documented command of its own (the demo prints it before runn
                  block fitted to the parent on calibration text; `convert-data-free` adds `--no-fit`, for
                  comparison
 4. heal          `accelerate launch --config_file recipes/accelerate_configs/cpu_ddp.yaml
-                  recipes/scripts/distill.py --config recipes/shishu-smollm2-135m-m10/distill/config.yaml ...`
+                  recipes/scripts/distill.py --config recipes/shishu-smollm2-135m-instruct-m10/distill/config.yaml ...`
 5. evaluate      `accelerate launch ... -m modeling_shishu.cli eval --model <healed> --baseline <parent> --suite offline
                   --limit N ...` (two processes; paired differences with their standard errors)
                  `shishu eval --model <converted> --suite offline --tasks offline_shakespeare,offline_sharegpt ...`
                  (the data-free and the fitted conversion, before healing)
    benchmark     `shishu bench --model <healed> --baseline <parent> --quick ...`
-6. export-gguf   `shishu export-gguf <healed> --out <out>/shishu-smollm2-135m-m10.gguf --dtype f16 ...`: the
+6. export-gguf   `shishu export-gguf <healed> --out <out>/shishu-smollm2-135m-instruct-m10.gguf --dtype f16 ...`: the
                  healed model for llama.cpp, next to the release folder
 7. release       `shishu card <release> --results ...`: weights, remote code, tokenizer, card, plots
 
@@ -43,7 +43,7 @@ from .io_utils import atomic_directory, atomic_write_json
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-VARIANT = "shishu-smollm2-135m-m10"
+VARIANT = "shishu-smollm2-135m-instruct-m10"
 STAGE_RECORD = "stage.json"
 
 

@@ -628,8 +628,8 @@ class ShishuForCausalLM(ShishuPreTrainedModel, GenerationMixin):
         ```python
         >>> from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        >>> model = AutoModelForCausalLM.from_pretrained("path/to/shishu-smollm2-135m-m10", trust_remote_code=True)
-        >>> tokenizer = AutoTokenizer.from_pretrained("path/to/shishu-smollm2-135m-m10", trust_remote_code=True)
+        >>> model = AutoModelForCausalLM.from_pretrained("path/to/shishu-smollm2-135m-instruct-m10", trust_remote_code=True)
+        >>> tokenizer = AutoTokenizer.from_pretrained("path/to/shishu-smollm2-135m-instruct-m10", trust_remote_code=True)
         >>> inputs = tokenizer("The capital of France is", return_tensors="pt")
         >>> tokenizer.decode(model.generate(**inputs, max_new_tokens=8)[0])
         ```"""

@@ -2,7 +2,7 @@
 
     shishu variants                 # the table: layers, unique parameters, KV-cache bytes per token
     shishu variants --markdown      # the same table for the README
-    shishu convert --variant shishu-smollm2-135m-m10 --out shishu-m10
+    shishu convert --variant shishu-smollm2-135m-instruct-m10 --out shishu-m10
 
 Parameter counts and KV-cache sizes are computed, not typed in: each variant builds its parent's config
 and its ShishuLM config, instantiates both models on the meta device (no memory, no weights) and counts
@@ -167,17 +167,17 @@ _SMOL360 = "HuggingFaceTB/SmolLM2-360M-Instruct"
 VARIANTS: dict[str, ShishuVariant] = {
     v.name: v
     for v in [
-        _variant("shishu-smollm2-135m-m6", _SMOL135, "smollm2-135m", SMOLLM2_135M, 6,
+        _variant("shishu-smollm2-135m-instruct-m6", _SMOL135, "smollm2-135m", SMOLLM2_135M, 6,
                  "SmolLM2-135M, top 6 of 30 layers MLP-only, pairs shared: the gentle cut"),
-        _variant("shishu-smollm2-135m-m10", _SMOL135, "smollm2-135m", SMOLLM2_135M, 10,
+        _variant("shishu-smollm2-135m-instruct-m10", _SMOL135, "smollm2-135m", SMOLLM2_135M, 10,
                  "SmolLM2-135M, top 10 of 30 layers MLP-only, pairs shared: the reference variant"),
-        _variant("shishu-smollm2-135m-m10-x2", _SMOL135, "smollm2-135m", SMOLLM2_135M, 10,
+        _variant("shishu-smollm2-135m-instruct-m10-x2", _SMOL135, "smollm2-135m", SMOLLM2_135M, 10,
                  "m10 plus 2 extra MLP-only layers (one more shared pair) to win back quality", extra=2),
-        _variant("shishu-smollm2-135m-m14", _SMOL135, "smollm2-135m", SMOLLM2_135M, 14,
+        _variant("shishu-smollm2-135m-instruct-m14", _SMOL135, "smollm2-135m", SMOLLM2_135M, 14,
                  "SmolLM2-135M, top 14 of 30 layers MLP-only, pairs shared: the aggressive cut"),
-        _variant("shishu-smollm2-135m-m10-unshared", _SMOL135, "smollm2-135m", SMOLLM2_135M, 10,
+        _variant("shishu-smollm2-135m-instruct-m10-unshared", _SMOL135, "smollm2-135m", SMOLLM2_135M, 10,
                  "top 10 layers MLP-only without weight sharing: the ablation of pairing", share="none"),
-        _variant("shishu-smollm2-360m-m10", _SMOL360, None, SMOLLM2_360M, 10,
+        _variant("shishu-smollm2-360m-instruct-m10", _SMOL360, None, SMOLLM2_360M, 10,
                  "SmolLM2-360M, top 10 of 32 layers MLP-only, pairs shared"),
         _variant("shishu-qwen2-0.5b-m8", "Qwen/Qwen2-0.5B", None, QWEN2_0_5B, 8,
                  "Qwen2-0.5B (q/k/v bias), top 8 of 24 layers MLP-only, pairs shared"),

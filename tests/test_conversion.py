@@ -281,13 +281,13 @@ def test_cli_convert_explicit_layers_and_bf16(tmp_path, capsys):
 
 
 def test_variant_sizes_are_computed_from_the_layout():
-    m10 = get_variant("shishu-smollm2-135m-m10")
+    m10 = get_variant("shishu-smollm2-135m-instruct-m10")
     sizes = m10.sizes
     assert sizes["parent_parameters"] == 134_515_008  # SmolLM2-135M
     assert sizes["parameters"] == 112_387_968
     assert sizes["parent_kv_bytes_per_token_bf16"] == 23_040 and sizes["kv_bytes_per_token_bf16"] == 15_360
     assert (sizes["layers"], sizes["attention_layers"], sizes["share_groups"]) == (30, 20, 5)
-    assert get_variant("shishu-smollm2-360m-m10").sizes["parent_parameters"] == 361_821_120
+    assert get_variant("shishu-smollm2-360m-instruct-m10").sizes["parent_parameters"] == 361_821_120
     qwen = get_variant("shishu-qwen2-0.5b-m8")
     assert qwen.sizes["parent_parameters"] == 494_032_768 and qwen.offline_parent is None
     assert qwen.shishu_config().attention_bias and not qwen.shishu_config().attention_output_bias
@@ -309,7 +309,7 @@ def test_kv_bytes_per_token_matches_a_real_cache():
 def test_cli_variants_table(capsys):
     assert shishu_main(["variants"]) == 0
     out = capsys.readouterr().out
-    assert "shishu-smollm2-135m-m10" in out and "112,387,968" in out and "-33.3%" in out
+    assert "shishu-smollm2-135m-instruct-m10" in out and "112,387,968" in out and "-33.3%" in out
     assert shishu_main(["variants", "--json"]) == 0
     records = json.loads(capsys.readouterr().out)
     assert {r["name"] for r in records} == set(VARIANTS)

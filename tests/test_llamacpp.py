@@ -8,7 +8,7 @@ the built wheel in its cache), so `make test` does not install it and these test
     .venv/bin/pip install -e ".[llamacpp]"
     .venv/bin/python -m pytest -m llamacpp tests/test_llamacpp.py -v -s
 
-The real-parent test converts the offline SmolLM2-135M-Instruct (`shishu-smollm2-135m-m10`, the top 10
+The real-parent test converts the offline SmolLM2-135M-Instruct (`shishu-smollm2-135m-instruct-m10`, the top 10
 layers MLP-only, pairs shared) and exports it and the parent at f32.
 """
 
@@ -128,18 +128,18 @@ def test_tiny_hybrid_tokens_and_kv_cache(tmp_path, overrides):
 
 @pytest.fixture(scope="module")
 def real_m10(tmp_path_factory):
-    """The offline parent and `shishu-smollm2-135m-m10` (top 10 layers, pairs), each exported at f32."""
+    """The offline parent and `shishu-smollm2-135m-instruct-m10` (top 10 layers, pairs), each exported at f32."""
     from modeling_shishu.assets import fetch_parent
     from modeling_shishu.conversion import convert_checkpoint
 
     folder = tmp_path_factory.mktemp("real")
     parent_dir = fetch_parent("smollm2-135m")
-    shishu_dir = convert_checkpoint(parent_dir, folder / "shishu-smollm2-135m-m10", num_mlp_layers=10, share="pairs")
+    shishu_dir = convert_checkpoint(parent_dir, folder / "shishu-smollm2-135m-instruct-m10", num_mlp_layers=10, share="pairs")
     return {
         "parent_dir": parent_dir,
         "shishu_dir": shishu_dir,
         "parent_gguf": export_gguf(parent_dir, folder / "smollm2-135m.gguf")["path"],
-        "shishu_gguf": export_gguf(shishu_dir, folder / "shishu-smollm2-135m-m10.gguf")["path"],
+        "shishu_gguf": export_gguf(shishu_dir, folder / "shishu-smollm2-135m-instruct-m10.gguf")["path"],
     }
 
 

@@ -34,14 +34,14 @@ def test_convert_real_parent_k10(tmp_path):
     parent_dir = fetch_parent("smollm2-135m")
     parent = LlamaForCausalLM.from_pretrained(parent_dir, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(parent_dir)
-    variant = get_variant("shishu-smollm2-135m-m10")
+    variant = get_variant("shishu-smollm2-135m-instruct-m10")
     # The registry's SmolLM2-135M shape is the real parent's.
     for field in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                   "num_key_value_heads", "tie_word_embeddings"):  # fmt: skip
         assert getattr(parent.config, field) == SMOLLM2_135M[field], field
     assert parent.num_parameters() == variant.sizes["parent_parameters"] == 134_515_008
 
-    out = convert_checkpoint(parent_dir, tmp_path / "shishu-smollm2-135m-m10", num_mlp_layers=10, share="pairs")
+    out = convert_checkpoint(parent_dir, tmp_path / "shishu-smollm2-135m-instruct-m10", num_mlp_layers=10, share="pairs")
     model = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True, dtype=torch.float32).eval()
     config = model.config
     assert type(model).__name__ == "ShishuForCausalLM"

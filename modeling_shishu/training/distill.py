@@ -1,7 +1,7 @@
 """Stage 2: healing a converted ShishuLM by distillation from its parent.
 
     accelerate launch --config_file recipes/accelerate_configs/ddp.yaml recipes/scripts/distill.py \\
-        --config recipes/shishu-smollm2-135m-m10/distill/config.yaml
+        --config recipes/shishu-smollm2-135m-instruct-m10/distill/config.yaml
 
 The student is the parent converted to a ShishuLM (`modeling_shishu.conversion.convert_model`: top
 `num_mlp_layers` layers MLP-only, adjacent pairs sharing), or a checkpoint given as

@@ -1,7 +1,7 @@
 """Stage 1: pretraining a ShishuLM from scratch (or continuing an existing one) on a text corpus.
 
     accelerate launch --config_file recipes/accelerate_configs/ddp.yaml recipes/scripts/pretrain.py \\
-        --config recipes/shishu-smollm2-135m-m10/pretrain/config.yaml
+        --config recipes/shishu-smollm2-135m-instruct-m10/pretrain/config.yaml
 
 The layout comes from a Llama-family config (`config_name`, e.g. the SmolLM2-135M parent) turned into a
 ShishuLM with `num_mlp_layers` / `share` / `extra_mlp_layers`; `config_overrides` resizes it.

@@ -1,7 +1,7 @@
 """Stage 3: instruction tuning a ShishuLM with TRL's `SFTTrainer` on chat data (full or LoRA), ChatML.
 
     accelerate launch --config_file recipes/accelerate_configs/ddp.yaml recipes/scripts/sft.py \\
-        --config recipes/shishu-smollm2-135m-m10/sft/config.yaml
+        --config recipes/shishu-smollm2-135m-instruct-m10/sft/config.yaml
 
 Rows are conversations `{"messages": [{"role": ..., "content": ...}, ...]}`. The offline default is the
 ShareGPT package from the registry (RESEARCH ONLY: conversations shared from ChatGPT, no licence for

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU path in one call: the CUDA tests, `shishu bench` of SmolLM2-135M's shape against the
-# shishu-smollm2-135m-m10 layout (random weights), and the m10 pretraining recipe on one GPU.
+# shishu-smollm2-135m-instruct-m10 layout (random weights), and the m10 pretraining recipe on one GPU.
 #
 #   make gpu-carry                                # once, where the package registry is reachable: .whl/ + .gpu_carry/
 #   bash recipes/gpu/run_gpu_checks.sh            # on the GPU machine (5-7 minutes on one H100, at most BUDGET_S)
@@ -132,7 +132,7 @@ step bench 320 "$PYTHON" -m modeling_shishu.cli bench "${BENCH[@]}" --json "$OUT
 
 rm -rf "$RUN_DIR"
 step pretrain 100 "$PYTHON" -m accelerate.commands.launch --num_processes 1 --num_machines 1 --mixed_precision bf16 \
-    --dynamo_backend no recipes/scripts/pretrain.py --config recipes/shishu-smollm2-135m-m10/pretrain/config_gpu.yaml \
+    --dynamo_backend no recipes/scripts/pretrain.py --config recipes/shishu-smollm2-135m-instruct-m10/pretrain/config_gpu.yaml \
     --output_dir "$RUN_DIR" "${PRETRAIN[@]}"
 mkdir -p "$OUT/pretrain"
 for file in run.json metrics.jsonl training_summary.json loss_curve.png; do
