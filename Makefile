@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install test test-transformers test-llamacpp demo bench gpu-carry clean
+.PHONY: install test quality style test-transformers test-llamacpp demo bench gpu-carry clean
 
 $(VENV)/.installed: requirements-dev.txt setup.cfg
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,15 @@ install: $(VENV)/.installed
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# formatting and lint, as CI checks them (`make style` rewrites the files)
+quality: install
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+style: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
 
 # the remote code under every supported transformers release (each pip-installed into its own cached folder)
 test-transformers: install

@@ -13,15 +13,24 @@ import sys
 # subcommand -> (module, one-line help)
 COMMANDS = {
     "fetch-parent": ("modeling_shishu.assets", "fetch and cache a parent checkpoint (offline default: smollm2-135m)"),
-    "variants": ("modeling_shishu.variants", "list the named ShishuLM variants"),
-    "analyze": ("modeling_shishu.analysis", "per-layer attention linearity / removal cost, and which layers to convert"),
-    "convert": ("modeling_shishu.conversion", "turn a Llama-family checkpoint into a ShishuLM"),
-    "export-llama": ("modeling_shishu.export_llama", "write a plain LlamaForCausalLM computing the same function"),
-    "export-gguf": ("modeling_shishu.export_gguf", "write a GGUF for llama.cpp whose MLP-only layers have no attention or KV cache"),
+    "variants": ("modeling_shishu.conversion.variants", "list the named ShishuLM variants"),
+    "analyze": (
+        "modeling_shishu.conversion.analysis",
+        "per-layer attention linearity / removal cost, and which layers to convert",
+    ),
+    "convert": ("modeling_shishu.conversion.convert", "turn a Llama-family checkpoint into a ShishuLM"),
+    "export-llama": (
+        "modeling_shishu.conversion.export_llama",
+        "write a plain LlamaForCausalLM computing the same function",
+    ),
+    "export-gguf": (
+        "modeling_shishu.conversion.export_gguf",
+        "write a GGUF for llama.cpp whose MLP-only layers have no attention or KV cache",
+    ),
     "eval": ("modeling_shishu.evaluation", "run an lm-eval suite and write results.json"),
-    "card": ("modeling_shishu.model_card", "render a model card (README.md + .eval_results) from results.json"),
-    "push": ("modeling_shishu.publishing", "validate a checkpoint folder and upload it to the Hub"),
-    "bench": ("modeling_shishu.benchmark", "measure a ShishuLM against its baseline: memory, prefill, decode, training"),
+    "card": ("modeling_shishu.release.card", "render a model card (README.md + .eval_results) from results.json"),
+    "push": ("modeling_shishu.release.push", "validate a checkpoint folder and upload it to the Hub"),
+    "bench": ("modeling_shishu.bench", "measure a ShishuLM against its baseline: memory, prefill, decode, training"),
     "demo": ("modeling_shishu.demo", "the main job end to end on the offline defaults"),
 }
 

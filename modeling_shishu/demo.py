@@ -82,8 +82,12 @@ class Stage:
         # Stream the stage's progress to the terminal and keep a copy for the record.
         with open(log_path, "w") as log:
             process = subprocess.Popen(
-                self.command, cwd=REPO_ROOT, env={**os.environ, **self.env},
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                self.command,
+                cwd=REPO_ROOT,
+                env={**os.environ, **self.env},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
             )
             for line in process.stdout:
                 sys.stdout.write(f"  | {line}")
@@ -95,7 +99,9 @@ class Stage:
         if not self.output.exists():
             raise RuntimeError(f"stage {self.name} finished but wrote no {self.output}")
         seconds = time.perf_counter() - start
-        atomic_write_json(self.record_path(out), {"command": self.command, "output": str(self.output), "seconds": round(seconds, 1)})
+        atomic_write_json(
+            self.record_path(out), {"command": self.command, "output": str(self.output), "seconds": round(seconds, 1)}
+        )
         print(f"[demo] {self.name}: done in {seconds:.0f} s", flush=True)
         return True
 
@@ -107,7 +113,12 @@ def shishu(*args: str) -> list[str]:
 
 def build_stages(args: argparse.Namespace, parent: Path) -> list[Stage]:
     out = Path(args.out).resolve()
-    analysis, converted, data_free, heal = out / "analysis", out / "converted", out / "converted-data-free", out / "heal"
+    analysis, converted, data_free, heal = (
+        out / "analysis",
+        out / "converted",
+        out / "converted-data-free",
+        out / "heal",
+    )
     healed = heal / "final"
     distill_overrides = [
         f"--student_name_or_path={converted}",
@@ -130,22 +141,49 @@ def build_stages(args: argparse.Namespace, parent: Path) -> list[Stage]:
         "--logging_steps=5",
     ]
     limit = str(args.eval_limit)
-    layout = ["--parent", str(parent), "--mlp-layers", "10", "--share", "pairs",
-              *(["--layers-from", str(analysis)] if args.layers == "analysis" else []), "--variant", VARIANT]
-    held_out = ["--suite", "offline", "--tasks", "offline_shakespeare,offline_sharegpt", "--limit", str(args.ppl_limit),
-                "--dtype", "bfloat16", "--overwrite"]
+    layout = [
+        "--parent",
+        str(parent),
+        "--mlp-layers",
+        "10",
+        "--share",
+        "pairs",
+        *(["--layers-from", str(analysis)] if args.layers == "analysis" else []),
+        "--variant",
+        VARIANT,
+    ]
+    held_out = [
+        "--suite",
+        "offline",
+        "--tasks",
+        "offline_shakespeare,offline_sharegpt",
+        "--limit",
+        str(args.ppl_limit),
+        "--dtype",
+        "bfloat16",
+        "--overwrite",
+    ]
     return [
         Stage("analyze", shishu("analyze", "--model", str(parent), "--k", "10", "--out", str(analysis)), analysis),
-        Stage("convert-data-free", shishu("convert", *layout, "--no-fit", "--out", str(data_free), "--overwrite"), data_free),
+        Stage(
+            "convert-data-free",
+            shishu("convert", *layout, "--no-fit", "--out", str(data_free), "--overwrite"),
+            data_free,
+        ),
         Stage("convert", shishu("convert", *layout, "--out", str(converted), "--overwrite"), converted),
         Stage(
             "heal",
             [
-                sys.executable, "-m", "accelerate.commands.launch",
-                "--config_file", str(REPO_ROOT / "recipes/accelerate_configs/cpu_ddp.yaml"),
-                "--main_process_port", str(args.port),
+                sys.executable,
+                "-m",
+                "accelerate.commands.launch",
+                "--config_file",
+                str(REPO_ROOT / "recipes/accelerate_configs/cpu_ddp.yaml"),
+                "--main_process_port",
+                str(args.port),
                 str(REPO_ROOT / "recipes/scripts/distill.py"),
-                "--config", str(REPO_ROOT / f"recipes/{VARIANT}/distill/config.yaml"),
+                "--config",
+                str(REPO_ROOT / f"recipes/{VARIANT}/distill/config.yaml"),
                 *distill_overrides,
             ],
             healed,
@@ -157,29 +195,75 @@ def build_stages(args: argparse.Namespace, parent: Path) -> list[Stage]:
             "evaluate",
             # two processes share the documents (lm-eval's data parallelism), one thread each
             [
-                sys.executable, "-m", "accelerate.commands.launch",
-                "--config_file", str(REPO_ROOT / "recipes/accelerate_configs/cpu_ddp.yaml"),
-                "--main_process_port", str(args.port + 1),
-                "-m", "modeling_shishu.cli", "eval", "--model", str(healed), "--name", VARIANT, "--baseline", str(parent),
-                "--baseline-name", "smollm2-135m", "--suite", "offline", "--limit", limit, "--dtype", "bfloat16",
-                "--task-limit", f"offline_gsm8k={args.gsm8k_limit}",
-                "--task-limit", f"offline_shakespeare={args.ppl_limit}",
-                "--task-limit", f"offline_sharegpt={args.ppl_limit}", "--out", str(out / "eval"), "--overwrite",
+                sys.executable,
+                "-m",
+                "accelerate.commands.launch",
+                "--config_file",
+                str(REPO_ROOT / "recipes/accelerate_configs/cpu_ddp.yaml"),
+                "--main_process_port",
+                str(args.port + 1),
+                "-m",
+                "modeling_shishu.cli",
+                "eval",
+                "--model",
+                str(healed),
+                "--name",
+                VARIANT,
+                "--baseline",
+                str(parent),
+                "--baseline-name",
+                "smollm2-135m",
+                "--suite",
+                "offline",
+                "--limit",
+                limit,
+                "--dtype",
+                "bfloat16",
+                "--task-limit",
+                f"offline_gsm8k={args.gsm8k_limit}",
+                "--task-limit",
+                f"offline_shakespeare={args.ppl_limit}",
+                "--task-limit",
+                f"offline_sharegpt={args.ppl_limit}",
+                "--out",
+                str(out / "eval"),
+                "--overwrite",
             ],
             out / "eval",
             env={"ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"},
         ),
         Stage(
             "evaluate-before-healing",
-            shishu("eval", "--model", str(converted), "--name", f"{VARIANT} (fitted, not healed)",
-                   "--baseline", str(data_free), "--baseline-name", f"{VARIANT} (data-free, not healed)",
-                   *held_out, "--out", str(out / "eval-converted")),
+            shishu(
+                "eval",
+                "--model",
+                str(converted),
+                "--name",
+                f"{VARIANT} (fitted, not healed)",
+                "--baseline",
+                str(data_free),
+                "--baseline-name",
+                f"{VARIANT} (data-free, not healed)",
+                *held_out,
+                "--out",
+                str(out / "eval-converted"),
+            ),
             out / "eval-converted",
         ),
         Stage(
             "benchmark",
-            shishu("bench", "--model", str(healed), "--baseline", str(parent), "--quick",
-                   "--json", str(out / "bench.json"), "--plot", str(out / "bench.png")),
+            shishu(
+                "bench",
+                "--model",
+                str(healed),
+                "--baseline",
+                str(parent),
+                "--quick",
+                "--json",
+                str(out / "bench.json"),
+                "--plot",
+                str(out / "bench.png"),
+            ),
             out / "bench.json",
         ),
         # f16, not bf16: llama.cpp's CPU kernels run f16 matrices fast on any x86 with F16C and on ARMv8.2,
@@ -187,8 +271,17 @@ def build_stages(args: argparse.Namespace, parent: Path) -> list[Stage]:
         # values all lie well inside f16's range (export-gguf refuses a tensor that does not).
         Stage(
             "export-gguf",
-            shishu("export-gguf", str(healed), "--out", str(out / f"{VARIANT}.gguf"), "--dtype", "f16",
-                   "--name", VARIANT, "--overwrite"),
+            shishu(
+                "export-gguf",
+                str(healed),
+                "--out",
+                str(out / f"{VARIANT}.gguf"),
+                "--dtype",
+                "f16",
+                "--name",
+                VARIANT,
+                "--overwrite",
+            ),
             out / f"{VARIANT}.gguf",
         ),
     ]
@@ -217,7 +310,8 @@ def build_release(out: Path, healed: Path, converted: Path) -> Path:
         # `shishu card` copies the results next to the card (eval_results.json)
         subprocess.run(
             shishu("card", str(tmp), "--results", str(out / "eval" / "results.json"), "--name", VARIANT),
-            cwd=REPO_ROOT, check=True,
+            cwd=REPO_ROOT,
+            check=True,
         )
     return release
 
@@ -238,13 +332,17 @@ def _with_stderr(score: dict) -> str:
 def evaluation_rows(results: dict, parent: str, shishu_label: str, skip: list[str]) -> list[tuple]:
     """Task scores (then the suite's means) with their standard errors, and ShishuLM minus parent on the same
     documents with the paired standard error and whether the difference exceeds two of them."""
-    from .eval_statistics import is_significant
+    from .evaluation.statistics import is_significant
 
     models = {model["label"]: model for model in results["models"]}
     comparison = results.get("comparison") or {}
-    paired = {row["task"]: row for row in comparison.get("rows", [])} | {row["id"]: row for row in comparison.get("means", [])}
+    paired = {row["task"]: row for row in comparison.get("rows", [])} | {
+        row["id"]: row for row in comparison.get("means", [])
+    }
     rows = []
-    for key in [task for task in results["tasks"] if task not in skip] + [mean["id"] for mean in comparison.get("means", [])]:
+    for key in [task for task in results["tasks"] if task not in skip] + [
+        mean["id"] for mean in comparison.get("means", [])
+    ]:
         p, s = (models[label]["scores"].get(key) or models[label]["means"][key] for label in (parent, shishu_label))
         if key in results["tasks"]:
             name, record, n = key, results["tasks"][key], s["n_samples"]
@@ -255,7 +353,14 @@ def evaluation_rows(results: dict, parent: str, shishu_label: str, skip: list[st
         stderr = (paired.get(key) or {}).get("paired_stderr")
         if stderr is not None:
             change += f" (paired SE {stderr:.4f}, significant: {'yes' if is_significant(s['value'] - p['value'], stderr) else 'no'})"
-        rows.append((f"{name} ({record['metric']}, {record.get('num_fewshot', 0)}-shot, n={n})", _with_stderr(p), _with_stderr(s), change))
+        rows.append(
+            (
+                f"{name} ({record['metric']}, {record.get('num_fewshot', 0)}-shot, n={n})",
+                _with_stderr(p),
+                _with_stderr(s),
+                change,
+            )
+        )
     return rows
 
 
@@ -270,13 +375,20 @@ def final_table(out: Path, release: Path) -> str:
     rows = [("figure", "SmolLM2-135M parent", VARIANT, "ratio / change")]
 
     def add(name, parent_value, shishu_value, relation="", digits=4):
-        fmt = (lambda v: f"{v:,.{digits}f}" if isinstance(v, float) else (f"{v:,}" if v is not None else "-"))
+        def fmt(v):
+            return f"{v:,.{digits}f}" if isinstance(v, float) else (f"{v:,}" if v is not None else "-")
+
         rows.append((name, fmt(parent_value), fmt(shishu_value), relation))
 
     p_params, s_params = models["baseline"]["unique_parameters"], models[shishu_role]["unique_parameters"]
     add("unique parameters", p_params, s_params, f"{s_params / p_params - 1:+.2%}")
     p_kv, s_kv = models["baseline"]["kv_cache_bytes_per_token"], models[shishu_role]["kv_cache_bytes_per_token"]
-    add(f"KV cache bytes / token ({models[shishu_role]['dtype']}, measured)", int(p_kv), int(s_kv), f"{s_kv / p_kv - 1:+.2%}")
+    add(
+        f"KV cache bytes / token ({models[shishu_role]['dtype']}, measured)",
+        int(p_kv),
+        int(s_kv),
+        f"{s_kv / p_kv - 1:+.2%}",
+    )
     for figure, label in [("prefill_ms", "prefill latency ratio"), ("decode_ms_per_token", "decode latency ratio")]:
         for row in bench["ratios"]:
             if row["figure"] == figure and row.get("mode") == "eager":
@@ -286,22 +398,37 @@ def final_table(out: Path, release: Path) -> str:
     data_free = next(m["label"] for m in before["models"] if m["role"] == "baseline")
     for task, corpus in held_out.items():
         for metric, name in [(None, "bits/byte"), ("word_perplexity,none", "word perplexity")]:
-            parent_value, healed_value = _score(results, "smollm2-135m", task, metric), _score(results, VARIANT, task, metric)
+            parent_value, healed_value = (
+                _score(results, "smollm2-135m", task, metric),
+                _score(results, VARIANT, task, metric),
+            )
             add(f"held-out {corpus} {name}: parent", parent_value, None)
             add("  ... converted, data-free (not healed)", None, _score(before, data_free, task, metric))
             add("  ... converted and fitted (not healed)", None, _score(before, fitted, task, metric))
-            add("  ... fitted and healed", None, healed_value,
-                "" if None in (parent_value, healed_value) else f"{healed_value / parent_value - 1:+.1%}")
+            add(
+                "  ... fitted and healed",
+                None,
+                healed_value,
+                "" if None in (parent_value, healed_value) else f"{healed_value / parent_value - 1:+.1%}",
+            )
     rows += evaluation_rows(results, "smollm2-135m", VARIANT, skip=list(held_out))
     rows.append(("layers converted", "", ", ".join(map(str, conversion.get("mlp_layers", []))), ""))
     widths = [max(len(str(r[i])) for r in rows) for i in range(4)]
     lines = [" | ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in rows]
     lines.insert(1, "-+-".join("-" * w for w in widths))
-    lines += ["", "scores: value ± standard error; change: ShishuLM minus parent on the same documents, significant when it "
-              "exceeds 2 paired standard errors", "", f"release folder : {release}", f"evaluation     : {out / 'eval' / 'results.json'}",
-              f"llama.cpp GGUF : {out / f'{VARIANT}.gguf'}",
-              f"benchmark      : {out / 'bench.json'}", f"layer analysis : {out / 'analysis'}",
-              f"healing run    : {out / 'heal'}", f"stage logs     : {out / 'logs'}"]
+    lines += [
+        "",
+        "scores: value ± standard error; change: ShishuLM minus parent on the same documents, significant when it "
+        "exceeds 2 paired standard errors",
+        "",
+        f"release folder : {release}",
+        f"evaluation     : {out / 'eval' / 'results.json'}",
+        f"llama.cpp GGUF : {out / f'{VARIANT}.gguf'}",
+        f"benchmark      : {out / 'bench.json'}",
+        f"layer analysis : {out / 'analysis'}",
+        f"healing run    : {out / 'heal'}",
+        f"stage logs     : {out / 'logs'}",
+    ]
     return "\n".join(lines)
 
 
@@ -310,18 +437,35 @@ def final_table(out: Path, release: Path) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="outputs/demo", help="working folder (default: outputs/demo)")
-    parser.add_argument("--layers", choices=["analysis", "top"], default="analysis",
-                        help="which 10 layers become MLP-only: the analysis's pick (default) or the top 10 (the paper's rule)")
+    parser.add_argument(
+        "--layers",
+        choices=["analysis", "top"],
+        default="analysis",
+        help="which 10 layers become MLP-only: the analysis's pick (default) or the top 10 (the paper's rule)",
+    )
     # 80 steps of 512 tokens: about 5 minutes here; the held-out gain per minute falls from 0.09 to 0.01 bits/byte
     # over them (docs/model_family.md), and 80 still keeps the whole demo under 20 minutes
     parser.add_argument("--heal-steps", type=int, default=80, help="distillation steps (default: 80)")
     parser.add_argument("--heal-lr", type=float, default=3e-4, help="distillation peak learning rate (default: 3e-4)")
     parser.add_argument("--heal-seq-length", type=int, default=128, help="distillation sequence length (default: 128)")
-    parser.add_argument("--eval-limit", type=int, default=250,
-                        help="documents per BIG-bench task (default: 250, one standard error <= 0.032)")
-    parser.add_argument("--gsm8k-limit", type=int, default=4, help="GSM8K problems (generation is slow on CPU; default: 4)")
-    parser.add_argument("--ppl-limit", type=int, default=12, help="held-out Shakespeare and ShareGPT documents (default: 12)")
-    parser.add_argument("--port", type=int, default=29533, help="accelerate main process port for the healing run (the evaluation uses the next one)")
+    parser.add_argument(
+        "--eval-limit",
+        type=int,
+        default=250,
+        help="documents per BIG-bench task (default: 250, one standard error <= 0.032)",
+    )
+    parser.add_argument(
+        "--gsm8k-limit", type=int, default=4, help="GSM8K problems (generation is slow on CPU; default: 4)"
+    )
+    parser.add_argument(
+        "--ppl-limit", type=int, default=12, help="held-out Shakespeare and ShareGPT documents (default: 12)"
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=29533,
+        help="accelerate main process port for the healing run (the evaluation uses the next one)",
+    )
     parser.add_argument("--force", nargs="*", default=[], metavar="STAGE", help="re-run these stages even if cached")
 
 

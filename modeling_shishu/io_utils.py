@@ -2,6 +2,7 @@
 sibling, then rename into place."""
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -235,3 +236,12 @@ def atomic_save_figure(figure, path: str | os.PathLike, dpi: int = 110) -> Path:
     finally:
         plt.close(figure)
     return path
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

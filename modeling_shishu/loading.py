@@ -63,7 +63,9 @@ def check_safetensors_file(path: str | os.PathLike) -> None:
             raise ValueError(f"{path} has a corrupt safetensors header") from None
     expected = 8 + header_bytes + end
     if expected != size:
-        raise ValueError(f"{path} is truncated or corrupt: its header describes {expected:,} bytes, the file holds {size:,}")
+        raise ValueError(
+            f"{path} is truncated or corrupt: its header describes {expected:,} bytes, the file holds {size:,}"
+        )
 
 
 def check_remote_code(folder: str | os.PathLike, trust_remote_code: bool) -> None:
@@ -104,6 +106,26 @@ def remote_code_consent(name: str):
         raise _remote_code_refusal(name, []) from None
 
 
+def resolve_checkpoint(name_or_path: str, trust_remote_code: bool = False) -> str:
+    """Where a checkpoint given by name is: an offline parent name (`smollm2-135m`) becomes its cached folder; a
+    folder is checked (readable config, whole weights, no code of its own to run without `trust_remote_code`); a
+    Hub id passes through; a path that does not exist is a `FileNotFoundError`."""
+    from . import assets
+
+    if name_or_path in assets.PARENTS:
+        return str(assets.fetch_parent(name_or_path))
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if (path / "config.json").is_file():  # a model folder (a tokenizer-only folder has no config)
+            check_checkpoint_folder(path)
+            check_remote_code(path, trust_remote_code)
+        return str(path)
+    # what can only be a path (a Hub id is ORG/NAME) would otherwise reach the Hub client as a bad repository id
+    if path.is_absolute() or name_or_path.startswith((".", "~")) or name_or_path.count("/") > 1:
+        raise FileNotFoundError(f"no such checkpoint folder: {name_or_path}")
+    return name_or_path
+
+
 __all__ = [
     "add_trust_remote_code_argument",
     "check_checkpoint_folder",
@@ -111,4 +133,5 @@ __all__ = [
     "check_safetensors_file",
     "read_config",
     "remote_code_consent",
+    "resolve_checkpoint",
 ]

@@ -435,8 +435,11 @@ class ShishuPreTrainedModel(PreTrainedModel):
         unexpected = sorted(key for key in loading_info.get("unexpected_keys", ()) if _LAYER_WEIGHT.search(key))
         if missing or unexpected:
             source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
-            found = [f"{label} {', '.join(keys[:4])}{f' (+{len(keys) - 4} more)' if len(keys) > 4 else ''}"
-                     for label, keys in (("missing", missing), ("unexpected", unexpected)) if keys]  # fmt: skip
+            found = [
+                f"{label} {', '.join(keys[:4])}{f' (+{len(keys) - 4} more)' if len(keys) > 4 else ''}"
+                for label, keys in (("missing", missing), ("unexpected", unexpected))
+                if keys
+            ]
             raise ValueError(
                 f"the weights of {source} do not match the layout in its config.json (layer_types, "
                 f"mlp_share_groups): {'; '.join(found)}"
@@ -592,7 +595,9 @@ class ShishuModel(ShishuPreTrainedModel):
                 records.append(output[1])
 
         return [
-            layer.self_attn.register_forward_hook(record) for layer in self.layers if isinstance(layer, ShishuDecoderLayer)
+            layer.self_attn.register_forward_hook(record)
+            for layer in self.layers
+            if isinstance(layer, ShishuDecoderLayer)
         ]
 
 

@@ -22,8 +22,15 @@ def _load_runner():
 
 run_study = _load_runner()
 
-MICRO_SHAPE = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
-                   num_key_value_heads=2, max_position_embeddings=64, vocab_size=300)  # fmt: skip
+MICRO_SHAPE = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=64,
+    vocab_size=300,
+)
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +78,16 @@ def _write_arm(folder: Path, name: str, parent: Path, **layout) -> str:
 
 
 def _write_study(folder: Path, arms: list[dict], **settings) -> Path:
-    study = {"arms": arms, "seeds": [0, 1], "eval_blocks": 4, "decode_context": 16, "decode_steps": 2,
-             "decode_repeats": 2, "num_threads": 2, **settings}  # fmt: skip
+    study = {
+        "arms": arms,
+        "seeds": [0, 1],
+        "eval_blocks": 4,
+        "decode_context": 16,
+        "decode_steps": 2,
+        "decode_repeats": 2,
+        "num_threads": 2,
+        **settings,
+    }
     path = folder / "study.yaml"
     path.write_text(yaml.safe_dump(study), encoding="utf-8")
     return path
@@ -90,13 +105,18 @@ def test_micro_study_writes_table_plot_and_json(tmp_path, micro_parent, micro_to
     recipes.mkdir()
     arms = [
         {"name": "parent", "recipe": _write_arm(recipes, "parent", micro_parent), "label": "parent"},
-        {"name": "pairs", "label": "top half shared",
-         "recipe": _write_arm(recipes, "pairs", micro_parent, num_mlp_layers=2, share="pairs")},
-    ]  # fmt: skip
+        {
+            "name": "pairs",
+            "label": "top half shared",
+            "recipe": _write_arm(recipes, "pairs", micro_parent, num_mlp_layers=2, share="pairs"),
+        },
+    ]
     study = run_study.Study.from_yaml(_write_study(recipes, arms))
     results_dir = tmp_path / "docs"
     results_dir.mkdir()
-    (results_dir / "ablations.md").write_text("# Study\n\nHand-written intro.\n\n## Conclusions\nkept\n", encoding="utf-8")
+    (results_dir / "ablations.md").write_text(
+        "# Study\n\nHand-written intro.\n\n## Conclusions\nkept\n", encoding="utf-8"
+    )
 
     results = run_study.run_study(study, tmp_path / "runs", results_dir, tokenizer_dir=micro_tokenizer)
 
@@ -121,7 +141,9 @@ def test_micro_study_writes_table_plot_and_json(tmp_path, micro_parent, micro_to
     runs = saved["runs"]
     assert runs["parent"][0]["loss_curve"][0][0] == runs["pairs"][1]["loss_curve"][0][0] == 4 * 32
     held_out = runs["parent"][0]["held_out"]
-    assert math.isclose(held_out["bits_per_byte"], held_out["loss"] * held_out["tokens"] / math.log(2) / held_out["bytes"])
+    assert math.isclose(
+        held_out["bits_per_byte"], held_out["loss"] * held_out["tokens"] / math.log(2) / held_out["bytes"]
+    )
 
     assert (results_dir / "ablations.png").stat().st_size > 10_000
     markdown = (results_dir / "ablations.md").read_text(encoding="utf-8")
@@ -155,9 +177,14 @@ def test_parameter_matched_arm_is_checked(tmp_path, micro_parent, micro_tokenize
     # 3 extra layers (one more shared pair + an unshared block on top) add back 2 blocks (12,352).
     arms = [
         {"name": "parent", "recipe": _write_arm(tmp_path, "parent", micro_parent)},
-        {"name": "matched", "match_parent_params": True,
-         "recipe": _write_arm(tmp_path, "matched", micro_parent, num_mlp_layers=2, share="pairs", extra_mlp_layers=1)},
-    ]  # fmt: skip
+        {
+            "name": "matched",
+            "match_parent_params": True,
+            "recipe": _write_arm(
+                tmp_path, "matched", micro_parent, num_mlp_layers=2, share="pairs", extra_mlp_layers=1
+            ),
+        },
+    ]
     study = run_study.Study.from_yaml(_write_study(tmp_path, arms))
     recipes = run_study.load_arm_recipes(study, tmp_path / "runs", [])
     tokenizer = load_tokenizer(str(micro_tokenizer))
@@ -200,11 +227,15 @@ def test_committed_study_is_consistent_and_parameter_matched(tmp_path):
     recipes = run_study.load_arm_recipes(study, tmp_path, [])
     # Only the special-token ids and the vocabulary size of the tokenizer enter the configs.
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=_byte_level_stub(study.tokenizer_vocab_size), eos_token="<|endoftext|>",
-        bos_token="<|endoftext|>", pad_token="<|endoftext|>",
-    )  # fmt: skip
+        tokenizer_object=_byte_level_stub(study.tokenizer_vocab_size),
+        eos_token="<|endoftext|>",
+        bos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+    )
     run_study.check_parameter_matching(study, recipes, tokenizer)
-    layouts = {name: (args[0].num_mlp_layers, args[0].share, args[0].extra_mlp_layers) for name, args in recipes.items()}
+    layouts = {
+        name: (args[0].num_mlp_layers, args[0].share, args[0].extra_mlp_layers) for name, args in recipes.items()
+    }
     assert layouts == {
         "parent": (0, "none", 0),
         "third-mlp": (4, "none", 0),

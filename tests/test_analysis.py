@@ -5,11 +5,11 @@ import json
 
 import pytest
 import torch
-
-from modeling_shishu.analysis import LayerAnalysis, _spread, analyze_layers, lowest_cost_pairs, make_windows
-from modeling_shishu.cli import main as shishu_main
-from modeling_shishu.conversion import convert_checkpoint, convert_model
 from test_conversion import save_parent, tiny_llama, tiny_texts, tiny_tokenizer
+
+from modeling_shishu.cli import main as shishu_main
+from modeling_shishu.conversion.analysis import LayerAnalysis, _spread, analyze_layers, lowest_cost_pairs, make_windows
+from modeling_shishu.conversion.convert import convert_checkpoint, convert_model
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -48,8 +48,17 @@ def test_rows_and_removal_cost_match_an_independent_computation(tiny_analysis):
 def test_linear_fit_is_exact_when_attention_is_linear():
     # With one token per window attention sees only its own token: o_proj(v_proj(x)), a linear map.
     model = tiny_llama()
-    analysis = analyze_layers(model, tiny_tokenizer(), tiny_texts(), context_length=1, fit_tokens=400,
-                              eval_tokens=100, ablation_tokens=0, ridge=1e-9, batch_size=100)  # fmt: skip
+    analysis = analyze_layers(
+        model,
+        tiny_tokenizer(),
+        tiny_texts(),
+        context_length=1,
+        fit_tokens=400,
+        eval_tokens=100,
+        ablation_tokens=0,
+        ridge=1e-9,
+        batch_size=100,
+    )
     assert min(row.r2 for row in analysis.rows) > 0.9999
     assert analysis.baseline_loss is None and analysis.rows[0].removal_cost is None
     with pytest.raises(ValueError, match="no removal costs"):
@@ -108,8 +117,27 @@ def test_cli_writes_table_json_and_png(tmp_path, capsys):
     text_file = tmp_path / "held_out.txt"
     text_file.write_text("\n".join(tiny_texts()))
     out = tmp_path / "analysis"
-    code = shishu_main(["analyze", "--model", str(parent_dir), "--data", str(text_file), "--k", "2", "--out", str(out),
-                        "--context-length", "16", "--fit-tokens", "512", "--eval-tokens", "128", "--ablation-tokens", "64"])  # fmt: skip
+    code = shishu_main(
+        [
+            "analyze",
+            "--model",
+            str(parent_dir),
+            "--data",
+            str(text_file),
+            "--k",
+            "2",
+            "--out",
+            str(out),
+            "--context-length",
+            "16",
+            "--fit-tokens",
+            "512",
+            "--eval-tokens",
+            "128",
+            "--ablation-tokens",
+            "64",
+        ]
+    )
     assert code == 0
     captured = capsys.readouterr()
     table = captured.out
@@ -124,7 +152,22 @@ def test_cli_writes_table_json_and_png(tmp_path, capsys):
 
     # `convert --layers-from` converts exactly the layers the analysis recommended, without re-analysing.
     converted = tmp_path / "converted"
-    assert shishu_main(["convert", "--parent", str(parent_dir), "--mlp-layers", "2", "--layers-from", str(out), "--out", str(converted)]) == 0
+    assert (
+        shishu_main(
+            [
+                "convert",
+                "--parent",
+                str(parent_dir),
+                "--mlp-layers",
+                "2",
+                "--layers-from",
+                str(out),
+                "--out",
+                str(converted),
+            ]
+        )
+        == 0
+    )
     record = json.loads((converted / "conversion.json").read_text())
     assert record["mlp_layers"] == data["recommendations"]["2"]["layers"]
     assert record["layer_selection"]["rule"] == f"analysis ({data['recommendations']['2']['rule']})"
@@ -144,8 +187,14 @@ def test_cli_writes_table_json_and_png(tmp_path, capsys):
 def test_convert_layers_auto_uses_the_recommendation(tmp_path):
     parent = tiny_llama()
     parent_dir = save_parent(parent, tmp_path / "parent")
-    out = convert_checkpoint(parent_dir, tmp_path / "shishu", num_mlp_layers=2, mlp_layers="auto",
-                             analysis_data=tiny_texts(), analysis_options=SMALL)  # fmt: skip
+    out = convert_checkpoint(
+        parent_dir,
+        tmp_path / "shishu",
+        num_mlp_layers=2,
+        mlp_layers="auto",
+        analysis_data=tiny_texts(),
+        analysis_options=SMALL,
+    )
     record = json.loads((out / "conversion.json").read_text())
     expected = analyze_layers(parent, tiny_tokenizer(), tiny_texts(), ks=[2], **SMALL).recommend(2)
     assert record["mlp_layers"] == expected.layers

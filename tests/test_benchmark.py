@@ -8,14 +8,15 @@ import json
 
 import pytest
 import torch
+from conftest import tiny_config_kwargs
 from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.cache_utils import DynamicCache, StaticCache
 from transformers.generation.configuration_utils import CompileConfig
 
 import modeling_shishu.modeling_shishu as modeling
-from modeling_shishu import ShishuConfig, ShishuForCausalLM, benchmark
+from modeling_shishu import ShishuConfig, ShishuForCausalLM
+from modeling_shishu import bench as benchmark
 from modeling_shishu.cli import main
-from conftest import tiny_config_kwargs
 
 
 HYBRID_LAYOUT = dict(
@@ -89,7 +90,11 @@ def test_rewound_cache_repeats_the_same_decode_steps(cache_kind):
     model = hybrid_model()
     input_ids = torch.randint(3, 99, (1, 8))
     steps = torch.randint(3, 99, (1, 3))
-    cache = DynamicCache(config=model.config) if cache_kind == "dynamic" else StaticCache(config=model.config, max_cache_len=12)
+    cache = (
+        DynamicCache(config=model.config)
+        if cache_kind == "dynamic"
+        else StaticCache(config=model.config, max_cache_len=12)
+    )
     with torch.inference_mode():
         model(input_ids, past_key_values=cache, use_cache=True)
         runs = []
@@ -174,10 +179,16 @@ def test_forward_flops_count_shared_layers_per_use_and_causal_attention():
 
 def _row(model, mode, context, prefill_ms, decode_ms, kv_bytes, bytes_read, fraction):
     return {
-        "model": model, "mode": mode, "batch": 1, "context": context, "kv_cache_bytes": kv_bytes,
+        "model": model,
+        "mode": mode,
+        "batch": 1,
+        "context": context,
+        "kv_cache_bytes": kv_bytes,
         "prefill_flops": 1000 if model == "baseline" else 850,
-        "prefill": {"median_ms": prefill_ms}, "decode_per_token": {"median_ms": decode_ms},
-        "kv_cache_bytes_per_token": kv_bytes / context, "bytes_read_per_step": bytes_read,
+        "prefill": {"median_ms": prefill_ms},
+        "decode_per_token": {"median_ms": decode_ms},
+        "kv_cache_bytes_per_token": kv_bytes / context,
+        "bytes_read_per_step": bytes_read,
         "fraction_of_bandwidth_limit": fraction,
     }
 
@@ -185,8 +196,18 @@ def _row(model, mode, context, prefill_ms, decode_ms, kv_bytes, bytes_read, frac
 def test_ratios_and_targets_on_a_known_report():
     report = {
         "models": {
-            "shishu": {"unique_parameters": 836, "weight_bytes": 3344, "kv_cache_bytes_per_token": 20.0, "attention_layers": 20},
-            "baseline": {"unique_parameters": 1000, "weight_bytes": 4000, "kv_cache_bytes_per_token": 30.0, "attention_layers": 30},
+            "shishu": {
+                "unique_parameters": 836,
+                "weight_bytes": 3344,
+                "kv_cache_bytes_per_token": 20.0,
+                "attention_layers": 20,
+            },
+            "baseline": {
+                "unique_parameters": 1000,
+                "weight_bytes": 4000,
+                "kv_cache_bytes_per_token": 30.0,
+                "attention_layers": 30,
+            },
         },
         "inference": [
             _row("baseline", "eager", 2048, 1200.0, 60.0, 30 * 2048, 100, 0.55),
@@ -209,7 +230,10 @@ def test_ratios_and_targets_on_a_known_report():
     assert ("kv_cache_bytes", "compile") not in ratios  # static caches are sized by max_cache_len, not compared
 
     report["ratios"] = list(ratios.values())
-    targets = {t["target"].split(" (")[0] if t["target"].startswith("KV") else t["target"]: t for t in benchmark.evaluate_targets(report)}
+    targets = {
+        t["target"].split(" (")[0] if t["target"].startswith("KV") else t["target"]: t
+        for t in benchmark.evaluate_targets(report)
+    }
     assert targets["KV cache per token -33.3%"]["met"] is True
     assert targets["decode ratio at 2048 (eager) >= 1.20"]["met"] is True
     assert targets["decode ratio at 2048 (eager) >= 1.20"]["limit"] == pytest.approx(1.25)  # bytes read 100 / 80
@@ -256,11 +280,35 @@ def tiny_pair(tmp_path):
 def test_quick_run_in_both_modes_writes_json_plot_and_table(tiny_pair, tmp_path, capsys):
     model, parent = tiny_pair
     out_json, out_plot = tmp_path / "out" / "bench.json", tmp_path / "out" / "bench.png"
-    code = main([
-        "bench", "--model", str(model), "--baseline", str(parent), "--quick", "--contexts", "8,16",
-        "--train-seq-len", "16", "--threads", "1", "--bandwidth-mib", "4", "--decode-tokens", "2", "--clock", "cpu",
-        "--compile", "--compile-backend", "eager", "--json", str(out_json), "--plot", str(out_plot),
-    ])
+    code = main(
+        [
+            "bench",
+            "--model",
+            str(model),
+            "--baseline",
+            str(parent),
+            "--quick",
+            "--contexts",
+            "8,16",
+            "--train-seq-len",
+            "16",
+            "--threads",
+            "1",
+            "--bandwidth-mib",
+            "4",
+            "--decode-tokens",
+            "2",
+            "--clock",
+            "cpu",
+            "--compile",
+            "--compile-backend",
+            "eager",
+            "--json",
+            str(out_json),
+            "--plot",
+            str(out_plot),
+        ]
+    )
     assert code == 0
     stdout = capsys.readouterr().out
     assert "| mode | batch | context | prefill baseline |" in stdout and "| compile | 1 | 16 |" in stdout
@@ -299,11 +347,35 @@ def test_random_weights_from_a_config_folder_at_chosen_shapes(tmp_path, capsys):
     LlamaConfig(**tiny_config_kwargs(max_position_embeddings=256)).save_pretrained(tmp_path / "parent")
     assert not list((tmp_path / "parent").glob("*.safetensors"))
     out_json = tmp_path / "bench.json"
-    code = main([
-        "bench", "--random-init", "--baseline", str(tmp_path / "parent"), "--mlp-layers", "2,3", "--shapes", "1x8,2x16",
-        "--repeats", "2", "--decode-tokens", "2", "--train-seq-len", "16", "--train-batch", "2", "--threads", "1",
-        "--bandwidth-mib", "4", "--peak-tflops", "0.001", "--no-overhead-check", "--json", str(out_json),
-    ])
+    code = main(
+        [
+            "bench",
+            "--random-init",
+            "--baseline",
+            str(tmp_path / "parent"),
+            "--mlp-layers",
+            "2,3",
+            "--shapes",
+            "1x8,2x16",
+            "--repeats",
+            "2",
+            "--decode-tokens",
+            "2",
+            "--train-seq-len",
+            "16",
+            "--train-batch",
+            "2",
+            "--threads",
+            "1",
+            "--bandwidth-mib",
+            "4",
+            "--peak-tflops",
+            "0.001",
+            "--no-overhead-check",
+            "--json",
+            str(out_json),
+        ]
+    )
     assert code == 0
     report = json.loads(out_json.read_text())
     shishu = report["models"]["shishu"]
@@ -324,7 +396,23 @@ def test_bad_input_is_one_clear_error(tiny_pair, tmp_path, capsys):
     model, parent = tiny_pair
     assert main(["bench", "--model", str(tmp_path / "missing"), "--baseline", str(parent), "--quick"]) == 2
     assert "no such checkpoint directory" in capsys.readouterr().err
-    assert main(["bench", "--model", str(parent), "--baseline", str(parent), "--quick", "--threads", "1", "--bandwidth-mib", "4"]) == 2
+    assert (
+        main(
+            [
+                "bench",
+                "--model",
+                str(parent),
+                "--baseline",
+                str(parent),
+                "--quick",
+                "--threads",
+                "1",
+                "--bandwidth-mib",
+                "4",
+            ]
+        )
+        == 2
+    )
     assert "must be a ShishuLM checkpoint" in capsys.readouterr().err
     assert main(["bench", "--model", str(model), "--baseline", str(parent), "--contexts", "300"]) == 2
     assert "max_position_embeddings" in capsys.readouterr().err
@@ -334,7 +422,22 @@ def test_bad_input_is_one_clear_error(tiny_pair, tmp_path, capsys):
         main(["bench", "--model", str(model), "--baseline", str(parent), "--shapes", "1x2x3"])
     assert main(["bench", "--baseline", str(parent), "--quick"]) == 2
     assert "--model or --mlp-layers" in capsys.readouterr().err
-    assert main(["bench", "--model", str(model), "--baseline", str(parent), "--mlp-layers", "4,5", "--random-init", "--quick"]) == 2
+    assert (
+        main(
+            [
+                "bench",
+                "--model",
+                str(model),
+                "--baseline",
+                str(parent),
+                "--mlp-layers",
+                "4,5",
+                "--random-init",
+                "--quick",
+            ]
+        )
+        == 2
+    )
     assert "--model or --mlp-layers" in capsys.readouterr().err
 
 
@@ -372,7 +475,9 @@ def test_static_cache_generate_with_torch_compile_on_the_hybrid_model():
     expected = model.generate(prompt, max_new_tokens=6, do_sample=False)
     compile_config = CompileConfig(fullgraph=True, dynamic=False, mode="default")
     compile_config._compile_all_devices = True  # transformers only auto-compiles on accelerators otherwise
-    actual = model.generate(prompt, max_new_tokens=6, do_sample=False, cache_implementation="static", compile_config=compile_config)
+    actual = model.generate(
+        prompt, max_new_tokens=6, do_sample=False, cache_implementation="static", compile_config=compile_config
+    )
     assert hasattr(model, "_compiled_call")  # the decode steps really ran compiled (fullgraph: no graph breaks)
     assert torch.equal(actual, expected)
 
@@ -389,7 +494,9 @@ def test_inductor_gemv_turns_single_row_matmuls_into_reductions_and_is_restored(
         with benchmark.inductor_fused_gemv():
             compiled = torch.compile(lambda a, w: torch.nn.functional.linear(a, w), fullgraph=True, dynamic=False)
             with torch.inference_mode():
-                torch.testing.assert_close(compiled(x, weight), torch.nn.functional.linear(x, weight), atol=1e-4, rtol=1e-5)
+                torch.testing.assert_close(
+                    compiled(x, weight), torch.nn.functional.linear(x, weight), atol=1e-4, rtol=1e-5
+                )
     finally:
         torch._dynamo.reset()
     assert counters["inductor"]["decompose_mm"] + counters["inductor"]["decompose_addmm"] >= 1

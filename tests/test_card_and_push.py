@@ -13,16 +13,18 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import tiny_config_kwargs
 from huggingface_hub import ModelCard, parse_eval_result_entries
 from safetensors.torch import load_file, save_file
+from test_eval import parent_tokenizer, sha256
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from conftest import tiny_config_kwargs
-from modeling_shishu import evaluation, model_card, publishing
+from modeling_shishu import evaluation
 from modeling_shishu.cli import main as shishu_main
-from modeling_shishu.conversion import convert_checkpoint
+from modeling_shishu.conversion.convert import convert_checkpoint
 from modeling_shishu.evaluation import read_results
-from test_eval import parent_tokenizer, sha256
+from modeling_shishu.release import card as model_card
+from modeling_shishu.release import push as publishing
 
 
 TASKS = "offline_bigbench_social_iqa,offline_bigbench_strategyqa,offline_shakespeare"
@@ -38,15 +40,36 @@ def evaluated(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
     tokenizer = parent_tokenizer()
     torch.manual_seed(0)
-    parent = LlamaForCausalLM(LlamaConfig(**tiny_config_kwargs(
-        vocab_size=len(tokenizer), max_position_embeddings=4096, tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )))  # fmt: skip
+    parent = LlamaForCausalLM(
+        LlamaConfig(
+            **tiny_config_kwargs(
+                vocab_size=len(tokenizer),
+                max_position_embeddings=4096,
+                tie_word_embeddings=True,
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        )
+    )
     parent.save_pretrained(root / "tiny-parent")
     tokenizer.save_pretrained(root / "tiny-parent")
     converted = convert_checkpoint(root / "tiny-parent", root / "tiny-m2", num_mlp_layers=2, share="pairs")
-    argv = ["eval", "--model", str(converted), "--baseline", str(root / "tiny-parent"), "--tasks", TASKS,
-            "--limit", "2", "--bootstrap-iters", "10", "--out", str(root / "eval")]  # fmt: skip
+    argv = [
+        "eval",
+        "--model",
+        str(converted),
+        "--baseline",
+        str(root / "tiny-parent"),
+        "--tasks",
+        TASKS,
+        "--limit",
+        "2",
+        "--bootstrap-iters",
+        "10",
+        "--out",
+        str(root / "eval"),
+    ]
     assert shishu_main(argv) == 0
     return converted, root / "eval" / "results.json"
 
@@ -71,7 +94,9 @@ def test_card_round_trip(carded, evaluated):
     for task, record in results["tasks"].items():
         result = parsed[(task, task)]  # a --limit run: filed under the task's own name, never a benchmark's id
         assert result.metric_value == model["scores"][task]["value"]  # exactly, not rounded
-        assert result.metric_type == record["metric"] and result.dataset_args == {"num_few_shot": record["num_fewshot"]}
+        assert result.metric_type == record["metric"] and result.dataset_args == {
+            "num_few_shot": record["num_fewshot"]
+        }
         assert f"({record['num_fewshot']}-shot)" in result.dataset_name
     assert parsed[("offline_bigbench_social_iqa", "offline_bigbench_social_iqa")].metric_type == "acc"
     assert not (carded / ".eval_results").exists() or not list((carded / ".eval_results").iterdir())
@@ -83,7 +108,9 @@ def test_card_round_trip(carded, evaluated):
     assert "| 4+5 | MLP-only | one set per pair | none |" in text
     num_parameters = sum(t.numel() for t in load_file(carded / "model.safetensors").values())
     assert f"| unique parameters | {num_parameters:,} | {baseline['num_parameters']:,} |" in text
-    assert f"{2 * 4 * 2 * 8 * 2:,} B | {2 * 6 * 2 * 8 * 2:,} B | -33.3% |" in text  # 2 x layers x kv heads x head_dim x bf16
+    assert (
+        f"{2 * 4 * 2 * 8 * 2:,} B | {2 * 6 * 2 * 8 * 2:,} B | -33.3% |" in text
+    )  # 2 x layers x kv heads x head_dim x bf16
     assert "None after conversion" in text and f'model_id = "{REPO_ID}"' in text
     assert "| tiny-parent | difference |" in text  # the baseline column
     assert "tested on every transformers release\n`>=5.10.4,<5.25`" in text  # the range setup.cfg declares
@@ -98,11 +125,15 @@ def test_card_shows_paired_differences_and_means(carded, evaluated, tmp_path, ca
     social = rows["offline_bigbench_social_iqa"]
     row = next(line for line in lines if line.startswith("| BIG-bench social_iqa |"))
     assert row.endswith(f"| {social['difference']:+.4f} | {social['paired_stderr']:.4f} |")
-    assert next(line for line in lines if line.startswith("| Shakespeare")).endswith(" | n/a |")  # bits per byte: no pairs
+    assert next(line for line in lines if line.startswith("| Shakespeare")).endswith(
+        " | n/a |"
+    )  # bits per byte: no pairs
 
     # A suite mean becomes a row of its own: the same functions `shishu eval` uses, over the two BIG-bench tasks.
     suite = evaluation.load_suite("offline").select(TASKS.split(","))
-    suite.means = [evaluation.SuiteMean("two", "mean of two", ["offline_bigbench_social_iqa", "offline_bigbench_strategyqa"])]
+    suite.means = [
+        evaluation.SuiteMean("two", "mean of two", ["offline_bigbench_social_iqa", "offline_bigbench_strategyqa"])
+    ]
     for model in results["models"]:
         model["means"] = evaluation.suite_means(model["scores"], suite)
     results["comparison"] = evaluation.compare(results)
@@ -136,13 +167,19 @@ def test_eval_results_files_only_for_full_benchmark_runs(carded, evaluated, tmp_
     model_card.write_card(carded, tmp_path / "full-results.json", repo_id=REPO_ID, license="apache-2.0")
     model = next(m for m in results["models"] if m["role"] == "model")
     files = sorted(p.name for p in (carded / ".eval_results").iterdir())
-    assert files == ["offline_bigbench_social_iqa.yaml", "offline_bigbench_strategyqa.yaml"]  # Shakespeare: no Hub benchmark
+    assert files == [
+        "offline_bigbench_social_iqa.yaml",
+        "offline_bigbench_strategyqa.yaml",
+    ]  # Shakespeare: no Hub benchmark
     for name in files:
         data = yaml.safe_load((carded / ".eval_results" / name).read_text())
         assert set(data[0]) == {"dataset", "value", "date", "notes"} and set(data[0]["dataset"]) == {"id", "task_id"}
         (entry,) = parse_eval_result_entries(data)
         task = name.removesuffix(".yaml")
-        assert (entry.dataset_id, entry.task_id) == ("google/bigbench", results["tasks"][task]["hub_dataset"]["task_id"])
+        assert (entry.dataset_id, entry.task_id) == (
+            "google/bigbench",
+            results["tasks"][task]["hub_dataset"]["task_id"],
+        )
         assert entry.value == model["scores"][task]["value"] and entry.date == results["date"]
         assert "0-shot, acc (accuracy), 2 examples;" in entry.notes  # every example of the (here tiny) run
     parsed = {(r.dataset_type, r.dataset_config) for r in ModelCard.load(carded / "README.md").data.eval_results}
@@ -165,7 +202,10 @@ def test_only_standard_protocol_tasks_name_a_benchmark():
 
     TaskLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
     templates = evaluation.eval_root() / "tasks" / "offline"
-    metadata = {path.stem: yaml.load(path.read_text(), Loader=TaskLoader).get("metadata", {}) for path in templates.glob("*.yaml")}
+    metadata = {
+        path.stem: yaml.load(path.read_text(), Loader=TaskLoader).get("metadata", {})
+        for path in templates.glob("*.yaml")
+    }
     assert "hub_dataset" not in metadata["offline_gsm8k"]
     assert metadata["offline_bigbench_winowhy"]["hub_dataset"] == {"id": "google/bigbench", "task_id": "winowhy"}
 
@@ -194,8 +234,17 @@ def test_push_dry_run_validates_and_lists_the_files(carded, evaluated, tmp_path,
     assert shishu_main(["push", str(carded), "--repo-id", REPO_ID, "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "loads in a fresh process as ShishuForCausalLM (shishu" in out
-    for name in ("config.json", "model.safetensors", "modeling_shishu.py", "configuration_shishu.py", "README.md",
-                 "eval_results.json", ".eval_results/offline_bigbench_social_iqa.yaml", "tokenizer.json", "conversion.json"):  # fmt: skip
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "modeling_shishu.py",
+        "configuration_shishu.py",
+        "README.md",
+        "eval_results.json",
+        ".eval_results/offline_bigbench_social_iqa.yaml",
+        "tokenizer.json",
+        "conversion.json",
+    ):
         assert f"  {name} " in out, name
     assert "dry run: nothing uploaded" in out and f"-> https://huggingface.co/{REPO_ID}" in out
     listed = dict(publishing.list_upload_files(carded))
@@ -258,14 +307,34 @@ def test_card_states_the_training_record(evaluated, tmp_path):
     folder = tmp_path / "trained"
     shutil.copytree(evaluated[0], folder)
     # The records `modeling_shishu.training` writes next to a trained model (values from a short run).
-    (folder / "training_summary.json").write_text(json.dumps({
-        "stage": "distill", "steps": 30, "world_size": 2, "mixed_precision": "no", "tokens_seen": 245760,
-        "first_loss": 3.5, "final_loss": 2.25, "final_eval": {"eval_loss": 2.5, "eval_kl": 0.75},
-    }))  # fmt: skip
-    (folder / "training_config.json").write_text(json.dumps({
-        "dataset_name": "shakespeare", "train_split": "train", "teacher_name_or_path": "smollm2-135m",
-        "kl_weight": 1.0, "lm_weight": 0.1, "temperature": 1.0, "learning_rate": 1e-4, "seed": 42,
-    }))  # fmt: skip
+    (folder / "training_summary.json").write_text(
+        json.dumps(
+            {
+                "stage": "distill",
+                "steps": 30,
+                "world_size": 2,
+                "mixed_precision": "no",
+                "tokens_seen": 245760,
+                "first_loss": 3.5,
+                "final_loss": 2.25,
+                "final_eval": {"eval_loss": 2.5, "eval_kl": 0.75},
+            }
+        )
+    )
+    (folder / "training_config.json").write_text(
+        json.dumps(
+            {
+                "dataset_name": "shakespeare",
+                "train_split": "train",
+                "teacher_name_or_path": "smollm2-135m",
+                "kl_weight": 1.0,
+                "lm_weight": 0.1,
+                "temperature": 1.0,
+                "learning_rate": 1e-4,
+                "seed": 42,
+            }
+        )
+    )
     card, _, _ = model_card.render_card(folder, read_results(evaluated[1]), license="apache-2.0")
     text = str(card)
     assert "- Stage: distill, 30 optimizer steps, 245,760 tokens on 2 process(es), mixed precision no." in text
@@ -285,8 +354,11 @@ def test_card_names_hub_ids_and_final_folder_names_never_local_paths(evaluated, 
         for item in evaluated[0].iterdir():
             shutil.copy2(item, tmp / item.name)
         (tmp / "training_summary.json").write_text(json.dumps({"stage": "distill", "steps": 2, "world_size": 1}))
-        (tmp / "training_config.json").write_text(json.dumps(
-            {"dataset_mixture": {"sharegpt": 0.1, "shakespeare": 1.0}, "teacher_name_or_path": str(teacher)}))  # fmt: skip
+        (tmp / "training_config.json").write_text(
+            json.dumps(
+                {"dataset_mixture": {"sharegpt": 0.1, "shakespeare": 1.0}, "teacher_name_or_path": str(teacher)}
+            )
+        )
         card, _, _ = model_card.render_card(tmp, results, license="apache-2.0")
         assert shishu_main(["card", str(tmp), "--results", str(evaluated[1]), "--license", "apache-2.0"]) == 0
     printed = capsys.readouterr().out
@@ -295,17 +367,29 @@ def test_card_names_hub_ids_and_final_folder_names_never_local_paths(evaluated, 
     assert 'model_id = "release"' in text and ".tmp-" not in text
     assert "Teacher: `HuggingFaceTB/SmolLM2-135M-Instruct`" in text and str(tmp_path) not in text
     # the records published with the card name the teacher by Hub id and folders by name, and push checks that
-    assert shishu_main(["card", str(tmp_path / "release"), "--results", str(evaluated[1]), "--license", "apache-2.0"]) == 0
+    assert (
+        shishu_main(["card", str(tmp_path / "release"), "--results", str(evaluated[1]), "--license", "apache-2.0"])
+        == 0
+    )
     published = tmp_path / "release"
-    assert json.loads((published / "training_config.json").read_text())["teacher_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert (
+        json.loads((published / "training_config.json").read_text())["teacher_name_or_path"]
+        == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    )
     for name in ("conversion.json", "eval_results.json", "training_config.json"):
-        assert str(tmp_path) not in (published / name).read_text() and "/tmp" not in (published / name).read_text(), name
+        assert str(tmp_path) not in (published / name).read_text() and "/tmp" not in (published / name).read_text(), (
+            name
+        )
     (published / "training_config.json").write_text(json.dumps({"teacher_name_or_path": str(teacher)}))
     assert model_card.check_card(published) == [
         f"training_config.json names local paths ({teacher}); run `shishu card` to publish it"
     ]
     # the command that reproduces the scores names published models, not the folders evaluated here
-    assert str(evaluated[0].parent) not in text and "--model release --baseline tiny-parent" in text and "--out eval" in text
+    assert (
+        str(evaluated[0].parent) not in text
+        and "--model release --baseline tiny-parent" in text
+        and "--out eval" in text
+    )
     assert "Data: `sharegpt` (0.1 of its documents), `shakespeare` (1 of its documents)" in text
     assert "research" in text.lower() and "Public-domain texts" in text  # each corpus's licence terms
     # how to run it in llama.cpp: exported from the folder under its final name
@@ -315,7 +399,7 @@ def test_card_names_hub_ids_and_final_folder_names_never_local_paths(evaluated, 
 
 
 def test_architecture_summary_says_where_the_mlp_only_blocks_are():
-    from modeling_shishu.model_card import _architecture_summary
+    from modeling_shishu.release.card import _architecture_summary
 
     def facts(layer_types, share_groups):
         mlp = sum(t == "mlp" for t in layer_types)
@@ -341,7 +425,7 @@ def test_push_refuses_remote_code_this_version_did_not_write(carded, capsys):
     assert publishing.stale_remote_code(carded) == ["configuration_shishu.py", "modeling_shishu.py"]
     code.write_text(code.read_text().replace("\n# an edit made after saving\n", ""))
     (carded / "configuration_shishu.py").write_bytes(
-        (Path(publishing.__file__).parent / "configuration_shishu.py").read_bytes()
+        (Path(publishing.__file__).parents[1] / "configuration_shishu.py").read_bytes()
     )
     assert publishing.stale_remote_code(carded) == []
     assert shishu_main(["push", str(carded), "--repo-id", REPO_ID, "--dry-run"]) == 0

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from conftest import tiny_config_kwargs
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
     AutoModelForCausalLM,
@@ -17,11 +18,15 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from conftest import tiny_config_kwargs
 from modeling_shishu import ShishuConfig, ShishuForCausalLM
 from modeling_shishu.cli import main as shishu_main
-from modeling_shishu.conversion import check_parent_config, convert_checkpoint, convert_model
-from modeling_shishu.variants import VARIANTS, count_unique_parameters, get_variant, kv_cache_bytes_per_token
+from modeling_shishu.conversion.convert import check_parent_config, convert_checkpoint, convert_model
+from modeling_shishu.conversion.variants import (
+    VARIANTS,
+    count_unique_parameters,
+    get_variant,
+    kv_cache_bytes_per_token,
+)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -104,7 +109,12 @@ def test_shared_pair_initialisation_rule(pair_init):
     assert model.config.mlp_share_groups == [[2, 3], [4, 5]]
     state, parent_state = model.state_dict(), parent.state_dict()
     for owner, upper in [(2, 3), (4, 5)]:
-        for suffix in ["mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight", "post_attention_layernorm.weight"]:
+        for suffix in [
+            "mlp.gate_proj.weight",
+            "mlp.up_proj.weight",
+            "mlp.down_proj.weight",
+            "post_attention_layernorm.weight",
+        ]:
             lower_weight = parent_state[f"model.layers.{owner}.{suffix}"]
             upper_weight = parent_state[f"model.layers.{upper}.{suffix}"]
             expected = lower_weight if pair_init == "lower" else (lower_weight + upper_weight) / 2
@@ -194,7 +204,9 @@ def test_sliding_window_parents_refused():
         check_parent_config(mistral)
     check_parent_config(MistralConfig(**tiny_config_kwargs(sliding_window=None)))  # no window: fine
     with pytest.raises(ValueError, match="sliding-window"):
-        check_parent_config(Qwen2Config(**tiny_config_kwargs(use_sliding_window=True, sliding_window=16, max_window_layers=0)))
+        check_parent_config(
+            Qwen2Config(**tiny_config_kwargs(use_sliding_window=True, sliding_window=16, max_window_layers=0))
+        )
 
 
 def test_bad_layer_choices_refused(tmp_path):
@@ -220,8 +232,16 @@ def test_checkpoint_folder_reloads_with_remote_code(tmp_path):
     parent_dir = save_parent(parent, tmp_path / "parent")
     out = convert_checkpoint(parent_dir, tmp_path / "shishu", num_mlp_layers=4, extra_mlp_layers=1)
     names = {p.name for p in out.iterdir()}
-    assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-            "configuration_shishu.py", "modeling_shishu.py", "conversion.json"} <= names  # fmt: skip
+    assert {
+        "config.json",
+        "model.safetensors",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "configuration_shishu.py",
+        "modeling_shishu.py",
+        "conversion.json",
+    } <= names
 
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == "shishu"
@@ -255,8 +275,21 @@ def test_shishu_checkpoint_is_not_a_parent(tmp_path):
 def test_cli_convert_explicit_layers_and_bf16(tmp_path, capsys):
     parent_dir = save_parent(tiny_llama(), tmp_path / "parent")
     out = tmp_path / "shishu"
-    code = shishu_main(["convert", "--parent", str(parent_dir), "--layers", "2,3", "--share", "none",
-                        "--dtype", "bfloat16", "--out", str(out)])  # fmt: skip
+    code = shishu_main(
+        [
+            "convert",
+            "--parent",
+            str(parent_dir),
+            "--layers",
+            "2,3",
+            "--share",
+            "none",
+            "--dtype",
+            "bfloat16",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     assert "MLP-only parent layers [2, 3]" in capsys.readouterr().out
     record = json.loads((out / "conversion.json").read_text())
@@ -266,7 +299,12 @@ def test_cli_convert_explicit_layers_and_bf16(tmp_path, capsys):
     assert reloaded.dtype == torch.bfloat16
 
     # bad input: one clear line and exit code 2, no traceback
-    assert shishu_main(["convert", "--parent", str(tmp_path / "missing"), "--mlp-layers", "2", "--out", str(tmp_path / "x")]) == 2
+    assert (
+        shishu_main(
+            ["convert", "--parent", str(tmp_path / "missing"), "--mlp-layers", "2", "--out", str(tmp_path / "x")]
+        )
+        == 2
+    )
     assert "no such checkpoint directory" in capsys.readouterr().err
     assert shishu_main(["convert", "--parent", str(parent_dir), "--layers", "a,b", "--out", str(tmp_path / "x")]) == 2
     assert "--layers must be" in capsys.readouterr().err
@@ -298,11 +336,15 @@ def test_variant_sizes_are_computed_from_the_layout():
 
 
 def test_kv_bytes_per_token_matches_a_real_cache():
-    config = ShishuConfig(**tiny_config_kwargs(layer_types=["full_attention"] * 4 + ["mlp"] * 2, mlp_share_groups=[[4, 5]]))
+    config = ShishuConfig(
+        **tiny_config_kwargs(layer_types=["full_attention"] * 4 + ["mlp"] * 2, mlp_share_groups=[[4, 5]])
+    )
     model = ShishuForCausalLM(config).eval()
     with torch.no_grad():
         cache = model(INPUT_IDS[:1], use_cache=True).past_key_values
-    stored = sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers if getattr(layer, "keys", None) is not None)
+    stored = sum(
+        layer.keys.nbytes + layer.values.nbytes for layer in cache.layers if getattr(layer, "keys", None) is not None
+    )
     assert stored == kv_cache_bytes_per_token(config, torch.float32) * INPUT_IDS.shape[1]
 
 

@@ -12,13 +12,14 @@ import os
 
 import pytest
 import torch
+from conftest import tiny_config_kwargs
 from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.cache_utils import DynamicCache, StaticCache
 from transformers.generation.configuration_utils import CompileConfig
 from transformers.utils import is_flash_attn_2_available
 
-from modeling_shishu import ShishuConfig, ShishuForCausalLM, benchmark
-from conftest import tiny_config_kwargs
+from modeling_shishu import ShishuConfig, ShishuForCausalLM
+from modeling_shishu import bench as benchmark
 
 
 DEVICE = torch.device(os.environ.get("SHISHU_TEST_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -31,8 +32,15 @@ pytestmark = pytest.mark.skipif(
 # Large enough for the GPU kernels to matter (head_dim 32 fits every attention backend), small enough to
 # compile in seconds. initializer_range 0.2: with the default 0.02 attention barely changes the output,
 # and a broken cache would go unnoticed.
-SHAPE = dict(vocab_size=256, hidden_size=128, intermediate_size=256, num_attention_heads=4, num_key_value_heads=2,
-             max_position_embeddings=256, initializer_range=0.2)  # fmt: skip
+SHAPE = dict(
+    vocab_size=256,
+    hidden_size=128,
+    intermediate_size=256,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=256,
+    initializer_range=0.2,
+)
 HYBRID = dict(num_hidden_layers=6, layer_types=["full_attention"] * 3 + ["mlp"] * 3, mlp_share_groups=[[3, 4]])
 
 
@@ -60,7 +68,12 @@ def _max_difference(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.mark.parametrize(
     "attn_implementation, dtype",
-    [("sdpa", torch.float32), ("sdpa", torch.bfloat16), ("eager", torch.float32), ("flash_attention_2", torch.bfloat16)],
+    [
+        ("sdpa", torch.float32),
+        ("sdpa", torch.bfloat16),
+        ("eager", torch.float32),
+        ("flash_attention_2", torch.bfloat16),
+    ],
 )
 def test_all_attention_logits_equal_llama_on_the_same_weights(attn_implementation, dtype):
     if attn_implementation == "flash_attention_2" and not (ON_CUDA and is_flash_attn_2_available()):
@@ -160,7 +173,9 @@ def test_gradient_checkpointing_gives_the_gradients_of_the_unshared_twin():
     """A shared pair's owner collects the gradients of both layers that run it, with or without
     checkpointing: the sum of the gradients of an unshared model holding the same weights twice."""
     shared = hybrid_model().train()
-    unshared = ShishuForCausalLM(ShishuConfig(**config_kwargs(**{**HYBRID, "mlp_share_groups": []}))).to(DEVICE).train()
+    unshared = (
+        ShishuForCausalLM(ShishuConfig(**config_kwargs(**{**HYBRID, "mlp_share_groups": []}))).to(DEVICE).train()
+    )
     state = shared.state_dict()
     state.update({key.replace("layers.3.", "layers.4."): value for key, value in state.items() if "layers.3." in key})
     unshared.load_state_dict(state, strict=False)
@@ -172,10 +187,14 @@ def test_gradient_checkpointing_gives_the_gradients_of_the_unshared_twin():
     loss = shared(ids, labels=ids).loss
     loss.backward()
     assert torch.isfinite(loss)
-    owner, twin_3, twin_4 = (m.model.layers[i].mlp.gate_proj.weight for m, i in ((shared, 3), (unshared, 3), (unshared, 4)))
+    owner, twin_3, twin_4 = (
+        m.model.layers[i].mlp.gate_proj.weight for m, i in ((shared, 3), (unshared, 3), (unshared, 4))
+    )
     torch.testing.assert_close(owner.grad, twin_3.grad + twin_4.grad, atol=1e-5, rtol=1e-4)
     attention = shared.model.layers[0].self_attn.q_proj.weight
-    torch.testing.assert_close(attention.grad, unshared.model.layers[0].self_attn.q_proj.weight.grad, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        attention.grad, unshared.model.layers[0].self_attn.q_proj.weight.grad, atol=1e-5, rtol=1e-4
+    )
 
 
 @pytest.mark.parametrize("precision", ["bf16 weights", "bf16 autocast"])
@@ -217,7 +236,9 @@ def test_kernel_profile_of_a_decode_step():
             cache = DynamicCache(config=model.config)
             ids = prompt()
             model(ids, past_key_values=cache, use_cache=True)
-            profile = benchmark.profile_kernels(lambda: model(ids[:, -1:], past_key_values=cache, use_cache=True), str(DEVICE))
+            profile = benchmark.profile_kernels(
+                lambda: model(ids[:, -1:], past_key_values=cache, use_cache=True), str(DEVICE)
+            )
             assert profile["kernels"] > 0 and profile["kernel_ms"] > 0 and profile["kernel_launches"] > 0
             assert profile["longest_kernels"][0]["count"] >= 1
             counts[name] = profile["kernels"]
@@ -230,12 +251,27 @@ def test_benchmark_runs_on_this_device_with_random_weights(tmp_path):
     parent = tmp_path / "parent"
     LlamaConfig(**config_kwargs(num_hidden_layers=6, initializer_range=0.02)).save_pretrained(parent)
     settings = benchmark.BenchSettings(
-        device=str(DEVICE), dtype="bfloat16", shapes=[(2, 16)], compile=True, repeats=2, decode_tokens=2,
-        train_seq_len=32, train_batch=2, train_repeats=2, bandwidth_bytes=4 * 2**20, random_init=True,
-        mlp_layers=[3, 4, 5], overhead_check=False,
-    )  # fmt: skip
+        device=str(DEVICE),
+        dtype="bfloat16",
+        shapes=[(2, 16)],
+        compile=True,
+        repeats=2,
+        decode_tokens=2,
+        train_seq_len=32,
+        train_batch=2,
+        train_repeats=2,
+        bandwidth_bytes=4 * 2**20,
+        random_init=True,
+        mlp_layers=[3, 4, 5],
+        overhead_check=False,
+    )
     fusion_options = []
-    report = benchmark.run_benchmark(None, str(parent), settings, log=lambda _: fusion_options.append(dict(inductor_config.post_grad_fusion_options)))
+    report = benchmark.run_benchmark(
+        None,
+        str(parent),
+        settings,
+        log=lambda _: fusion_options.append(dict(inductor_config.post_grad_fusion_options)),
+    )
     assert report["models"]["shishu"]["mlp_share_groups"] == [[3, 4]]
     assert report["models"]["shishu"]["dtype"] == "bfloat16"
     rows = report["inference"]

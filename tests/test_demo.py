@@ -8,9 +8,9 @@ import sys
 
 import gguf
 import pytest
+from test_export_gguf import save_tiny_hybrid
 
 from modeling_shishu.demo import VARIANT, Stage, add_arguments, build_stages
-from test_export_gguf import save_tiny_hybrid
 
 
 def write_stage(out, text: str, name: str = "write") -> Stage:
@@ -52,7 +52,13 @@ def test_demo_stages_are_the_documented_commands(tmp_path):
     args = parser.parse_args(["--out", str(tmp_path)])
     stages = build_stages(args, tmp_path / "parent")
     assert [s.name for s in stages] == [
-        "analyze", "convert-data-free", "convert", "heal", "evaluate", "evaluate-before-healing", "benchmark",
+        "analyze",
+        "convert-data-free",
+        "convert",
+        "heal",
+        "evaluate",
+        "evaluate-before-healing",
+        "benchmark",
         "export-gguf",
     ]
     heal = stages[3]
@@ -78,7 +84,9 @@ def test_demo_heal_overrides_parse_with_the_current_field_names(tmp_path, caplog
     add_arguments(parser)
     heal = build_stages(parser.parse_args(["--out", str(tmp_path)]), tmp_path / "parent")[3]
     script = next(i for i, part in enumerate(heal.command) if part.endswith("distill.py"))
-    _, data_args, train_args = parse_recipe_args((DistillArguments, DataArguments, TrainArguments), heal.command[script + 1 :])
+    _, data_args, train_args = parse_recipe_args(
+        (DistillArguments, DataArguments, TrainArguments), heal.command[script + 1 :]
+    )
     assert train_args.bf16 is True and 0 < train_args.warmup_steps < 1 and data_args.max_length > 0
     assert not [r for r in caplog.records if "deprecated" in r.getMessage()]
 
@@ -94,7 +102,11 @@ def test_demo_scores_enough_documents_per_bigbench_task(tmp_path):
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    (evaluate,) = [s for s in build_stages(parser.parse_args(["--out", str(tmp_path)]), tmp_path / "parent") if s.name == "evaluate"]
+    (evaluate,) = [
+        s
+        for s in build_stages(parser.parse_args(["--out", str(tmp_path)]), tmp_path / "parent")
+        if s.name == "evaluate"
+    ]
     eval_parser = argparse.ArgumentParser()
     evaluation.add_arguments(eval_parser)
     settings = eval_parser.parse_args(evaluate.command[evaluate.command.index("eval") + 1 :])
@@ -120,25 +132,46 @@ def test_final_table_reads_the_paired_differences():
 
     def score(acc):  # one task's record as `shishu eval` stores it
         value, stderr = evaluation.mean_and_stderr(acc)
-        return {"metric": "acc", "value": value, "stderr": stderr, "n_samples": len(acc), "documents": {"doc_id": list(range(len(acc))), "acc": acc}}
+        return {
+            "metric": "acc",
+            "value": value,
+            "stderr": stderr,
+            "n_samples": len(acc),
+            "documents": {"doc_id": list(range(len(acc))), "acc": acc},
+        }
 
     parent = {"a": [1.0] * 40 + [0.0] * 10, "b": [1.0, 0.0] * 25}
     shishu = {"a": [1.0] * 20 + [0.0] * 30, "b": [1.0, 0.0] * 24 + [0.0, 1.0]}  # a: far below; b: two answers swapped
-    suite = evaluation.Suite("t", "", False, [evaluation.SuiteTask(t, 0, "acc") for t in "ab"], None,
-                             means=[evaluation.SuiteMean("ab", "mean of a and b", ["a", "b"])])  # fmt: skip
+    suite = evaluation.Suite(
+        "t",
+        "",
+        False,
+        [evaluation.SuiteTask(t, 0, "acc") for t in "ab"],
+        None,
+        means=[evaluation.SuiteMean("ab", "mean of a and b", ["a", "b"])],
+    )
     results = {
         "tasks": {t: {"metric": "acc", "num_fewshot": 0, "higher_is_better": True} for t in "ab"},
-        "models": [{"label": label, "role": role, "scores": {t: score(acc[t]) for t in "ab"}}
-                   for label, role, acc in [("m", "model", shishu), ("p", "baseline", parent)]],
-    }  # fmt: skip
+        "models": [
+            {"label": label, "role": role, "scores": {t: score(acc[t]) for t in "ab"}}
+            for label, role, acc in [("m", "model", shishu), ("p", "baseline", parent)]
+        ],
+    }
     for model in results["models"]:
         model["means"] = evaluation.suite_means(model["scores"], suite)
     results["comparison"] = evaluation.compare(results)
     a, b, mean = evaluation_rows(results, "p", "m", skip=[])
     # a: d = -1 on 20 documents, 0 on 30: mean -0.4, paired SE sqrt(0.2449 / 50) = 0.0700 -> 5.7 SE
-    assert a == ("a (acc, 0-shot, n=50)", "0.8000 ± 0.0571", "0.4000 ± 0.0700", "-0.4000 (paired SE 0.0700, significant: yes)")
+    assert a == (
+        "a (acc, 0-shot, n=50)",
+        "0.8000 ± 0.0571",
+        "0.4000 ± 0.0700",
+        "-0.4000 (paired SE 0.0700, significant: yes)",
+    )
     assert b[3] == "+0.0000 (paired SE 0.0286, significant: no)"
-    assert mean[0] == "mean of a and b (acc, 0-shot, n=100)" and mean[3].startswith("-0.2000 (paired SE 0.0378, significant: yes)")
+    assert mean[0] == "mean of a and b (acc, 0-shot, n=100)" and mean[3].startswith(
+        "-0.2000 (paired SE 0.0378, significant: yes)"
+    )
 
 
 def test_export_gguf_stage_writes_the_healed_model_next_to_the_release_folder(tmp_path):

@@ -15,10 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from conftest import tiny_config_kwargs
-from modeling_shishu import ShishuConfig, ShishuForCausalLM
-from modeling_shishu import evaluation
+
+from modeling_shishu import ShishuConfig, ShishuForCausalLM, evaluation
 from modeling_shishu.cli import main as shishu_main
 
 
@@ -78,8 +77,23 @@ def tiny_models(tmp_path_factory):
 def comparison_run(tiny_models, tmp_path_factory):
     """The whole offline suite on two tiny models in one call (comparison mode), a few examples per task."""
     out = tmp_path_factory.mktemp("eval") / "out"
-    argv = ["eval", "--model", str(tiny_models[0]), "--baseline", str(tiny_models[1]), "--suite", "offline",
-            "--limit", str(LIMIT), "--batch-size", "4", "--bootstrap-iters", "10", "--out", str(out)]  # fmt: skip
+    argv = [
+        "eval",
+        "--model",
+        str(tiny_models[0]),
+        "--baseline",
+        str(tiny_models[1]),
+        "--suite",
+        "offline",
+        "--limit",
+        str(LIMIT),
+        "--batch-size",
+        "4",
+        "--bootstrap-iters",
+        "10",
+        "--out",
+        str(out),
+    ]
     assert shishu_main(argv) == 0
     return out
 
@@ -93,13 +107,24 @@ def test_suites_are_wired_to_lm_eval_task_names():
     known = set(TaskManager().all_tasks)
     commonsense = evaluation.load_suite("commonsense")
     assert [t.task for t in commonsense.tasks] == [
-        "arc_easy", "arc_challenge", "boolq", "piqa", "social_iqa", "hellaswag", "openbookqa", "winogrande"
-    ]  # fmt: skip
+        "arc_easy",
+        "arc_challenge",
+        "boolq",
+        "piqa",
+        "social_iqa",
+        "hellaswag",
+        "openbookqa",
+        "winogrande",
+    ]
     leaderboard_v1 = {t.task: (t.num_fewshot, t.metric) for t in evaluation.load_suite("leaderboard-v1").tasks}
     assert leaderboard_v1 == {
-        "arc_challenge": (25, "acc_norm"), "hellaswag": (10, "acc_norm"), "mmlu": (5, "acc"),
-        "truthfulqa_mc2": (0, "acc"), "winogrande": (5, "acc"), "gsm8k": (5, "exact_match"),
-    }  # fmt: skip
+        "arc_challenge": (25, "acc_norm"),
+        "hellaswag": (10, "acc_norm"),
+        "mmlu": (5, "acc"),
+        "truthfulqa_mc2": (0, "acc"),
+        "winogrande": (5, "acc"),
+        "gsm8k": (5, "exact_match"),
+    }
     for name in ("commonsense", "leaderboard-v1", "leaderboard"):
         suite = evaluation.load_suite(name)
         assert suite.needs_hub
@@ -107,7 +132,9 @@ def test_suites_are_wired_to_lm_eval_task_names():
         assert not missing, f"suite {name}: not lm-eval task names: {missing}"
         assert all(t.metric in {"acc", "acc_norm", "exact_match", "prompt_level_strict_acc"} for t in suite.tasks)
     # The leaderboard suite lists exactly the members of lm-eval's `leaderboard` group.
-    group = yaml.safe_load((Path(sys.modules["lm_eval"].__file__).parent / "tasks/leaderboard/leaderboard.yaml").read_text())
+    group = yaml.safe_load(
+        (Path(sys.modules["lm_eval"].__file__).parent / "tasks/leaderboard/leaderboard.yaml").read_text()
+    )
     assert sorted(group["task"]) == sorted(t.task for t in evaluation.load_suite("leaderboard").tasks)
 
 
@@ -118,8 +145,10 @@ def test_unknown_suite_and_bad_suite_file_are_refused(tmp_path):
     bad.write_text("name: bad\ntasks:\n  - {task: x, num_fewshot: -1, metric: acc}\n")
     with pytest.raises(ValueError, match="num_fewshot must be an integer"):
         evaluation.load_suite(str(bad))
-    bad.write_text("name: bad\ntasks:\n  - {task: x, metric: acc}\n  - {task: y, metric: exact_match}\n"
-                   "means:\n  - {id: m, tasks: [x, y]}\n")  # fmt: skip
+    bad.write_text(
+        "name: bad\ntasks:\n  - {task: x, metric: acc}\n  - {task: y, metric: exact_match}\n"
+        "means:\n  - {id: m, tasks: [x, y]}\n"
+    )
     with pytest.raises(ValueError, match=r"means\[0\] \(m\): its tasks must be suite tasks sharing one metric"):
         evaluation.load_suite(str(bad))
     offline = evaluation.load_suite("offline")
@@ -141,7 +170,12 @@ def test_hub_suite_fails_fast_when_the_hub_does_not_answer(monkeypatch, tiny_mod
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{free_port()}")  # nothing listens there
-    assert shishu_main(["eval", "--model", str(tiny_models[0]), "--suite", "leaderboard-v1", "--out", str(tmp_path / "o")]) == 2
+    assert (
+        shishu_main(
+            ["eval", "--model", str(tiny_models[0]), "--suite", "leaderboard-v1", "--out", str(tmp_path / "o")]
+        )
+        == 2
+    )
     error = capsys.readouterr().err
     assert "Hugging Face Hub is unreachable (http://127.0.0.1" in error and "--suite offline" in error
 
@@ -161,12 +195,21 @@ def test_bigbench_rows_use_bigbench_zero_shot_format():
     }
     rows = evaluation.bigbench_multiple_choice_rows(task)
     order = np.random.RandomState(seed=42).permutation(["a", "b", "c"])
-    assert rows == [{"id": 0, "prompt": "Q: Who?" + "".join(f"\n  choice: {c}" for c in order) + "\nA:",
-                     "choices": ["b", "a", "c"], "gold": 1}]  # fmt: skip
+    assert rows == [
+        {
+            "id": 0,
+            "prompt": "Q: Who?" + "".join(f"\n  choice: {c}" for c in order) + "\nA:",
+            "choices": ["b", "a", "c"],
+            "gold": 1,
+        }
+    ]
     custom = {
-        "task_prefix": "Decide.\n", "example_input_prefix": "\n", "example_output_prefix": "\nThe above is ",
-        "append_choices_to_input": False, "examples": [{"input": "It rains.", "target_scores": {"right": 1, "wrong": 0}}],
-    }  # fmt: skip
+        "task_prefix": "Decide.\n",
+        "example_input_prefix": "\n",
+        "example_output_prefix": "\nThe above is ",
+        "append_choices_to_input": False,
+        "examples": [{"input": "It rains.", "target_scores": {"right": 1, "wrong": 0}}],
+    }
     assert evaluation.bigbench_multiple_choice_rows(custom)[0]["prompt"] == "Decide.\n\nIt rains.\nThe above is"
 
 
@@ -191,7 +234,10 @@ def test_offline_tasks_materialise_with_absolute_paths_and_load_from_anywhere(tm
         for split, path in config["dataset_kwargs"]["data_files"].items():
             assert Path(path).is_absolute() and Path(path).is_file()
             assert sha256(Path(path)) == entry["data"][split]["sha256"]
-    gsm8k = {split: [json.loads(line) for line in open(folder / "data" / f"gsm8k_{split}.jsonl")] for split in ("test", "fewshot")}
+    gsm8k = {
+        split: [json.loads(line) for line in open(folder / "data" / f"gsm8k_{split}.jsonl")]
+        for split in ("test", "fewshot")
+    }
     test_ids, fewshot_ids = {r["id"] for r in gsm8k["test"]}, {r["id"] for r in gsm8k["fewshot"]}
     assert len(fewshot_ids) == 50 and not test_ids & fewshot_ids and test_ids | fewshot_ids == set(range(1319))
     for line in open(folder / "data" / "bigbench_social_iqa.jsonl"):
@@ -199,10 +245,15 @@ def test_offline_tasks_materialise_with_absolute_paths_and_load_from_anywhere(tm
         assert 0 <= row["gold"] < len(row["choices"]) and row["prompt"].endswith("\nA:")
 
     monkeypatch.chdir(tmp_path)  # data paths must not depend on the current directory
-    loaded = TaskManager(include_path=str(folder), include_defaults=False).load(["offline_gsm8k", "offline_shakespeare"])
+    loaded = TaskManager(include_path=str(folder), include_defaults=False).load(
+        ["offline_gsm8k", "offline_shakespeare"]
+    )
     gsm = loaded["tasks"]["offline_gsm8k"]
     assert len(gsm.eval_docs) == 1269 and len(gsm.fewshot_docs()) == 50
-    assert len(loaded["tasks"]["offline_shakespeare"].eval_docs) == manifest["tasks"]["offline_shakespeare"]["data"]["test"]["rows"]
+    assert (
+        len(loaded["tasks"]["offline_shakespeare"].eval_docs)
+        == manifest["tasks"]["offline_shakespeare"]["data"]["test"]["rows"]
+    )
 
 
 # -------------------------------------------------------------------------------------- eval runs
@@ -212,7 +263,7 @@ def test_offline_suite_comparison_writes_reproducible_results(comparison_run, ti
     import lm_eval
 
     results = evaluation.read_results(comparison_run / "results.json")
-    assert results["suite"]["name"] == "offline" and results["suite"]["file"] == "eval/suites/offline.yaml"
+    assert results["suite"]["name"] == "offline" and results["suite"]["file"] == "suites/offline.yaml"
     assert results["environment"]["lm_eval"] == lm_eval.__version__
     assert results["environment"]["transformers"] and results["environment"]["torch"]
     assert results["command"].startswith("shishu eval --model ") and "--limit 2" in results["command"]
@@ -230,7 +281,12 @@ def test_offline_suite_comparison_writes_reproducible_results(comparison_run, ti
     assert results["tasks"]["offline_shakespeare"]["higher_is_better"] is False
 
     model, baseline = results["models"]
-    assert (model["role"], model["label"], baseline["role"], baseline["label"]) == ("model", "tiny-a", "baseline", "tiny-b")
+    assert (model["role"], model["label"], baseline["role"], baseline["label"]) == (
+        "model",
+        "tiny-a",
+        "baseline",
+        "tiny-b",
+    )
     for entry, folder in zip(results["models"], tiny_models):
         assert entry["files"]["model.safetensors"]["sha256"] == sha256(folder / "model.safetensors")
         assert entry["model_type"] == "shishu" and entry["dtype"] == "float32"
@@ -290,7 +346,9 @@ def test_per_document_scores_back_the_aggregates_and_the_paired_differences(comp
     bigbench = [rows[task] for task in mean["tasks"]]
     assert mean["id"] == "offline_bigbench_mean" and len(bigbench) == 4 and mean["paired_n"] == 4 * LIMIT
     assert mean["difference"] == pytest.approx(statistics.fmean(row["difference"] for row in bigbench), abs=1e-12)
-    assert mean["paired_stderr"] == pytest.approx(sum(row["paired_stderr"] ** 2 for row in bigbench) ** 0.5 / 4, abs=1e-12)
+    assert mean["paired_stderr"] == pytest.approx(
+        sum(row["paired_stderr"] ** 2 for row in bigbench) ** 0.5 / 4, abs=1e-12
+    )
     assert mean["model"] == pytest.approx(statistics.fmean(model["scores"][t]["value"] for t in mean["tasks"]))
 
     summary = (comparison_run / "summary.md").read_text()
@@ -305,9 +363,17 @@ def test_eval_refuses_existing_output_and_unknown_inputs(comparison_run, tiny_mo
     assert "already exists" in capsys.readouterr().err
     assert shishu_main(["eval", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
     assert "no such checkpoint folder" in capsys.readouterr().err
-    assert shishu_main(["eval", "--model", str(tiny_models[0]), "--tasks", "hellaswag", "--out", str(tmp_path / "o")]) == 2
+    assert (
+        shishu_main(["eval", "--model", str(tiny_models[0]), "--tasks", "hellaswag", "--out", str(tmp_path / "o")])
+        == 2
+    )
     assert "not in suite 'offline'" in capsys.readouterr().err
-    assert shishu_main(["eval", "--model", str(tiny_models[0]), "--baseline", str(tiny_models[0]), "--out", str(tmp_path / "o")]) == 2
+    assert (
+        shishu_main(
+            ["eval", "--model", str(tiny_models[0]), "--baseline", str(tiny_models[0]), "--out", str(tmp_path / "o")]
+        )
+        == 2
+    )
     assert "both labelled" in capsys.readouterr().err
 
 
@@ -345,11 +411,34 @@ def test_eval_data_parallel_on_two_cpu_processes(comparison_run, tiny_models, tm
     sharded over both processes, and the same scores as the single-process run."""
     out = tmp_path / "ddp"
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    command = [str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu", "--num_processes", "2",
-               "--main_process_port", str(free_port()), "-m", "modeling_shishu.cli", "eval",
-               "--model", str(tiny_models[0]), "--name", "tiny-a (2 processes)", "--suite", "offline",
-               "--tasks", "offline_bigbench_winowhy,offline_shakespeare",
-               "--limit", str(LIMIT), "--batch-size", "4", "--bootstrap-iters", "10", "--out", str(out)]  # fmt: skip
+    command = [
+        str(Path(sys.executable).with_name("accelerate")),
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--main_process_port",
+        str(free_port()),
+        "-m",
+        "modeling_shishu.cli",
+        "eval",
+        "--model",
+        str(tiny_models[0]),
+        "--name",
+        "tiny-a (2 processes)",
+        "--suite",
+        "offline",
+        "--tasks",
+        "offline_bigbench_winowhy,offline_shakespeare",
+        "--limit",
+        str(LIMIT),
+        "--batch-size",
+        "4",
+        "--bootstrap-iters",
+        "10",
+        "--out",
+        str(out),
+    ]
     result = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "rank 0 of 2" in result.stderr and "rank 1 of 2" in result.stderr
@@ -363,4 +452,7 @@ def test_eval_data_parallel_on_two_cpu_processes(comparison_run, tiny_models, tm
         assert score["n_samples"] == LIMIT
         assert score["value"] == pytest.approx(single[task]["value"], rel=1e-5), task
     # Per-document scores gathered from both processes: every document once, as in the single-process run.
-    assert parallel["models"][0]["scores"]["offline_bigbench_winowhy"]["documents"] == single["offline_bigbench_winowhy"]["documents"]
+    assert (
+        parallel["models"][0]["scores"]["offline_bigbench_winowhy"]["documents"]
+        == single["offline_bigbench_winowhy"]["documents"]
+    )

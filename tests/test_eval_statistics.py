@@ -5,7 +5,7 @@ import math
 import pytest
 from lm_eval.api.metrics import mean_stderr
 
-from modeling_shishu.eval_statistics import is_significant, mean_and_stderr, mean_of_tasks, paired_difference
+from modeling_shishu.evaluation.statistics import is_significant, mean_and_stderr, mean_of_tasks, paired_difference
 
 
 def test_paired_difference_by_hand():
@@ -25,7 +25,9 @@ def test_paired_difference_by_hand():
     similar = {"doc_id": [0, 1, 2, 3, 4], "acc": [1, 1, 0, 1, 1]}  # d = [0, 0, 0, 0, 1]: paired sqrt(0.2 / 5) = 0.2
     assert paired_difference(similar, model, "acc")["stderr"] == pytest.approx(0.2)
     # unpaired: sqrt(0.2 / 5 + 0.3 / 5) = 0.3162
-    assert math.hypot(mean_and_stderr(similar["acc"])[1], mean_and_stderr(model["acc"])[1]) == pytest.approx(math.sqrt(0.1))
+    assert math.hypot(mean_and_stderr(similar["acc"])[1], mean_and_stderr(model["acc"])[1]) == pytest.approx(
+        math.sqrt(0.1)
+    )
     # ... and identical answers have a paired standard error of zero.
     assert paired_difference(model, model, "acc") == {"n": 5, "difference": 0.0, "stderr": 0.0}
 

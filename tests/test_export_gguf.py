@@ -11,14 +11,14 @@ import gguf
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_config_kwargs
+from test_conversion import save_parent, tiny_llama
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from conftest import tiny_config_kwargs
 from modeling_shishu import ShishuConfig, ShishuForCausalLM
 from modeling_shishu.cli import main as shishu_main
-from modeling_shishu.export_gguf import export_gguf, permute_for_rope, pre_tokenizer_name
-from test_conversion import save_parent, tiny_llama
+from modeling_shishu.conversion.export_gguf import export_gguf, permute_for_rope, pre_tokenizer_name
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -37,7 +37,10 @@ def tiny_bpe_tokenizer(vocab_size: int = 320) -> PreTrainedTokenizerFast:
     special tokens and chat template, trained on the Zen of Python."""
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
     )
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
@@ -48,9 +51,12 @@ def tiny_bpe_tokenizer(vocab_size: int = 320) -> PreTrainedTokenizerFast:
     )
     backend.train_from_iterator([TRAINING_TEXT], trainer)
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token="<|im_start|>", eos_token="<|im_end|>", unk_token="<|endoftext|>",
+        tokenizer_object=backend,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        unk_token="<|endoftext|>",
         pad_token="<|im_end|>",
-    )  # fmt: skip
+    )
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
 
@@ -60,11 +66,20 @@ def tiny_hybrid(layer_types=TINY_LAYER_TYPES, share_groups=((2, 3),), **override
     and every layer matter (random init with initializer_range 0.2)."""
     tokenizer = tiny_bpe_tokenizer()
     kwargs = tiny_config_kwargs(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=len(layer_types),
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, initializer_range=0.2,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-        layer_types=list(layer_types), mlp_share_groups=[list(g) for g in share_groups],
-    )  # fmt: skip
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=len(layer_types),
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        initializer_range=0.2,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        layer_types=list(layer_types),
+        mlp_share_groups=[list(g) for g in share_groups],
+    )
     kwargs.update(overrides)
     torch.manual_seed(0)
     model = ShishuForCausalLM(ShishuConfig(**kwargs)).eval()
@@ -128,15 +143,23 @@ def test_hybrid_layout_metadata_tensors_and_tokenizer(tmp_path):
         names = sorted(n.split(".", 2)[2] for n in by_name if n.startswith(f"blk.{layer_idx}."))
         assert names == ["ffn_down.weight", "ffn_gate.weight", "ffn_norm.weight", "ffn_up.weight"]
     for layer_idx in (0, 1, 4):
-        assert {f"blk.{layer_idx}.{n}.weight" for n in ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output")} <= by_name.keys()
+        assert {
+            f"blk.{layer_idx}.{n}.weight" for n in ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output")
+        } <= by_name.keys()
     assert len(by_name) == 3 + 3 * 9 + 3 * 4  # token_embd, output_norm, output; attention and MLP-only layers
     assert by_name["blk.0.attn_k.weight"].shape.tolist() == [64, 32]  # GGUF lists dims innermost first
 
     state = model.state_dict()
     # The MLP-only block's post_attention_layernorm is llama.cpp's ffn_norm, which deci applies to a 0-head layer.
-    np.testing.assert_array_equal(as_float32(by_name["blk.5.ffn_norm.weight"]), state["model.layers.5.post_attention_layernorm.weight"].numpy())
-    np.testing.assert_array_equal(as_float32(by_name["blk.0.attn_norm.weight"]), state["model.layers.0.input_layernorm.weight"].numpy())
-    np.testing.assert_array_equal(as_float32(by_name["blk.1.ffn_up.weight"]), state["model.layers.1.mlp.up_proj.weight"].numpy())
+    np.testing.assert_array_equal(
+        as_float32(by_name["blk.5.ffn_norm.weight"]), state["model.layers.5.post_attention_layernorm.weight"].numpy()
+    )
+    np.testing.assert_array_equal(
+        as_float32(by_name["blk.0.attn_norm.weight"]), state["model.layers.0.input_layernorm.weight"].numpy()
+    )
+    np.testing.assert_array_equal(
+        as_float32(by_name["blk.1.ffn_up.weight"]), state["model.layers.1.mlp.up_proj.weight"].numpy()
+    )
     np.testing.assert_array_equal(as_float32(by_name["output.weight"]), state["lm_head.weight"].numpy())
     # Q and K rows are permuted for llama.cpp's interleaved RoPE; V is not.
     q = state["model.layers.4.self_attn.q_proj.weight"]
@@ -144,14 +167,18 @@ def test_hybrid_layout_metadata_tensors_and_tokenizer(tmp_path):
     assert not np.array_equal(as_float32(by_name["blk.4.attn_q.weight"]), q.numpy())
     k = state["model.layers.4.self_attn.k_proj.weight"]
     np.testing.assert_array_equal(as_float32(by_name["blk.4.attn_k.weight"]), permute_for_rope(k, 2).numpy())
-    np.testing.assert_array_equal(as_float32(by_name["blk.4.attn_v.weight"]), state["model.layers.4.self_attn.v_proj.weight"].numpy())
+    np.testing.assert_array_equal(
+        as_float32(by_name["blk.4.attn_v.weight"]), state["model.layers.4.self_attn.v_proj.weight"].numpy()
+    )
     # The shared pair: stored once in safetensors, twice in the GGUF (each layer its own copy).
     assert not any(name.startswith("model.layers.3.") for name in state)
     for suffix in ("ffn_norm.weight", "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"):
         lower, upper = by_name[f"blk.2.{suffix}"], by_name[f"blk.3.{suffix}"]
         np.testing.assert_array_equal(lower.data, upper.data)
         assert lower.data_offset != upper.data_offset
-    np.testing.assert_array_equal(as_float32(by_name["blk.3.ffn_down.weight"]), state["model.layers.2.mlp.down_proj.weight"].numpy())
+    np.testing.assert_array_equal(
+        as_float32(by_name["blk.3.ffn_down.weight"]), state["model.layers.2.mlp.down_proj.weight"].numpy()
+    )
 
     tokenizer = tiny_bpe_tokenizer()
     assert field(reader, "tokenizer.ggml.model") == "gpt2"
@@ -187,7 +214,9 @@ def test_dtypes_keep_norms_float32(tmp_path, dtype, matrix_type, file_type):
     assert by_name["token_embd.weight"].tensor_type == matrix_type
     assert by_name["blk.3.ffn_norm.weight"].tensor_type == gguf.GGMLQuantizationType.F32
     expected = ShishuForCausalLM.from_pretrained(folder).model.layers[2].mlp.up_proj.weight.detach().numpy()
-    np.testing.assert_allclose(as_float32(by_name["blk.3.ffn_up.weight"]), expected, rtol=0, atol=np.abs(expected).max() / 64)
+    np.testing.assert_allclose(
+        as_float32(by_name["blk.3.ffn_up.weight"]), expected, rtol=0, atol=np.abs(expected).max() / 64
+    )
 
 
 def test_biases_are_exported_permuted(tmp_path):
@@ -216,10 +245,20 @@ def test_parent_exports_as_all_attention(tmp_path):
 
 
 def test_refusals_name_layer_and_reason(tmp_path, capsys):
-    with pytest.raises(ValueError, match="layer 0 is MLP-only: llama.cpp's deci reads the head size of all layers from layer 0"):
-        export_gguf(save_tiny_hybrid(tmp_path / "a", layer_types=["mlp", "full_attention"] * 3, share_groups=()), tmp_path / "a.gguf")
+    with pytest.raises(
+        ValueError, match="layer 0 is MLP-only: llama.cpp's deci reads the head size of all layers from layer 0"
+    ):
+        export_gguf(
+            save_tiny_hybrid(tmp_path / "a", layer_types=["mlp", "full_attention"] * 3, share_groups=()),
+            tmp_path / "a.gguf",
+        )
     with pytest.raises(ValueError, match="rope_type 'linear': only unscaled RoPE"):
-        export_gguf(save_tiny_hybrid(tmp_path / "c", rope_parameters={"rope_type": "linear", "rope_theta": 1e4, "factor": 2.0}), tmp_path / "c.gguf")
+        export_gguf(
+            save_tiny_hybrid(
+                tmp_path / "c", rope_parameters={"rope_type": "linear", "rope_theta": 1e4, "factor": 2.0}
+            ),
+            tmp_path / "c.gguf",
+        )
     with pytest.raises(ValueError, match="hidden_act 'gelu'"):
         export_gguf(save_tiny_hybrid(tmp_path / "d", hidden_act="gelu"), tmp_path / "d.gguf")
     big = tiny_hybrid()
@@ -240,15 +279,21 @@ def test_refusals_name_layer_and_reason(tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
     assert shishu_main(["export-gguf", str(tmp_path / "a"), "--out", str(tmp_path / "a.gguf")]) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress line: one line, no traceback
-    assert error.startswith("shishu export-gguf: error: layer 0 is MLP-only") and error.endswith("must be an attention layer")
+    assert error.startswith("shishu export-gguf: error: layer 0 is MLP-only") and error.endswith(
+        "must be an attention layer"
+    )
 
 
 def test_pre_tokenizer_names():
     byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
     assert pre_tokenizer_name({"pre_tokenizer": byte_level}) == "gpt-2"
     digits = {"type": "Digits", "individual_digits": True}
-    assert pre_tokenizer_name({"pre_tokenizer": {"type": "Sequence", "pretokenizers": [digits, byte_level]}}) == "smollm"
+    assert (
+        pre_tokenizer_name({"pre_tokenizer": {"type": "Sequence", "pretokenizers": [digits, byte_level]}}) == "smollm"
+    )
     with pytest.raises(ValueError, match="pre-tokenizer Metaspace is not one llama.cpp implements"):
         pre_tokenizer_name({"pre_tokenizer": {"type": "Metaspace"}})
-    with pytest.raises(ValueError, match="pre-tokenizer ByteLevel is not"):  # a prefix space changes every word's first token
+    with pytest.raises(
+        ValueError, match="pre-tokenizer ByteLevel is not"
+    ):  # a prefix space changes every word's first token
         pre_tokenizer_name({"pre_tokenizer": {**byte_level, "add_prefix_space": True}})

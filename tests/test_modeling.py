@@ -8,11 +8,11 @@ import textwrap
 
 import pytest
 import torch
+from conftest import tiny_config_kwargs
 from safetensors import safe_open
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from modeling_shishu import ShishuConfig, ShishuForCausalLM, ShishuModel
-from conftest import tiny_config_kwargs
 
 
 HYBRID_LAYOUT = dict(
@@ -129,7 +129,9 @@ def test_left_padded_batch_matches_single_prompts():
         attention_mask[row, width - len(prompt) :] = 1
     batched = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=6, do_sample=False)
     for row, prompt in enumerate(prompts):
-        single = model.generate(prompt[None], attention_mask=torch.ones(1, len(prompt)), max_new_tokens=6, do_sample=False)
+        single = model.generate(
+            prompt[None], attention_mask=torch.ones(1, len(prompt)), max_new_tokens=6, do_sample=False
+        )
         assert torch.equal(batched[row, width:], single[0, len(prompt) :])
 
 
@@ -325,8 +327,13 @@ def test_from_llama_config_pairs_top_layers():
 
 def test_smollm2_shape_savings_match_the_formula():
     smollm2 = LlamaConfig(
-        vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-        num_attention_heads=9, num_key_value_heads=3, tie_word_embeddings=True,
+        vocab_size=49152,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        tie_word_embeddings=True,
     )
     parent = expected_unique_parameters(ShishuConfig.from_llama_config(smollm2))
     variant = ShishuConfig.from_llama_config(smollm2, num_mlp_layers=10, share="pairs")
@@ -374,8 +381,11 @@ def test_editing_the_layer_count_after_the_config_is_refused():
 
 
 def test_attention_outputs_belong_to_the_attention_layers():
-    layout = dict(num_hidden_layers=5, layer_types=["mlp", "full_attention", "mlp", "mlp", "full_attention"],
-                  mlp_share_groups=[[2, 3]])  # fmt: skip
+    layout = dict(
+        num_hidden_layers=5,
+        layer_types=["mlp", "full_attention", "mlp", "mlp", "full_attention"],
+        mlp_share_groups=[[2, 3]],
+    )
     model = hybrid_model(**layout)
     model.set_attn_implementation("eager")
     input_ids = torch.randint(3, 99, (2, 7))

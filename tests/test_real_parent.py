@@ -15,8 +15,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
 from modeling_shishu.assets import fetch_parent
-from modeling_shishu.conversion import convert_checkpoint, convert_model
-from modeling_shishu.variants import SMOLLM2_135M, get_variant
+from modeling_shishu.conversion.convert import convert_checkpoint, convert_model
+from modeling_shishu.conversion.variants import SMOLLM2_135M, get_variant
 
 
 pytestmark = pytest.mark.slow
@@ -26,7 +26,9 @@ PROMPT = "One, two, three, four, five,"
 
 def cache_bytes(cache) -> int:
     """Bytes held by a transformers cache; MLP-only layers hold nothing."""
-    return sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers if getattr(layer, "keys", None) is not None)
+    return sum(
+        layer.keys.nbytes + layer.values.nbytes for layer in cache.layers if getattr(layer, "keys", None) is not None
+    )
 
 
 @torch.no_grad()
@@ -36,12 +38,21 @@ def test_convert_real_parent_k10(tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(parent_dir)
     variant = get_variant("shishu-smollm2-135m-instruct-m10")
     # The registry's SmolLM2-135M shape is the real parent's.
-    for field in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                  "num_key_value_heads", "tie_word_embeddings"):  # fmt: skip
+    for field in (
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "tie_word_embeddings",
+    ):
         assert getattr(parent.config, field) == SMOLLM2_135M[field], field
     assert parent.num_parameters() == variant.sizes["parent_parameters"] == 134_515_008
 
-    out = convert_checkpoint(parent_dir, tmp_path / "shishu-smollm2-135m-instruct-m10", num_mlp_layers=10, share="pairs")
+    out = convert_checkpoint(
+        parent_dir, tmp_path / "shishu-smollm2-135m-instruct-m10", num_mlp_layers=10, share="pairs"
+    )
     model = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True, dtype=torch.float32).eval()
     config = model.config
     assert type(model).__name__ == "ShishuForCausalLM"
@@ -65,11 +76,11 @@ def test_convert_real_parent_k10(tmp_path):
     generated = model.generate(input_ids, **kwargs)
     assert generated.shape[1] == input_ids.shape[1] + 8
     assert torch.equal(generated, in_memory.generate(input_ids, **kwargs))
-    print("unhealed K=10:", repr(tokenizer.decode(generated[0, input_ids.shape[1]:])))
+    print("unhealed K=10:", repr(tokenizer.decode(generated[0, input_ids.shape[1] :])))
 
     # Sensible text from a ShishuLM of the real parent: top two layers MLP-only, sharing one set of weights.
     light = convert_model(parent, num_mlp_layers=2, pair_init="lower")
     assert light.config.mlp_share_groups == [[28, 29]]
-    continuation = tokenizer.decode(light.generate(input_ids, **kwargs)[0, input_ids.shape[1]:])
+    continuation = tokenizer.decode(light.generate(input_ids, **kwargs)[0, input_ids.shape[1] :])
     print("K=2 shared pair:", repr(continuation))
     assert continuation.startswith(" six, seven")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_config_kwargs
 
 from modeling_shishu import ShishuConfig, ShishuForCausalLM
 from modeling_shishu.training.arguments import (
@@ -24,8 +25,6 @@ from modeling_shishu.training.checkpointing import RunDirectory, load_optimizer_
 from modeling_shishu.training.data import PackedBlocks, ShuffledBatches, StreamingBatches, eval_batches
 from modeling_shishu.training.metrics import applied_parameters, flops_per_token, plot_loss_curve, read_metrics
 from modeling_shishu.training.trainer import learning_rate_multiplier, resolve_mixed_precision
-
-from conftest import tiny_config_kwargs
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,7 +47,9 @@ def test_yaml_then_command_line_overrides(tmp_path):
         "config_name: smollm2-135m\noutput_dir: out\nlearning_rate: 3e-4\nmax_steps: 10\n"
         "config_overrides: {hidden_size: 64}\ntrain_files: [a.txt, b.txt]\n",
     )
-    model_args, data_args, train_args = parse_recipe_args(PRETRAIN_TYPES, ["--config", str(config), "--max_steps", "7"])
+    model_args, data_args, train_args = parse_recipe_args(
+        PRETRAIN_TYPES, ["--config", str(config), "--max_steps", "7"]
+    )
     # YAML 1.1 reads 3e-4 as a string: the parser converts it with the field's type.
     assert train_args.learning_rate == pytest.approx(3e-4) and isinstance(train_args.learning_rate, float)
     assert train_args.max_steps == 7  # the command line wins over the file
@@ -75,11 +76,18 @@ def test_bad_values_are_named(tmp_path):
         parse_recipe_args(PRETRAIN_TYPES, ["--config", str(config)])
     # YAML's own types: a whole-number field refuses 2.5 and true, a float field reads 3 as 3.0
     for value in ("2.5", "true"):
-        config = write_yaml(tmp_path / "c.yaml", f"config_name: smollm2-135m\noutput_dir: out\nper_device_train_batch_size: {value}\n")
+        config = write_yaml(
+            tmp_path / "c.yaml", f"config_name: smollm2-135m\noutput_dir: out\nper_device_train_batch_size: {value}\n"
+        )
         with pytest.raises(ValueError, match=f"per_device_train_batch_size: cannot read {value.replace('t', 'T')}"):
             parse_recipe_args(PRETRAIN_TYPES, ["--config", str(config)])
-    config = write_yaml(tmp_path / "c.yaml", "config_name: smollm2-135m\noutput_dir: out\nper_device_train_batch_size: 4.0\nweight_decay: 1\n")
-    train_args = next(a for a in parse_recipe_args(PRETRAIN_TYPES, ["--config", str(config)]) if isinstance(a, TrainArguments))
+    config = write_yaml(
+        tmp_path / "c.yaml",
+        "config_name: smollm2-135m\noutput_dir: out\nper_device_train_batch_size: 4.0\nweight_decay: 1\n",
+    )
+    train_args = next(
+        a for a in parse_recipe_args(PRETRAIN_TYPES, ["--config", str(config)]) if isinstance(a, TrainArguments)
+    )
     assert train_args.per_device_train_batch_size == 4 and isinstance(train_args.weight_decay, float)
     with pytest.raises(ValueError, match="lr_scheduler_type must be"):
         TrainArguments(output_dir="x", lr_scheduler_type="exponential")
@@ -87,7 +95,10 @@ def test_bad_values_are_named(tmp_path):
         ModelArguments()
     with pytest.raises(ValueError, match="not 'key=value'"):
         parse_overrides("hidden_size")
-    assert parse_overrides("hidden_size=64,tie_word_embeddings=false") == {"hidden_size": 64, "tie_word_embeddings": False}
+    assert parse_overrides("hidden_size=64,tie_word_embeddings=false") == {
+        "hidden_size": 64,
+        "tie_word_embeddings": False,
+    }
 
 
 def test_fields_have_the_training_arguments_names_and_old_names_still_parse(tmp_path, caplog):
@@ -110,15 +121,27 @@ def test_fields_have_the_training_arguments_names_and_old_names_still_parse(tmp_
     new = write_yaml(tmp_path / "new.yaml", "config_name: smollm2-135m\noutput_dir: out\n")
     argv = ["--config", str(new), "--mixed_precision", "fp16", "--warmup_ratio=0.1", "--eval_split", "", "--resume"]
     _, data_args, train_args = parse_recipe_args(PRETRAIN_TYPES, argv)
-    assert (train_args.bf16, train_args.fp16, train_args.warmup_steps, data_args.dataset_test_split) == (None, True, 0.1, None)
+    assert (train_args.bf16, train_args.fp16, train_args.warmup_steps, data_args.dataset_test_split) == (
+        None,
+        True,
+        0.1,
+        None,
+    )
     assert len([r for r in caplog.records if "deprecated" in r.getMessage()]) == 4
     _, _, train_args = parse_recipe_args(PRETRAIN_TYPES, ["--config", str(new), "--mixed_precision", "no"])
     assert (train_args.bf16, train_args.fp16) == (False, False)
-    assert parse_recipe_args(PRETRAIN_TYPES, ["--config", str(new), "--bf16"])[2].bf16 is True  # a bare flag, as for the Trainer
+    assert (
+        parse_recipe_args(PRETRAIN_TYPES, ["--config", str(new), "--bf16"])[2].bf16 is True
+    )  # a bare flag, as for the Trainer
 
     with pytest.raises(ValueError, match="max_length and its old name max_seq_length are both set; keep max_length"):
-        parse_recipe_args(PRETRAIN_TYPES, ["--config", str(write_yaml(tmp_path / "both.yaml", new.read_text()
-                                                                      + "max_seq_length: 64\nmax_length: 64\n"))])  # fmt: skip
+        parse_recipe_args(
+            PRETRAIN_TYPES,
+            [
+                "--config",
+                str(write_yaml(tmp_path / "both.yaml", new.read_text() + "max_seq_length: 64\nmax_length: 64\n")),
+            ],
+        )
     with pytest.raises(ValueError, match="--bf16 and its old name --mixed_precision are both given"):
         parse_recipe_args(PRETRAIN_TYPES, ["--config", str(new), "--bf16", "true", "--mixed_precision", "bf16"])
     with pytest.raises(ValueError, match="mixed_precision must be auto, no, bf16 or fp16, got 'fp8'"):
@@ -153,7 +176,11 @@ def test_bf16_unset_is_auto_and_false_leaves_it_to_the_launch(monkeypatch):
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
     expected_auto = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
     assert resolve_mixed_precision(None) == expected_auto
-    assert (resolve_mixed_precision(True), resolve_mixed_precision(False), resolve_mixed_precision(None, True)) == ("bf16", "no", "fp16")
+    assert (resolve_mixed_precision(True), resolve_mixed_precision(False), resolve_mixed_precision(None, True)) == (
+        "bf16",
+        "no",
+        "fp16",
+    )
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
     assert resolve_mixed_precision(None) is None and resolve_mixed_precision(False) is None  # accelerate's setting
     assert resolve_mixed_precision(True) == "bf16"
@@ -182,7 +209,9 @@ def test_every_recipe_file_parses(recipe, caplog):
 def _launch_args(name):
     from accelerate.commands.launch import _validate_launch_command, launch_command_parser
 
-    parsed = launch_command_parser().parse_args(["--config_file", str(RECIPES / "accelerate_configs" / f"{name}.yaml"), "x.py"])
+    parsed = launch_command_parser().parse_args(
+        ["--config_file", str(RECIPES / "accelerate_configs" / f"{name}.yaml"), "x.py"]
+    )
     args, defaults, _ = _validate_launch_command(parsed)
     return args, defaults
 
@@ -214,7 +243,9 @@ def test_fsdp_config_wraps_a_share_group_as_one_unit(monkeypatch):
     plugin = FullyShardedDataParallelPlugin()
     assert plugin.fsdp_version == 2
 
-    config = ShishuConfig(**tiny_config_kwargs(layer_types=["full_attention"] * 3 + ["mlp"] * 3, mlp_share_groups=[[3, 4]]))
+    config = ShishuConfig(
+        **tiny_config_kwargs(layer_types=["full_attention"] * 3 + ["mlp"] * 3, mlp_share_groups=[[3, 4]])
+    )
     model = ShishuForCausalLM(config)
     plugin.set_auto_wrap_policy(model)
     policy = fsdp2_prepare_auto_wrap_policy(plugin, model)
@@ -224,8 +255,11 @@ def test_fsdp_config_wraps_a_share_group_as_one_unit(monkeypatch):
     assert units == ["model.layers.0", "model.layers.1", "model.layers.2", "model.layers.3", "model.layers.5"]
     shared_unit = dict(model.named_modules())["model.layers.3"]
     assert {n for n, _ in shared_unit.named_parameters()} == {
-        "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight", "post_attention_layernorm.weight"
-    }  # fmt: skip
+        "mlp.gate_proj.weight",
+        "mlp.up_proj.weight",
+        "mlp.down_proj.weight",
+        "post_attention_layernorm.weight",
+    }
 
 
 def test_zero3_config_is_a_valid_deepspeed_zero3_config(monkeypatch):
@@ -258,7 +292,10 @@ def test_flops_per_token_counts_applied_weights_and_attention_layers_only():
     assert attention_only.tie_word_embeddings  # so lm_head is not among the named parameters
     assert applied_parameters(attention_only) == non_embedding + lm_head
     seq = 64
-    palm = 6 * applied_parameters(attention_only) + 12 * 6 * attention_only.num_attention_heads * attention_only.head_dim * seq
+    palm = (
+        6 * applied_parameters(attention_only)
+        + 12 * 6 * attention_only.num_attention_heads * attention_only.head_dim * seq
+    )
     assert flops_per_token(attention_only, seq) == palm
 
     layer_types = ["full_attention"] * 4 + ["mlp"] * 2
@@ -275,7 +312,9 @@ def test_flops_per_token_counts_applied_weights_and_attention_layers_only():
     attention_term = 12 * attention_only.num_attention_heads * attention_only.head_dim * seq
     c = attention_only
     projections = 2 * c.hidden_size * c.head_dim * (c.num_attention_heads + c.num_key_value_heads)  # q,o + k,v
-    assert flops_per_token(attention_only, seq) - flops_per_token(unshared, seq) == 2 * (6 * projections + attention_term)
+    assert flops_per_token(attention_only, seq) - flops_per_token(unshared, seq) == 2 * (
+        6 * projections + attention_term
+    )
 
 
 def test_warmup_then_cosine_to_the_floor():
@@ -338,7 +377,9 @@ def test_data_order_is_a_function_of_the_step():
     data = PackedBlocks(torch.arange(40).view(10, 4), 40)
     ranks = [ShuffledBatches(data, 2, 1, 2, rank, seed=3) for rank in range(2)]
     # One epoch (10 blocks = 2.5 steps of 4): every block exactly once, ranks disjoint.
-    first_epoch = [i for step in range(2) for r in ranks for i in r.sample_indices(step, 0)] + ranks[0].sample_indices(2, 0)
+    first_epoch = [i for step in range(2) for r in ranks for i in r.sample_indices(step, 0)] + ranks[0].sample_indices(
+        2, 0
+    )
     assert sorted(first_epoch) == list(range(10))
     # A fresh object (a resumed run) gives the same batches for any step, across epoch boundaries.
     again = ShuffledBatches(data, 2, 1, 2, 1, seed=3)
@@ -390,7 +431,9 @@ def test_run_directory_refuses_other_runs(tmp_path):
     with pytest.raises(FileNotFoundError, match="holds no complete checkpoint"):
         same.checkpoint_to_resume(True)
     (out / "checkpoint-4").mkdir()
-    (out / "checkpoint-4" / "trainer_state.json").write_text(json.dumps({"stage": "pretrain", "fingerprint": same.fingerprint}))
+    (out / "checkpoint-4" / "trainer_state.json").write_text(
+        json.dumps({"stage": "pretrain", "fingerprint": same.fingerprint})
+    )
     assert same.checkpoint_to_resume() == same.checkpoint_to_resume(True) == out / "checkpoint-4"
     with pytest.raises(ValueError, match="starts the run over: drop it, or resume_from_checkpoint"):
         same.checkpoint_to_resume(out / "checkpoint-4", overwrite=True)
@@ -460,7 +503,9 @@ def test_optimizer_state_round_trips_through_safetensors(tmp_path):
 
 def test_metrics_plot_and_torn_lines(tmp_path):
     path = tmp_path / "metrics.jsonl"
-    path.write_text('{"step": 1, "loss": 3.0}\n{"step": 2, "loss": 2.5}\n{"step": 2, "eval_loss": 2.7}\n{"step": 3, "lo')
+    path.write_text(
+        '{"step": 1, "loss": 3.0}\n{"step": 2, "loss": 2.5}\n{"step": 2, "eval_loss": 2.7}\n{"step": 3, "lo'
+    )
     records = read_metrics(path)
     assert [r["step"] for r in records] == [1, 2, 2]
     plot_loss_curve(records, tmp_path / "loss.png", title="t")

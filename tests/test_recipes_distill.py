@@ -27,10 +27,19 @@ def tiny_parent(tmp_path_factory):
     tokenizer = load_tokenizer("smollm2-135m")
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=192, num_hidden_layers=4, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True, initializer_range=0.1,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )  # fmt: skip
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=192,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        initializer_range=0.1,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     folder = tmp_path_factory.mktemp("parent") / "tiny-llama"
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -38,11 +47,27 @@ def tiny_parent(tmp_path_factory):
 
 
 def distill(out, parent, *args) -> int:
-    return distill_main([
-        "--config", str(RECIPE), "--teacher_name_or_path", str(parent), "--output_dir", str(out),
-        "--max_length", "64", "--per_device_train_batch_size", "2", "--max_train_samples", "64",
-        "--max_eval_samples", "4", "--progress_bar", "false", *args,
-    ])  # fmt: skip
+    return distill_main(
+        [
+            "--config",
+            str(RECIPE),
+            "--teacher_name_or_path",
+            str(parent),
+            "--output_dir",
+            str(out),
+            "--max_length",
+            "64",
+            "--per_device_train_batch_size",
+            "2",
+            "--max_train_samples",
+            "64",
+            "--max_eval_samples",
+            "4",
+            "--progress_bar",
+            "false",
+            *args,
+        ]
+    )
 
 
 def test_distillation_kl_matches_its_definition():
@@ -60,8 +85,26 @@ def test_distillation_lowers_the_kl_to_the_teacher(tiny_parent, tmp_path):
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "run"
-    code = distill(out, tiny_parent, "--max_steps", "12", "--eval_steps", "6", "--save_steps", "6", "--logging_steps", "3",
-                   "--learning_rate", "1e-3", "--warmup_steps", "0", "--kl_weight", "1", "--lm_weight", "0")  # fmt: skip
+    code = distill(
+        out,
+        tiny_parent,
+        "--max_steps",
+        "12",
+        "--eval_steps",
+        "6",
+        "--save_steps",
+        "6",
+        "--logging_steps",
+        "3",
+        "--learning_rate",
+        "1e-3",
+        "--warmup_steps",
+        "0",
+        "--kl_weight",
+        "1",
+        "--lm_weight",
+        "0",
+    )
     assert code == 0
     records = read_metrics(out / "metrics.jsonl")
     evals = [(r["step"], r["eval_kl"]) for r in records if "eval_kl" in r]
@@ -80,7 +123,9 @@ def test_distillation_lowers_the_kl_to_the_teacher(tiny_parent, tmp_path):
     student = AutoModelForCausalLM.from_pretrained(final, trust_remote_code=True)
     teacher = AutoModelForCausalLM.from_pretrained(tiny_parent)
     # Attention layers were trained too: the student's weights moved away from the parent's.
-    assert not torch.equal(student.model.layers[0].self_attn.q_proj.weight, teacher.model.layers[0].self_attn.q_proj.weight)
+    assert not torch.equal(
+        student.model.layers[0].self_attn.q_proj.weight, teacher.model.layers[0].self_attn.q_proj.weight
+    )
     assert student.generation_config.eos_token_id == teacher.config.eos_token_id
 
 
@@ -107,8 +152,14 @@ def test_a_non_llama_teacher_is_refused(tiny_parent, tmp_path, capsys):
     from modeling_shishu import ShishuConfig, ShishuForCausalLM
 
     shishu = tmp_path / "shishu-teacher"
-    config = ShishuConfig(vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                          num_attention_heads=4, num_key_value_heads=2)  # fmt: skip
+    config = ShishuConfig(
+        vocab_size=49152,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
     ShishuForCausalLM(config).save_pretrained(shishu)
     assert distill(tmp_path / "out", shishu, "--tokenizer_name", str(tiny_parent), "--max_steps", "2") == 2
     assert "not Llama-family" in capsys.readouterr().err

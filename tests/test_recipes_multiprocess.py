@@ -30,8 +30,13 @@ def free_port() -> int:
 
 
 def run(command: list[str]) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, cwd=REPO)
     assert result.returncode == 0, f"{' '.join(command)}\n{result.stderr[-4000:]}"
     return result
@@ -40,8 +45,18 @@ def run(command: list[str]) -> subprocess.CompletedProcess:
 def accelerate_launch(stage: str, *args: str) -> subprocess.CompletedProcess:
     config = RECIPES / "accelerate_configs" / "cpu_ddp.yaml"
     script = RECIPES / "scripts" / f"{stage}.py"
-    return run([str(ACCELERATE), "launch", "--config_file", str(config), "--main_process_port", str(free_port()),
-                str(script), *args])  # fmt: skip
+    return run(
+        [
+            str(ACCELERATE),
+            "launch",
+            "--config_file",
+            str(config),
+            "--main_process_port",
+            str(free_port()),
+            str(script),
+            *args,
+        ]
+    )
 
 
 def assert_two_ranks_in_sync(out: Path, model_class=None):
@@ -68,11 +83,30 @@ def test_pretrain_ddp_two_processes_and_resume(tmp_path):
 
     out = tmp_path / "pretrain"
     args = [
-        "--config", str(RECIPES / "shishu-tiny" / "pretrain" / "config.yaml"), "--output_dir", str(out),
-        "--max_length", "64", "--per_device_train_batch_size", "2", "--max_train_samples", "64",
-        "--max_eval_samples", "3", "--max_steps", "5", "--save_steps", "2", "--eval_steps", "5", "--logging_steps", "1",
-        "--progress_bar", "false", "--gradient_checkpointing",
-    ]  # fmt: skip
+        "--config",
+        str(RECIPES / "shishu-tiny" / "pretrain" / "config.yaml"),
+        "--output_dir",
+        str(out),
+        "--max_length",
+        "64",
+        "--per_device_train_batch_size",
+        "2",
+        "--max_train_samples",
+        "64",
+        "--max_eval_samples",
+        "3",
+        "--max_steps",
+        "5",
+        "--save_steps",
+        "2",
+        "--eval_steps",
+        "5",
+        "--logging_steps",
+        "1",
+        "--progress_bar",
+        "false",
+        "--gradient_checkpointing",
+    ]
     accelerate_launch("pretrain", *args, "--stop_after_steps", "3")  # stops after step 3; last checkpoint: step 2
     stopped = {r["step"]: r["loss"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r}
     assert sorted(stopped) == [1, 2, 3] and not (out / "final").exists()
@@ -93,18 +127,46 @@ def test_distill_ddp_two_processes(tmp_path, tokenizer):
     from modeling_shishu import ShishuForCausalLM
 
     parent = tmp_path / "parent"
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=192, num_hidden_layers=4,
-                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
-                         eos_token_id=tokenizer.eos_token_id)  # fmt: skip
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=192,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     LlamaForCausalLM(config).save_pretrained(parent)
     tokenizer.save_pretrained(parent)
     out = tmp_path / "distill"
     accelerate_launch(
-        "distill", "--config", str(RECIPES / "shishu-tiny" / "distill" / "config.yaml"), "--output_dir", str(out),
-        "--teacher_name_or_path", str(parent), "--max_length", "64", "--per_device_train_batch_size", "2",
-        "--max_train_samples", "32", "--max_eval_samples", "3", "--max_steps", "3", "--save_steps", "10",
-        "--eval_steps", "3", "--logging_steps", "1", "--progress_bar", "false",
-    )  # fmt: skip
+        "distill",
+        "--config",
+        str(RECIPES / "shishu-tiny" / "distill" / "config.yaml"),
+        "--output_dir",
+        str(out),
+        "--teacher_name_or_path",
+        str(parent),
+        "--max_length",
+        "64",
+        "--per_device_train_batch_size",
+        "2",
+        "--max_train_samples",
+        "32",
+        "--max_eval_samples",
+        "3",
+        "--max_steps",
+        "3",
+        "--save_steps",
+        "10",
+        "--eval_steps",
+        "3",
+        "--logging_steps",
+        "1",
+        "--progress_bar",
+        "false",
+    )
     summary = assert_two_ranks_in_sync(out, ShishuForCausalLM)
     assert "eval_kl" in summary["final_eval"]
 
@@ -113,19 +175,48 @@ def test_sft_ddp_two_processes(tmp_path, tokenizer):
     from modeling_shishu import ShishuConfig, ShishuForCausalLM
 
     base = tmp_path / "base"
-    config = ShishuConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=192, num_hidden_layers=4,
-                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                          layer_types=["full_attention"] * 2 + ["mlp"] * 2, mlp_share_groups=[[2, 3]],
-                          eos_token_id=tokenizer.eos_token_id)  # fmt: skip
+    config = ShishuConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=192,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        layer_types=["full_attention"] * 2 + ["mlp"] * 2,
+        mlp_share_groups=[[2, 3]],
+        eos_token_id=tokenizer.eos_token_id,
+    )
     ShishuForCausalLM(config).save_pretrained(base)
     tokenizer.save_pretrained(base)
     out = tmp_path / "sft"
     accelerate_launch(
-        "sft", "--config", str(RECIPES / "shishu-tiny" / "sft" / "config.yaml"), "--output_dir", str(out),
-        "--model_name_or_path", str(base), "--use_peft", "false", "--max_train_samples", "16", "--num_eval_samples", "0",
-        "--max_length", "96", "--per_device_train_batch_size", "2", "--max_steps", "3", "--save_steps", "10",
-        "--logging_steps", "1", "--disable_tqdm", "true",
-    )  # fmt: skip
+        "sft",
+        "--config",
+        str(RECIPES / "shishu-tiny" / "sft" / "config.yaml"),
+        "--output_dir",
+        str(out),
+        "--model_name_or_path",
+        str(base),
+        "--use_peft",
+        "false",
+        "--max_train_samples",
+        "16",
+        "--num_eval_samples",
+        "0",
+        "--max_length",
+        "96",
+        "--per_device_train_batch_size",
+        "2",
+        "--max_steps",
+        "3",
+        "--save_steps",
+        "10",
+        "--logging_steps",
+        "1",
+        "--disable_tqdm",
+        "true",
+    )
     assert_two_ranks_in_sync(out, ShishuForCausalLM)
 
 
@@ -226,16 +317,39 @@ def test_fsdp2_shards_a_share_group_as_one_unit_and_resumes(tmp_path):
     from accelerate.commands.launch import _validate_launch_command, launch_command_parser
     from accelerate.utils.launch import prepare_multi_gpu_env
 
-    parsed = launch_command_parser().parse_args(["--config_file", str(RECIPES / "accelerate_configs" / "fsdp.yaml"), "x.py"])
-    fsdp_env = {k: v for k, v in prepare_multi_gpu_env(_validate_launch_command(parsed)[0]).items() if k.startswith("FSDP_")}
+    parsed = launch_command_parser().parse_args(
+        ["--config_file", str(RECIPES / "accelerate_configs" / "fsdp.yaml"), "x.py"]
+    )
+    fsdp_env = {
+        k: v for k, v in prepare_multi_gpu_env(_validate_launch_command(parsed)[0]).items() if k.startswith("FSDP_")
+    }
     script = tmp_path / "fsdp_run.py"
     script.write_text(FSDP_SCRIPT)
     out = tmp_path / "fsdp"
     env_prefix = [f"{k}={v}" for k, v in fsdp_env.items()]
-    run(["env", *env_prefix, sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_port", str(free_port()), str(script), str(out)])  # fmt: skip
+    run(
+        [
+            "env",
+            *env_prefix,
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(free_port()),
+            str(script),
+            str(out),
+        ]
+    )
     result = json.loads((out / "result.json").read_text())
-    assert result["units"] == ["model.layers.0", "model.layers.1", "model.layers.2", "model.layers.3", "model.layers.5"]
+    assert result["units"] == [
+        "model.layers.0",
+        "model.layers.1",
+        "model.layers.2",
+        "model.layers.3",
+        "model.layers.5",
+    ]
     assert result["losses"] == pytest.approx(result["reference_losses"], abs=1e-5)
     assert result["max_weight_difference"] < 1e-4  # four AdamW steps at lr 1e-2: float reduction order only
     assert result["loss_after_resume"] == pytest.approx(result["losses"][3], abs=1e-6)

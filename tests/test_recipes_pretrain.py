@@ -28,8 +28,22 @@ from modeling_shishu.training.pretrain import main as pretrain_main
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "shishu-tiny" / "pretrain" / "config.yaml"
 TINY_MODEL = "hidden_size=64,intermediate_size=192,num_hidden_layers=4,num_attention_heads=4,num_key_value_heads=2"
-SMALL = ["--config", str(RECIPE), "--max_length", "64", "--per_device_train_batch_size", "2",
-         "--max_train_samples", "64", "--max_eval_samples", "4", "--progress_bar", "false", "--logging_steps", "1"]  # fmt: skip
+SMALL = [
+    "--config",
+    str(RECIPE),
+    "--max_length",
+    "64",
+    "--per_device_train_batch_size",
+    "2",
+    "--max_train_samples",
+    "64",
+    "--max_eval_samples",
+    "4",
+    "--progress_bar",
+    "false",
+    "--logging_steps",
+    "1",
+]
 # The run that resume tests compare against: 12 steps, checkpoints every 3.
 RESUME_RUN = [*SMALL, "--max_steps", "12", "--save_steps", "3", "--eval_steps", "6", "--warmup_steps", "2"]
 
@@ -72,8 +86,22 @@ def test_loss_falls_and_the_final_folder_is_hub_ready(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out = tmp_path / "run"
-    assert pretrain(out, *SMALL, "--max_steps", "16", "--warmup_steps", "4", "--save_steps", "8", "--eval_steps", "8",
-                    "--eval_on_start") == 0  # fmt: skip
+    assert (
+        pretrain(
+            out,
+            *SMALL,
+            "--max_steps",
+            "16",
+            "--warmup_steps",
+            "4",
+            "--save_steps",
+            "8",
+            "--eval_steps",
+            "8",
+            "--eval_on_start",
+        )
+        == 0
+    )
     losses = [loss for _, loss, _ in train_losses(out)]
     evals = [loss for _, loss in eval_losses(out)]
     assert len(losses) == 16 and len(evals) == 3
@@ -88,8 +116,14 @@ def test_loss_falls_and_the_final_folder_is_hub_ready(tmp_path):
     assert [p.name for p in out.iterdir() if p.name.startswith("checkpoint-")] == ["checkpoint-8"]
 
     final = out / "final"
-    for name in ("config.json", "model.safetensors", "configuration_shishu.py", "modeling_shishu.py",
-                 "tokenizer.json", "generation_config.json"):  # fmt: skip
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "configuration_shishu.py",
+        "modeling_shishu.py",
+        "tokenizer.json",
+        "generation_config.json",
+    ):
         assert (final / name).is_file(), name
     tokenizer = AutoTokenizer.from_pretrained(final, trust_remote_code=True)
     model = AutoModelForCausalLM.from_pretrained(final, trust_remote_code=True)
@@ -123,8 +157,10 @@ def test_resume_after_a_stop_equals_the_uninterrupted_run(reference_run, tmp_pat
     assert pretrain(out, *RESUME_RUN, "--resume") == 0
     assert (out / "training_summary.json").read_bytes() == summary
     warnings = [r.getMessage() for r in caplog.records if "deprecated" in r.getMessage()]
-    assert warnings == ["resume is deprecated and will be removed in the next release: use resume_from_checkpoint "
-                        "(a run continues from its last checkpoint on its own)"]  # fmt: skip
+    assert warnings == [
+        "resume is deprecated and will be removed in the next release: use resume_from_checkpoint "
+        "(a run continues from its last checkpoint on its own)"
+    ]
 
 
 def test_resume_from_a_given_checkpoint_equals_the_uninterrupted_run(reference_run, tmp_path, capsys):
@@ -137,7 +173,10 @@ def test_resume_from_a_given_checkpoint_equals_the_uninterrupted_run(reference_r
 
     # A checkpoint of another recipe, a folder that is no checkpoint, and `true` without a checkpoint are refused.
     other = tmp_path / "other"
-    assert pretrain(other, *RESUME_RUN, "--learning_rate", "0.01", "--resume_from_checkpoint", str(out / "checkpoint-6")) == 2
+    assert (
+        pretrain(other, *RESUME_RUN, "--learning_rate", "0.01", "--resume_from_checkpoint", str(out / "checkpoint-6"))
+        == 2
+    )
     assert "checkpoint-6 belongs to a different run" in capsys.readouterr().err
     assert pretrain(other, *RESUME_RUN, "--resume_from_checkpoint", str(out / "final")) == 2
     assert "final is not a complete checkpoint (no trainer_state.json)" in capsys.readouterr().err
@@ -148,7 +187,13 @@ def test_resume_from_a_given_checkpoint_equals_the_uninterrupted_run(reference_r
 
 def test_resume_after_sigkill_equals_the_uninterrupted_run(reference_run, tmp_path):
     out = tmp_path / "killed"
-    command = [sys.executable, str(REPO / "recipes" / "scripts" / "pretrain.py"), *RESUME_RUN, "--output_dir", str(out)]
+    command = [
+        sys.executable,
+        str(REPO / "recipes" / "scripts" / "pretrain.py"),
+        *RESUME_RUN,
+        "--output_dir",
+        str(out),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -158,7 +203,9 @@ def test_resume_after_sigkill_equals_the_uninterrupted_run(reference_run, tmp_pa
             if steps and max(steps) >= 5:
                 break
             time.sleep(0.02)
-        assert process.poll() is None, f"the run ended before it could be killed: {process.stderr.read().decode()[-2000:]}"
+        assert process.poll() is None, (
+            f"the run ended before it could be killed: {process.stderr.read().decode()[-2000:]}"
+        )
         process.send_signal(signal.SIGKILL)
     finally:
         process.kill()
@@ -182,7 +229,17 @@ def test_bad_inputs_are_reported_in_one_line(tmp_path, capsys):
     # The folder holds a run of the same recipe with another learning rate.
     other = parse_recipe_args(
         (ModelArguments, DataArguments, TrainArguments),
-        ["--config", str(RECIPE), *SMALL[2:], "--max_steps", "2", "--output_dir", str(different / "out"), "--learning_rate", "0.5"],
+        [
+            "--config",
+            str(RECIPE),
+            *SMALL[2:],
+            "--max_steps",
+            "2",
+            "--output_dir",
+            str(different / "out"),
+            "--learning_rate",
+            "0.5",
+        ],
     )
     RunDirectory(different / "out", "pretrain", fingerprint_fields(*other)).claim(overwrite=False)
     foreign = tmp_path / "foreign"
@@ -194,7 +251,10 @@ def test_bad_inputs_are_reported_in_one_line(tmp_path, capsys):
     cases = {
         "unknown key": (["--config", str(recipe)], "unknown key(s) in"),
         "empty dataset": (["--train_files", str(empty)], "is empty"),
-        "too-small dataset": (["--train_files", str(short)], "too small: 8 tokens do not fill one block of max_length=64"),
+        "too-small dataset": (
+            ["--train_files", str(short)],
+            "too small: 8 tokens do not fill one block of max_length=64",
+        ),
         "fewer blocks than a batch": (["--max_train_samples", "1"], "training data is too small: 1 blocks"),
         "sequence above the maximum": (
             ["--config_overrides", TINY_MODEL + ",max_position_embeddings=32"],
@@ -231,12 +291,24 @@ def test_local_text_files_streamed_and_resumed(tmp_path):
     (tmp_path / "train.txt").write_text(plays[0][:60_000])
     (tmp_path / "valid.txt").write_text(plays[1][:20_000])
     out = tmp_path / "run"
-    args = [*SMALL, "--train_files", str(tmp_path / "train.txt"), "--eval_files", str(tmp_path / "valid.txt"),
-            "--streaming", "--max_steps", "4", "--save_steps", "2", "--eval_steps", "4"]  # fmt: skip
+    args = [
+        *SMALL,
+        "--train_files",
+        str(tmp_path / "train.txt"),
+        "--eval_files",
+        str(tmp_path / "valid.txt"),
+        "--streaming",
+        "--max_steps",
+        "4",
+        "--save_steps",
+        "2",
+        "--eval_steps",
+        "4",
+    ]
     assert pretrain(out, *args, "--stop_after_steps", "3") == 0
-    stopped = dict((s, loss) for s, loss, _ in train_losses(out))
+    stopped = {s: loss for s, loss, _ in train_losses(out)}
     assert pretrain(out, *args) == 0
-    resumed = dict((s, loss) for s, loss, _ in train_losses(out))
+    resumed = {s: loss for s, loss, _ in train_losses(out)}
     assert sorted(resumed) == [1, 2, 3, 4]
     assert resumed[3] == pytest.approx(stopped[3], abs=1e-6)
     summary = json.loads((out / "training_summary.json").read_text())
@@ -245,7 +317,15 @@ def test_local_text_files_streamed_and_resumed(tmp_path):
 
 
 def test_torch_compile_trains_like_the_eager_run(tmp_path):
-    run = [*SMALL, "--max_steps", "3", "--save_steps", "100", "--dataset_test_split", ""]  # no held-out graph to compile
+    run = [
+        *SMALL,
+        "--max_steps",
+        "3",
+        "--save_steps",
+        "100",
+        "--dataset_test_split",
+        "",
+    ]  # no held-out graph to compile
     assert pretrain(tmp_path / "eager", *run) == 0
     assert pretrain(tmp_path / "compiled", *run, "--torch_compile", "true") == 0
     eager, compiled = train_losses(tmp_path / "eager"), train_losses(tmp_path / "compiled")
@@ -262,8 +342,23 @@ def test_report_to_tensorboard_writes_readable_event_files(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = tmp_path / "run"
-    assert pretrain(out, *SMALL, "--max_steps", "4", "--save_steps", "4", "--eval_steps", "4",
-                    "--report_to", "tensorboard", "--run_name", "tiny-tb") == 0  # fmt: skip
+    assert (
+        pretrain(
+            out,
+            *SMALL,
+            "--max_steps",
+            "4",
+            "--save_steps",
+            "4",
+            "--eval_steps",
+            "4",
+            "--report_to",
+            "tensorboard",
+            "--run_name",
+            "tiny-tb",
+        )
+        == 0
+    )
     events = EventAccumulator(str(out / "runs" / "tiny-tb"))
     events.Reload()
     logged = [(s, loss) for s, loss, _ in train_losses(out)]
@@ -275,8 +370,12 @@ def test_report_to_tensorboard_writes_readable_event_files(tmp_path):
 def test_report_to_is_checked_before_training(tmp_path, capsys):
     assert pretrain(tmp_path / "out", *SMALL, "--max_steps", "2", "--report_to", "tensorbord") == 2
     assert "report_to: 'tensorbord' is not one of none, all, tensorboard, wandb, trackio" in capsys.readouterr().err
-    assert parse_recipe_args((ModelArguments, DataArguments, TrainArguments),
-                             [*SMALL, "--output_dir", "x", "--report_to", "none"])[2].report_to == []  # fmt: skip
+    assert (
+        parse_recipe_args(
+            (ModelArguments, DataArguments, TrainArguments), [*SMALL, "--output_dir", "x", "--report_to", "none"]
+        )[2].report_to
+        == []
+    )
 
 
 def test_push_to_hub_pushes_final_through_the_checks_of_shishu_push(tmp_path, capsys, monkeypatch):
@@ -285,21 +384,44 @@ def test_push_to_hub_pushes_final_through_the_checks_of_shishu_push(tmp_path, ca
     # Refused before anything is trained: no repository, or not a repository id.
     assert pretrain(tmp_path / "a", *SMALL, "--max_steps", "2", "--push_to_hub", "true") == 2
     assert "push_to_hub needs hub_model_id" in capsys.readouterr().err
-    assert pretrain(tmp_path / "b", *SMALL, "--max_steps", "2", "--push_to_hub", "true", "--hub_model_id", "no repo") == 2
+    assert (
+        pretrain(tmp_path / "b", *SMALL, "--max_steps", "2", "--push_to_hub", "true", "--hub_model_id", "no repo") == 2
+    )
     assert "hub_model_id 'no repo' is not a valid repository id" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
     # There is no Hub here: everything up to the upload runs, the upload calls are recorded.
     calls = []
-    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", lambda self, repo_id, **kw: calls.append(("create", repo_id, kw)))
-    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", lambda self, **kw: calls.append(("upload", kw)) or "https://hub/commit")
+    monkeypatch.setattr(
+        huggingface_hub.HfApi, "create_repo", lambda self, repo_id, **kw: calls.append(("create", repo_id, kw))
+    )
+    monkeypatch.setattr(
+        huggingface_hub.HfApi, "upload_folder", lambda self, **kw: calls.append(("upload", kw)) or "https://hub/commit"
+    )
     out = tmp_path / "run"
-    assert pretrain(out, *SMALL, "--max_steps", "2", "--save_steps", "100", "--push_to_hub", "true",
-                    "--hub_model_id", "shishu/tiny-test", "--hub_private_repo", "true") == 0  # fmt: skip
+    assert (
+        pretrain(
+            out,
+            *SMALL,
+            "--max_steps",
+            "2",
+            "--save_steps",
+            "100",
+            "--push_to_hub",
+            "true",
+            "--hub_model_id",
+            "shishu/tiny-test",
+            "--hub_private_repo",
+            "true",
+        )
+        == 0
+    )
     assert calls[0] == ("create", "shishu/tiny-test", {"private": True, "exist_ok": True, "repo_type": "model"})
     upload = calls[1][1]
     assert upload["repo_id"] == "shishu/tiny-test" and Path(upload["folder_path"]) == out / "final"
-    assert {"config.json", "model.safetensors", "modeling_shishu.py", "tokenizer.json"} <= set(upload["allow_patterns"])
+    assert {"config.json", "model.safetensors", "modeling_shishu.py", "tokenizer.json"} <= set(
+        upload["allow_patterns"]
+    )
     for name in upload["allow_patterns"]:  # the published records name no folder of this machine
         if name.endswith(".json"):
             assert str(tmp_path) not in (out / "final" / name).read_text(), name
@@ -307,7 +429,20 @@ def test_push_to_hub_pushes_final_through_the_checks_of_shishu_push(tmp_path, ca
 
     # A finished run started again with push_to_hub pushes without training; a broken final/ is refused.
     (out / "final" / "modeling_shishu.py").write_text("raise ImportError('stale')\n")
-    assert pretrain(out, *SMALL, "--max_steps", "2", "--save_steps", "100", "--push_to_hub", "true",
-                    "--hub_model_id", "shishu/tiny-test") == 2  # fmt: skip
+    assert (
+        pretrain(
+            out,
+            *SMALL,
+            "--max_steps",
+            "2",
+            "--save_steps",
+            "100",
+            "--push_to_hub",
+            "true",
+            "--hub_model_id",
+            "shishu/tiny-test",
+        )
+        == 2
+    )
     assert "differ from the remote code this version of shishulm writes" in capsys.readouterr().err
     assert len(calls) == 2

@@ -27,23 +27,47 @@ def tiny_shishu(tmp_path_factory):
     tokenizer = load_tokenizer("smollm2-135m")
     torch.manual_seed(0)
     config = ShishuConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=192, num_hidden_layers=4, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=512, layer_types=["full_attention"] * 2 + ["mlp"] * 2,
-        mlp_share_groups=[[2, 3]], bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=192,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        layer_types=["full_attention"] * 2 + ["mlp"] * 2,
+        mlp_share_groups=[[2, 3]],
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-    )  # fmt: skip
+    )
     folder = tmp_path_factory.mktemp("base") / "tiny-shishu"
     ShishuForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
 
-SMALL = ["--max_train_samples", "8", "--num_eval_samples", "2", "--max_length", "64", "--per_device_train_batch_size", "2",
-         "--per_device_eval_batch_size", "2", "--logging_steps", "1", "--disable_tqdm", "true"]  # fmt: skip
+SMALL = [
+    "--max_train_samples",
+    "8",
+    "--num_eval_samples",
+    "2",
+    "--max_length",
+    "64",
+    "--per_device_train_batch_size",
+    "2",
+    "--per_device_eval_batch_size",
+    "2",
+    "--logging_steps",
+    "1",
+    "--disable_tqdm",
+    "true",
+]
 
 
 def sft(out, model, *args) -> int:
-    return sft_main(["--config", str(RECIPE), "--model_name_or_path", str(model), "--output_dir", str(out), *SMALL, *args])
+    return sft_main(
+        ["--config", str(RECIPE), "--model_name_or_path", str(model), "--output_dir", str(out), *SMALL, *args]
+    )
 
 
 def logits(model, input_ids):
@@ -56,12 +80,18 @@ def test_lora_adapter_merges_into_a_model_that_reloads_with_remote_code(tiny_shi
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out = tmp_path / "run"
-    assert sft(out, tiny_shishu, "--max_steps", "4", "--save_steps", "2", "--eval_steps", "4", "--learning_rate", "5e-3") == 0
+    assert (
+        sft(out, tiny_shishu, "--max_steps", "4", "--save_steps", "2", "--eval_steps", "4", "--learning_rate", "5e-3")
+        == 0
+    )
     records = read_metrics(out / "metrics.jsonl")
     assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4]
     assert any("eval_loss" in r for r in records) and all("lr" in r for r in records if "loss" in r)
     assert (out / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
-    assert sorted(p.name for p in out.iterdir() if p.name.startswith(("checkpoint-", "."))) == ["checkpoint-2", "checkpoint-4"]
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(("checkpoint-", "."))) == [
+        "checkpoint-2",
+        "checkpoint-4",
+    ]
 
     adapter = out / "adapter"
     adapter_config = json.loads((adapter / "adapter_config.json").read_text())
@@ -91,7 +121,18 @@ def test_lora_adapter_merges_into_a_model_that_reloads_with_remote_code(tiny_shi
 
 
 def test_resume_after_a_stop_equals_the_uninterrupted_run(tiny_shishu, tmp_path):
-    args = ["--max_steps", "4", "--save_steps", "2", "--eval_strategy", "no", "--num_eval_samples", "0", "--use_peft", "false"]
+    args = [
+        "--max_steps",
+        "4",
+        "--save_steps",
+        "2",
+        "--eval_strategy",
+        "no",
+        "--num_eval_samples",
+        "0",
+        "--use_peft",
+        "false",
+    ]
     assert sft(tmp_path / "reference", tiny_shishu, *args) == 0
     stopped = tmp_path / "stopped"
     assert sft(stopped, tiny_shishu, *args, "--stop_after_steps", "3") == 0
@@ -123,8 +164,14 @@ def test_bad_inputs_are_reported_in_one_line(tiny_shishu, tmp_path, capsys):
         "missing file": (["--train_files", str(tmp_path / "nothing.jsonl")], "no such data file"),
         "missing column": (["--train_files", str(no_messages)], "has no column 'messages'"),
         "empty dataset": (["--train_files", str(no_assistant)], "training data is empty"),
-        "too small": (["--max_train_samples", "1", "--num_eval_samples", "0"], "training data is too small: 1 conversations"),
-        "length above the maximum": (["--max_length", "1024"], "max_length=1024 is above the model's max_position_embeddings=512"),
+        "too small": (
+            ["--max_train_samples", "1", "--num_eval_samples", "0"],
+            "training data is too small: 1 conversations",
+        ),
+        "length above the maximum": (
+            ["--max_length", "1024"],
+            "max_length=1024 is above the model's max_position_embeddings=512",
+        ),
         "unknown key": (["--lora_rank", "8"], "unknown command-line arguments: --lora_rank 8"),
         "push without a repository": (["--push_to_hub", "true"], "push_to_hub needs hub_model_id"),
     }
@@ -140,12 +187,38 @@ def test_tensorboard_and_push_to_hub_as_in_a_handbook_recipe(tiny_shishu, tmp_pa
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     calls = []
-    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", lambda self, repo_id, **kw: calls.append(("create", repo_id)))
-    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", lambda self, **kw: calls.append(("upload", kw)) or "url")
+    monkeypatch.setattr(
+        huggingface_hub.HfApi, "create_repo", lambda self, repo_id, **kw: calls.append(("create", repo_id))
+    )
+    monkeypatch.setattr(
+        huggingface_hub.HfApi, "upload_folder", lambda self, **kw: calls.append(("upload", kw)) or "url"
+    )
     out = tmp_path / "run"
-    assert sft(out, tiny_shishu, "--max_steps", "2", "--save_steps", "100", "--eval_strategy", "no", "--num_eval_samples", "0",
-               "--use_peft", "false", "--report_to", "tensorboard", "--run_name", "tiny-sft", "--push_to_hub", "true",
-               "--hub_model_id", "shishu/tiny-sft-test") == 0  # fmt: skip
+    assert (
+        sft(
+            out,
+            tiny_shishu,
+            "--max_steps",
+            "2",
+            "--save_steps",
+            "100",
+            "--eval_strategy",
+            "no",
+            "--num_eval_samples",
+            "0",
+            "--use_peft",
+            "false",
+            "--report_to",
+            "tensorboard",
+            "--run_name",
+            "tiny-sft",
+            "--push_to_hub",
+            "true",
+            "--hub_model_id",
+            "shishu/tiny-sft-test",
+        )
+        == 0
+    )
     (logdir,) = (out / "runs").iterdir()  # the Trainer's own TensorBoard callback
     events = EventAccumulator(str(logdir))
     events.Reload()
@@ -161,8 +234,12 @@ def test_assistant_only_loss_trains_the_replies_and_their_end_of_turn():
 
     tokenizer = load_tokenizer("smollm2-135m")
     parent_template = tokenizer.chat_template
-    messages = [{"role": "user", "content": "Who wrote Hamlet?"}, {"role": "assistant", "content": "Shakespeare."},
-                {"role": "user", "content": "When?"}, {"role": "assistant", "content": "About 1600."}]  # fmt: skip
+    messages = [
+        {"role": "user", "content": "Who wrote Hamlet?"},
+        {"role": "assistant", "content": "Shakespeare."},
+        {"role": "user", "content": "When?"},
+        {"role": "assistant", "content": "About 1600."},
+    ]
     expected = tokenizer.apply_chat_template(messages, tokenize=False)
     for template in (parent_template, CHATML_TEMPLATE):
         tokenizer.chat_template = with_generation_markers(template)
@@ -183,6 +260,7 @@ def test_chatml_fallback_sets_the_end_of_turn_as_eos(tiny_shishu, tmp_path, monk
 
     trainers = []
     trainer_class = sft_module._atomic_sft_trainer_class()
+
     def recording_trainer(**kwargs):
         trainers.append(trainer_class(**kwargs))
         return trainers[-1]
@@ -198,11 +276,28 @@ def test_chatml_fallback_sets_the_end_of_turn_as_eos(tiny_shishu, tmp_path, monk
     (base / "tokenizer_config.json").write_text(json.dumps(config))
     assert AutoTokenizer.from_pretrained(base).chat_template is None
     out = tmp_path / "run"
-    assert sft(out, base, "--max_steps", "1", "--save_steps", "100", "--eval_strategy", "no", "--num_eval_samples", "0",
-               "--use_peft", "false") == 0  # fmt: skip
+    assert (
+        sft(
+            out,
+            base,
+            "--max_steps",
+            "1",
+            "--save_steps",
+            "100",
+            "--eval_strategy",
+            "no",
+            "--num_eval_samples",
+            "0",
+            "--use_peft",
+            "false",
+        )
+        == 0
+    )
     tokenizer = AutoTokenizer.from_pretrained(out / "final")
     assert tokenizer.eos_token == "<|im_end|>" and "{% generation %}" in tokenizer.chat_template
-    assert GenerationConfig.from_pretrained(out / "final").eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert GenerationConfig.from_pretrained(out / "final").eos_token_id == tokenizer.convert_tokens_to_ids(
+        "<|im_end|>"
+    )
     # The recipe's assistant_only_loss: the loss sees the reply (cut at max_length here), not the user's turn.
     row = trainers[0].train_dataset[0]
     text = tokenizer.decode(row["input_ids"])

@@ -7,28 +7,39 @@ whose attention matters (`initializer_range` 0.2), so a wrong mask or wrong posi
 
 import pytest
 import torch
+from conftest import tiny_config_kwargs
 from lm_eval import simple_evaluate
 from lm_eval.models.huggingface import HFLM
+from test_eval import parent_tokenizer
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from conftest import tiny_config_kwargs
 from modeling_shishu import ShishuConfig, ShishuForCausalLM, evaluation
-from modeling_shishu.shared_context import SharedContextLM
-from test_eval import parent_tokenizer
+from modeling_shishu.evaluation.shared_context import SharedContextLM
 
 
-BIGBENCH = ["offline_bigbench_social_iqa", "offline_bigbench_goal_inference", "offline_bigbench_winowhy", "offline_bigbench_strategyqa"]
+BIGBENCH = [
+    "offline_bigbench_social_iqa",
+    "offline_bigbench_goal_inference",
+    "offline_bigbench_winowhy",
+    "offline_bigbench_strategyqa",
+]
 DOCS = 6
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(kind: str, path, tokenizer):
-    special = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    common = tiny_config_kwargs(vocab_size=len(tokenizer), num_hidden_layers=4, max_position_embeddings=4096, initializer_range=0.2, **special)
+    special = dict(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
+    common = tiny_config_kwargs(
+        vocab_size=len(tokenizer), num_hidden_layers=4, max_position_embeddings=4096, initializer_range=0.2, **special
+    )
     torch.manual_seed(0)
     if kind == "shishu":
-        model = ShishuForCausalLM(ShishuConfig(**common, layer_types=["full_attention"] * 2 + ["mlp"] * 2, mlp_share_groups=[[2, 3]]))
+        model = ShishuForCausalLM(
+            ShishuConfig(**common, layer_types=["full_attention"] * 2 + ["mlp"] * 2, mlp_share_groups=[[2, 3]])
+        )
     else:
         model_type, _, variant = kind.partition("-")
         extra = {"sliding_window": 4096 if variant == "sliding" else None} if model_type == "mistral" else {}
@@ -41,7 +52,9 @@ def tiny_model(kind: str, path, tokenizer):
 
 def run_lm_eval(lm, tasks, limit=DOCS):
     task_manager = evaluation._build_task_manager(evaluation.load_suite("offline"))
-    return simple_evaluate(model=lm, tasks=tasks, task_manager=task_manager, limit=limit, log_samples=True, bootstrap_iters=0)
+    return simple_evaluate(
+        model=lm, tasks=tasks, task_manager=task_manager, limit=limit, log_samples=True, bootstrap_iters=0
+    )
 
 
 def assert_same_numbers(plain, shared, tasks):
@@ -50,20 +63,29 @@ def assert_same_numbers(plain, shared, tasks):
             assert shared["results"][task][metric] == plain["results"][task][metric], (task, metric)
         for a, b in zip(plain["samples"][task], shared["samples"][task], strict=True):
             assert a["doc_id"] == b["doc_id"] and (a["acc"], a["acc_norm"]) == (b["acc"], b["acc_norm"])
-            for (ll_a, greedy_a), (ll_b, greedy_b) in zip((r[0] for r in a["resps"]), (r[0] for r in b["resps"]), strict=True):
+            for (ll_a, greedy_a), (ll_b, greedy_b) in zip(
+                (r[0] for r in a["resps"]), (r[0] for r in b["resps"]), strict=True
+            ):
                 assert ll_b == pytest.approx(ll_a, abs=1e-4) and greedy_b == greedy_a, (task, a["doc_id"])
 
 
 @pytest.mark.parametrize("kind", ["shishu", "llama", "llama-eager", "qwen2", "mistral"])
 def test_shared_context_gives_lm_evals_numbers(kind, tmp_path):
     path = str(tiny_model(kind, tmp_path / kind, parent_tokenizer()))
-    plain = run_lm_eval(HFLM(pretrained=path, dtype="float32", batch_size=4, device="cpu", trust_remote_code=True), BIGBENCH)
+    plain = run_lm_eval(
+        HFLM(pretrained=path, dtype="float32", batch_size=4, device="cpu", trust_remote_code=True), BIGBENCH
+    )
     lm = SharedContextLM(pretrained=path, dtype="float32", batch_size=4, device="cpu", trust_remote_code=True)
     shared = run_lm_eval(lm, BIGBENCH)
     assert_same_numbers(plain, shared, BIGBENCH)
     requests = sum(len(sample["resps"]) for task in BIGBENCH for sample in shared["samples"][task])
     # One row per question, every request on the shared path.
-    assert lm.stats == {"questions": DOCS * len(BIGBENCH), "requests": requests, "tokens": lm.stats["tokens"], "plain_requests": 0}
+    assert lm.stats == {
+        "questions": DOCS * len(BIGBENCH),
+        "requests": requests,
+        "tokens": lm.stats["tokens"],
+        "plain_requests": 0,
+    }
     assert requests > 2 * lm.stats["questions"]
 
 
@@ -75,7 +97,10 @@ def test_other_requests_and_models_keep_lm_evals_path(tmp_path):
     lm = SharedContextLM(pretrained=path, dtype="float32", batch_size=4, device="cpu")
     shared = run_lm_eval(lm, tasks, limit=2)
     plain = run_lm_eval(HFLM(pretrained=path, dtype="float32", batch_size=4, device="cpu"), tasks, limit=2)
-    assert shared["results"]["offline_shakespeare"]["bits_per_byte,none"] == plain["results"]["offline_shakespeare"]["bits_per_byte,none"]
+    assert (
+        shared["results"]["offline_shakespeare"]["bits_per_byte,none"]
+        == plain["results"]["offline_shakespeare"]["bits_per_byte,none"]
+    )
     assert lm.stats["questions"] == 2 and lm.stats["plain_requests"] > 0
 
     sliding = str(tiny_model("mistral-sliding", tmp_path / "sliding", tokenizer))

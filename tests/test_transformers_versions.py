@@ -23,21 +23,34 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
+from conftest import tiny_config_kwargs
 from filelock import FileLock
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from modeling_shishu import ShishuConfig, ShishuForCausalLM
 from modeling_shishu.assets import cache_dir
-from conftest import tiny_config_kwargs
 
 
 # The newest patch release of every minor version the remote code supports. 5.10 is the floor: it is the first
 # release with a key/value-free cache layer for the MLP-only blocks (before it, a cache reads the sequence length
 # from layer 0 even when that layer has no attention).
 SUPPORTED_RELEASES = [
-    "5.10.4", "5.11.0", "5.12.1", "5.13.1", "5.14.1",
-    "5.15.1", "5.16.1", "5.17.0", "5.18.0", "5.19.0", "5.20.2", "5.21.1", "5.22.2", "5.23.0", "5.24.0",
-]  # fmt: skip
+    "5.10.4",
+    "5.11.0",
+    "5.12.1",
+    "5.13.1",
+    "5.14.1",
+    "5.15.1",
+    "5.16.1",
+    "5.17.0",
+    "5.18.0",
+    "5.19.0",
+    "5.20.2",
+    "5.21.1",
+    "5.22.2",
+    "5.23.0",
+    "5.24.0",
+]
 REPO = Path(__file__).resolve().parent.parent
 
 

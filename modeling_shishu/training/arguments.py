@@ -77,8 +77,10 @@ class ModelArguments:
 
     trust_remote_code: bool = field(
         default=False,
-        **_help("Run Python code that a model folder or Hub repository ships (auto_map). ShishuLM and the "
-                "architectures transformers ships load without it."),
+        **_help(
+            "Run Python code that a model folder or Hub repository ships (auto_map). ShishuLM and the "
+            "architectures transformers ships load without it."
+        ),
     )
 
     config_name: str | None = field(
@@ -101,7 +103,8 @@ class ModelArguments:
         **_help("Continue pretraining an existing ShishuLM checkpoint (folder or Hub id) instead of a fresh init."),
     )
     tokenizer_name: str | None = field(
-        default=None, **_help("Tokenizer folder, offline parent name or Hub id. Default: config_name / model_name_or_path.")
+        default=None,
+        **_help("Tokenizer folder, offline parent name or Hub id. Default: config_name / model_name_or_path."),
     )
     num_mlp_layers: int = field(default=10, **_help("Top layers turned into MLP-only blocks."))
     share: str = field(default="pairs", **_help("'pairs': adjacent MLP-only blocks share weights; 'none'."))
@@ -123,8 +126,10 @@ class DistillArguments:
 
     trust_remote_code: bool = field(
         default=False,
-        **_help("Run Python code that a model folder or Hub repository ships (auto_map). ShishuLM and the "
-                "architectures transformers ships load without it."),
+        **_help(
+            "Run Python code that a model folder or Hub repository ships (auto_map). ShishuLM and the "
+            "architectures transformers ships load without it."
+        ),
     )
 
     teacher_name_or_path: str = field(
@@ -141,7 +146,9 @@ class DistillArguments:
     )
     share: str = field(default="pairs", **_help("Conversion: 'pairs' shares adjacent MLP-only blocks, or 'none'."))
     extra_mlp_layers: int = field(default=0, **_help("Conversion: MLP-only blocks appended on top."))
-    pair_init: str = field(default="lower", **_help("Conversion: shared pair weights from the 'lower' layer or 'average'."))
+    pair_init: str = field(
+        default="lower", **_help("Conversion: shared pair weights from the 'lower' layer or 'average'.")
+    )
     kl_weight: float = field(default=1.0, **_help("Weight of KL(teacher || student) on the logits."))
     lm_weight: float = field(default=0.1, **_help("Weight of the next-token cross-entropy on the data."))
     temperature: float = field(default=1.0, **_help("Softening of both distributions in the KL (scaled by T^2)."))
@@ -183,7 +190,9 @@ class DataArguments:
         ),
     )
     dataset_config: str | None = field(default=None, **_help("Hub dataset configuration (`load_dataset`'s name)."))
-    train_files: list[str] | None = field(default=None, **_help("Local training files (.txt, .json/.jsonl, .parquet, .csv)."))
+    train_files: list[str] | None = field(
+        default=None, **_help("Local training files (.txt, .json/.jsonl, .parquet, .csv).")
+    )
     eval_files: list[str] | None = field(default=None, **_help("Local held-out files."))
     dataset_train_split: str = field(default="train", **_help("Split to train on."))
     dataset_test_split: str | None = field(default="validation", **_help("Held-out split; empty or null for none."))
@@ -265,7 +274,9 @@ class TrainArguments:
     project: str = field(default="huggingface", **_help("wandb / trackio project the run is logged to."))
     push_to_hub: bool = field(
         default=False,
-        **_help("At the end, push final/ to hub_model_id through the checks of `shishu push` (fresh-process load, ...)."),
+        **_help(
+            "At the end, push final/ to hub_model_id through the checks of `shishu push` (fresh-process load, ...)."
+        ),
     )
     hub_model_id: str | None = field(default=None, **_help("Hub repository final/ is pushed to, ORG/NAME."))
     hub_private_repo: bool | None = field(default=None, **_help("Create the Hub repository as private."))
@@ -274,14 +285,21 @@ class TrainArguments:
     )
     stop_after_steps: int | None = field(
         default=None,
-        **_help("Stop abruptly after this step without finishing the run, as if the job were killed (for resume tests)."),
+        **_help(
+            "Stop abruptly after this step without finishing the run, as if the job were killed (for resume tests)."
+        ),
     )
 
     def __post_init__(self):
         if not self.output_dir:
             raise ValueError("output_dir is required")
-        positive = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
-                    "logging_steps", "save_steps")  # fmt: skip
+        positive = (
+            "per_device_train_batch_size",
+            "per_device_eval_batch_size",
+            "gradient_accumulation_steps",
+            "logging_steps",
+            "save_steps",
+        )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -296,7 +314,9 @@ class TrainArguments:
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0 (steps, or a fraction of the steps below 1), got {self.warmup_steps}")
+            raise ValueError(
+                f"warmup_steps must be >= 0 (steps, or a fraction of the steps below 1), got {self.warmup_steps}"
+            )
         self.resume_from_checkpoint = normalize_resume_from_checkpoint(self.resume_from_checkpoint)
         if self.save_total_limit is not None and self.save_total_limit < 1:
             raise ValueError(f"save_total_limit must be >= 1 or null, got {self.save_total_limit}")
@@ -306,7 +326,7 @@ class TrainArguments:
         if self.push_to_hub:
             if not self.hub_model_id:
                 raise ValueError("push_to_hub needs hub_model_id: the Hub repository (ORG/NAME) final/ is pushed to")
-            from ..publishing import check_repo_id
+            from ..release.push import check_repo_id
 
             check_repo_id(self.hub_model_id, argument="hub_model_id")
 

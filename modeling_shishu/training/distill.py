@@ -3,7 +3,7 @@
     accelerate launch --config_file recipes/accelerate_configs/ddp.yaml recipes/scripts/distill.py \\
         --config recipes/shishu-smollm2-135m-instruct-m10/distill/config.yaml
 
-The student is the parent converted to a ShishuLM (`modeling_shishu.conversion.convert_model`: top
+The student is the parent converted to a ShishuLM (`modeling_shishu.conversion.convert.convert_model`: top
 `num_mlp_layers` layers MLP-only, adjacent pairs sharing), or a checkpoint given as
 `student_name_or_path`; the teacher is the unchanged parent. The loss mixes, with weights from the
 recipe, the KL divergence from the teacher's next-token distribution to the student's (both softened by
@@ -26,7 +26,7 @@ from .runner import (
     open_run,
     push_final_model,
     report_bad_input,
-    resolve_pretrained,
+    resolve_checkpoint,
 )
 from .trainer import CausalLMTrainer, shifted_token_losses
 
@@ -34,7 +34,9 @@ from .trainer import CausalLMTrainer, shifted_token_losses
 logger = logging.getLogger(__name__)
 
 
-def distillation_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def distillation_kl(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
     """Per-position `T^2 * KL(softmax(teacher / T) || softmax(student / T))`, shape `(batch, seq)`, float32."""
     student_log_probs = F.log_softmax(student_logits.float() / temperature, dim=-1)
     teacher_log_probs = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
@@ -86,7 +88,7 @@ def load_float32_model(name_or_path: str, distill_args):
     trust = distill_args.trust_remote_code
     with remote_code_consent(name_or_path):
         return AutoModelForCausalLM.from_pretrained(
-            resolve_pretrained(name_or_path, trust),
+            resolve_checkpoint(name_or_path, trust),
             dtype=torch.float32,
             attn_implementation=distill_args.attn_implementation,
             trust_remote_code=trust,
@@ -95,13 +97,15 @@ def load_float32_model(name_or_path: str, distill_args):
 
 def build_student_and_teacher(distill_args):
     """Load the teacher in float32, convert it (or load the given student), then cast the teacher."""
-    from ..conversion import check_parent_config, convert_model
+    from ..conversion.convert import check_parent_config, convert_model
 
     teacher = load_float32_model(distill_args.teacher_name_or_path, distill_args)
     if distill_args.student_name_or_path is not None:
         student = load_float32_model(distill_args.student_name_or_path, distill_args)
         if student.config.model_type != "shishu":
-            raise ValueError(f"student {distill_args.student_name_or_path} is a {student.config.model_type!r} model, not a ShishuLM")
+            raise ValueError(
+                f"student {distill_args.student_name_or_path} is a {student.config.model_type!r} model, not a ShishuLM"
+            )
     else:
         check_parent_config(teacher.config, type(teacher).__name__)
         student = convert_model(
@@ -136,22 +140,33 @@ def run(distill_args, data_args, train_args) -> int:
     if finished:
         return push_final_model(accelerator, run_dir, hub_repo_id(train_args), bool(train_args.hub_private_repo))
 
-    tokenizer = load_tokenizer(distill_args.tokenizer_name or distill_args.teacher_name_or_path, distill_args.trust_remote_code)
+    tokenizer = load_tokenizer(
+        distill_args.tokenizer_name or distill_args.teacher_name_or_path, distill_args.trust_remote_code
+    )
     set_seed(train_args.seed)
     student, teacher = build_student_and_teacher(distill_args)
     check_tokenizer_fits_model(tokenizer, student.config, data_args.max_length)
     train_batches, eval_data, total_steps = build_training_data(data_args, train_args, tokenizer, accelerator)
     logger.info(
         "student: %s parameters (teacher %s), layer_types %s",
-        f"{student.num_parameters():,}", f"{teacher.num_parameters():,}", student.config.layer_types,
-    )  # fmt: skip
+        f"{student.num_parameters():,}",
+        f"{teacher.num_parameters():,}",
+        student.config.layer_types,
+    )
     claim_run_directory(accelerator, run_dir, train_args)
     trainer = DistillationTrainer(
-        teacher=teacher, distill_args=distill_args,
-        accelerator=accelerator, model=student, tokenizer=tokenizer, train_args=train_args,
-        train_batches=train_batches, eval_data=eval_data, run_dir=run_dir,
-        block_size=data_args.max_length, total_steps=total_steps,
-    )  # fmt: skip
+        teacher=teacher,
+        distill_args=distill_args,
+        accelerator=accelerator,
+        model=student,
+        tokenizer=tokenizer,
+        train_args=train_args,
+        train_batches=train_batches,
+        eval_data=eval_data,
+        run_dir=run_dir,
+        block_size=data_args.max_length,
+        total_steps=total_steps,
+    )
     summary = trainer.train(checkpoint)
     code = 0
     if summary is not None:  # not stopped by stop_after_steps

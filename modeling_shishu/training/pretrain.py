@@ -22,7 +22,7 @@ from .runner import (
     open_run,
     push_final_model,
     report_bad_input,
-    resolve_pretrained,
+    resolve_checkpoint,
 )
 from .trainer import CausalLMTrainer
 
@@ -38,7 +38,7 @@ def build_config(model_args, tokenizer):
 
     trust = model_args.trust_remote_code
     with remote_code_consent(model_args.config_name):
-        base = AutoConfig.from_pretrained(resolve_pretrained(model_args.config_name, trust), trust_remote_code=trust)
+        base = AutoConfig.from_pretrained(resolve_checkpoint(model_args.config_name, trust), trust_remote_code=trust)
     fields = base.to_dict()
     overrides = dict(model_args.config_overrides)
     known = set(fields) | set(ShishuConfig.__dataclass_fields__)
@@ -79,7 +79,7 @@ def build_model(model_args, config=None):
     if model_args.model_name_or_path is not None:
         with remote_code_consent(model_args.model_name_or_path):
             model = AutoModelForCausalLM.from_pretrained(
-                resolve_pretrained(model_args.model_name_or_path, model_args.trust_remote_code),
+                resolve_checkpoint(model_args.model_name_or_path, model_args.trust_remote_code),
                 trust_remote_code=model_args.trust_remote_code,
                 dtype=torch.float32,
                 attn_implementation=model_args.attn_implementation,
@@ -111,7 +111,8 @@ def run(model_args, data_args, train_args) -> int:
         return push_final_model(accelerator, run_dir, hub_repo_id(train_args), bool(train_args.hub_private_repo))
 
     tokenizer = load_tokenizer(
-        model_args.tokenizer_name or model_args.config_name or model_args.model_name_or_path, model_args.trust_remote_code
+        model_args.tokenizer_name or model_args.config_name or model_args.model_name_or_path,
+        model_args.trust_remote_code,
     )
     config = None if model_args.model_name_or_path else build_config(model_args, tokenizer)
     if config is not None:
@@ -123,14 +124,22 @@ def run(model_args, data_args, train_args) -> int:
     check_tokenizer_fits_model(tokenizer, model.config, data_args.max_length)
     logger.info(
         "ShishuLM: %s parameters, layer_types %s, share groups %s",
-        f"{model.num_parameters():,}", _layout(model.config), model.config.mlp_share_groups,
-    )  # fmt: skip
+        f"{model.num_parameters():,}",
+        _layout(model.config),
+        model.config.mlp_share_groups,
+    )
     claim_run_directory(accelerator, run_dir, train_args)
     trainer = CausalLMTrainer(
-        accelerator=accelerator, model=model, tokenizer=tokenizer, train_args=train_args,
-        train_batches=train_batches, eval_data=eval_data, run_dir=run_dir,
-        block_size=data_args.max_length, total_steps=total_steps,
-    )  # fmt: skip
+        accelerator=accelerator,
+        model=model,
+        tokenizer=tokenizer,
+        train_args=train_args,
+        train_batches=train_batches,
+        eval_data=eval_data,
+        run_dir=run_dir,
+        block_size=data_args.max_length,
+        total_steps=total_steps,
+    )
     summary = trainer.train(checkpoint)
     code = 0
     if summary is not None:  # not stopped by stop_after_steps

@@ -5,9 +5,8 @@ import functools
 import logging
 import math
 import sys
-from pathlib import Path
 
-from ..loading import check_checkpoint_folder, check_remote_code, remote_code_consent
+from ..loading import remote_code_consent, resolve_checkpoint
 from .checkpointing import RunDirectory
 from .data import PackedBlocks, ShuffledBatches, StreamingBatches, load_documents
 
@@ -15,32 +14,12 @@ from .data import PackedBlocks, ShuffledBatches, StreamingBatches, load_document
 logger = logging.getLogger(__name__)
 
 
-def resolve_pretrained(name_or_path: str, trust_remote_code: bool = False) -> str:
-    """An offline parent name (`smollm2-135m`) becomes its cached folder; a folder is checked (readable config,
-    whole weights, no code of its own to run without `trust_remote_code`); a Hub id passes through; a path that
-    does not exist is a `FileNotFoundError`."""
-    from .. import assets
-
-    if name_or_path in assets.PARENTS:
-        return str(assets.fetch_parent(name_or_path))
-    path = Path(name_or_path).expanduser()
-    if path.exists():
-        if (path / "config.json").is_file():  # a model folder (a tokenizer-only folder has no config)
-            check_checkpoint_folder(path)
-            check_remote_code(path, trust_remote_code)
-        return str(path)
-    # what can only be a path (a Hub id is ORG/NAME) would otherwise reach the Hub client as a bad repository id
-    if path.is_absolute() or name_or_path.startswith((".", "~")) or name_or_path.count("/") > 1:
-        raise FileNotFoundError(f"no such checkpoint folder: {name_or_path}")
-    return name_or_path
-
-
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     with remote_code_consent(name_or_path):
         return AutoTokenizer.from_pretrained(
-            resolve_pretrained(name_or_path, trust_remote_code), trust_remote_code=trust_remote_code
+            resolve_checkpoint(name_or_path, trust_remote_code), trust_remote_code=trust_remote_code
         )
 
 
@@ -57,21 +36,36 @@ def build_training_data(data_args, train_args, tokenizer, accelerator):
             raise ValueError("a streaming corpus has no known length: set max_steps")
         documents = load_documents(data_args, data_args.dataset_train_split, streaming=True)
         train_batches = StreamingBatches(
-            documents, tokenizer, data_args.text_column, data_args.max_length,
-            train_args.per_device_train_batch_size, train_args.gradient_accumulation_steps, world, rank,
-            train_args.seed, data_args.shuffle_buffer_size,
-        )  # fmt: skip
+            documents,
+            tokenizer,
+            data_args.text_column,
+            data_args.max_length,
+            train_args.per_device_train_batch_size,
+            train_args.gradient_accumulation_steps,
+            world,
+            rank,
+            train_args.seed,
+            data_args.shuffle_buffer_size,
+        )
     else:
         with accelerator.main_process_first():  # a Hub download or dataset cache is built once
             documents = load_documents(data_args, data_args.dataset_train_split)
         blocks = PackedBlocks.from_documents(
-            documents, tokenizer, data_args.text_column, data_args.max_length,
-            max_blocks=data_args.max_train_samples, name=f"training split {data_args.dataset_train_split!r} of {source}",
-        )  # fmt: skip
+            documents,
+            tokenizer,
+            data_args.text_column,
+            data_args.max_length,
+            max_blocks=data_args.max_train_samples,
+            name=f"training split {data_args.dataset_train_split!r} of {source}",
+        )
         train_batches = ShuffledBatches(
-            blocks, train_args.per_device_train_batch_size, train_args.gradient_accumulation_steps, world, rank,
+            blocks,
+            train_args.per_device_train_batch_size,
+            train_args.gradient_accumulation_steps,
+            world,
+            rank,
             train_args.seed,
-        )  # fmt: skip
+        )
         logger.info("training data: %d blocks of %d tokens from %s", len(blocks), blocks.block_size, source)
 
     eval_data = None
@@ -80,9 +74,13 @@ def build_training_data(data_args, train_args, tokenizer, accelerator):
         with accelerator.main_process_first():
             documents = load_documents(data_args, eval_split)
         eval_data = PackedBlocks.from_documents(
-            documents, tokenizer, data_args.text_column, data_args.max_length,
-            max_blocks=data_args.max_eval_samples, name=f"held-out split {eval_split!r} of {source}",
-        )  # fmt: skip
+            documents,
+            tokenizer,
+            data_args.text_column,
+            data_args.max_length,
+            max_blocks=data_args.max_eval_samples,
+            name=f"held-out split {eval_split!r} of {source}",
+        )
         logger.info("held-out data: %d blocks", len(eval_data))
 
     if train_args.max_steps > 0:
@@ -114,17 +112,21 @@ def open_run(stage: str, train_args, *fingerprinted_args):
 def push_final_model(accelerator, run_dir: RunDirectory, repo_id: str | None, private: bool = False) -> int:
     """`push_to_hub`: the main process pushes `final/` to `repo_id` (None: no push) through the checks of
     `shishu push`. Returns the exit code: 1 when the upload itself failed (the run's outputs stay as they are)."""
-    from ..public_records import publish_records
-    from ..publishing import UploadError, push_folder
+    from ..release.public_records import publish_records
+    from ..release.push import UploadError, push_folder
 
     code = 0
     if repo_id is not None and accelerator.is_main_process:
         publish_records(run_dir.final_dir)  # the teacher and data by Hub id or name, not this machine's paths
         try:
             push_folder(
-                run_dir.final_dir, repo_id, private=private, require_card=False,
-                commit_message=f"Upload the {run_dir.stage} run {run_dir.path.name}", log=logger.info,
-            )  # fmt: skip
+                run_dir.final_dir,
+                repo_id,
+                private=private,
+                require_card=False,
+                commit_message=f"Upload the {run_dir.stage} run {run_dir.path.name}",
+                log=logger.info,
+            )
         except UploadError as error:
             logger.error("push_to_hub: %s; push %s later with `shishu push`", error, run_dir.final_dir)
             code = 1
@@ -138,7 +140,9 @@ def hub_repo_id(train_args) -> str | None:
 
 def claim_run_directory(accelerator, run_dir: RunDirectory, train_args) -> None:
     """Main process writes `run.json` (after every rank's check passed); the others wait for it."""
-    run_dir.claim_on_all_ranks(train_args.overwrite_output_dir, accelerator.is_main_process, accelerator.wait_for_everyone)
+    run_dir.claim_on_all_ranks(
+        train_args.overwrite_output_dir, accelerator.is_main_process, accelerator.wait_for_everyone
+    )
 
 
 def report_bad_input(stage: str):

@@ -29,7 +29,7 @@ import torch
 from transformers import TrainerCallback
 
 from ..io_utils import atomic_directory, atomic_write_json
-from ..publishing import check_repo_id
+from ..release.push import check_repo_id
 from .arguments import RecipeParser, fingerprint_fields, normalize_resume_from_checkpoint
 from .checkpointing import (
     CHECKPOINT_PREFIX,
@@ -43,7 +43,7 @@ from .checkpointing import (
 )
 from .data import check_tokenizer_fits_model
 from .metrics import MetricsLogger, detect_peak_flops, flops_per_token
-from .runner import load_tokenizer, push_final_model, report_bad_input, resolve_pretrained
+from .runner import load_tokenizer, push_final_model, report_bad_input, resolve_checkpoint
 from .trainer import has_accelerator
 
 
@@ -74,8 +74,10 @@ class SFTScriptArguments:
 
     dataset_name: str | None = field(
         default="sharegpt",
-        metadata={"help": "'sharegpt' (offline default; research only), a Hub dataset id, or a loader name (json, "
-                  "parquet) used with train_files."},  # fmt: skip
+        metadata={
+            "help": "'sharegpt' (offline default; research only), a Hub dataset id, or a loader name (json, "
+            "parquet) used with train_files."
+        },
     )
     dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset configuration."})
     train_files: list[str] | None = field(default=None, metadata={"help": "Local .json/.jsonl/.parquet files."})
@@ -133,7 +135,9 @@ def load_conversations(script_args):
         conversations = assets.sharegpt_conversations(limit=limit)
         split = len(conversations) - script_args.num_eval_samples
         train = datasets.Dataset.from_dict({column: conversations[:split]})
-        evaluation = datasets.Dataset.from_dict({column: conversations[split:]}) if script_args.num_eval_samples else None
+        evaluation = (
+            datasets.Dataset.from_dict({column: conversations[split:]}) if script_args.num_eval_samples else None
+        )
     else:
         train = datasets.load_dataset(
             script_args.dataset_name, script_args.dataset_config, split=script_args.dataset_train_split
@@ -145,7 +149,9 @@ def load_conversations(script_args):
             )
     if script_args.max_train_samples is not None and len(train) > script_args.max_train_samples:
         train = train.select(range(script_args.max_train_samples))
-    return _clean(train, column, "training data"), (_clean(evaluation, column, "held-out data") if evaluation else None)
+    return _clean(train, column, "training data"), (
+        _clean(evaluation, column, "held-out data") if evaluation else None
+    )
 
 
 def _file_loader(files: list[str]) -> str:
@@ -162,7 +168,9 @@ def _file_loader(files: list[str]) -> str:
 
 def _clean(dataset, column: str, name: str):
     if column not in dataset.column_names:
-        raise ValueError(f"{name} has no column {column!r} (columns: {', '.join(dataset.column_names)}); set messages_column")
+        raise ValueError(
+            f"{name} has no column {column!r} (columns: {', '.join(dataset.column_names)}); set messages_column"
+        )
     if column != "messages":
         dataset = dataset.rename_column(column, "messages")
     dataset = dataset.select_columns(["messages"])
@@ -224,7 +232,9 @@ class MetricsCallback(TrainerCallback):
             if seconds > 0 and tokens > self._last[1]:
                 record["tokens_per_second"] = (tokens - self._last[1]) / seconds
                 if self.peak_flops:
-                    record["mfu"] = self.flops_per_token * record["tokens_per_second"] / (self.peak_flops * self.world_size)
+                    record["mfu"] = (
+                        self.flops_per_token * record["tokens_per_second"] / (self.peak_flops * self.world_size)
+                    )
             self._last = (now, tokens)
         self.metrics.log(record)
 
@@ -265,7 +275,9 @@ def _atomic_sft_trainer_class():
             # weights the way it would (safetensors, non-strict for tied weights) without that read.
             model = self.model if model is None else model
             folder = Path(resume_from_checkpoint)
-            has_weights = any((folder / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json"))
+            has_weights = any(
+                (folder / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json")
+            )
             sharded = self.is_fsdp_enabled or self.is_deepspeed_enabled
             if not (folder / "config.json").is_file() or not has_weights or sharded:
                 return super()._load_from_checkpoint(resume_from_checkpoint, model)
@@ -324,7 +336,9 @@ def run(script_args, training_args, model_args) -> int:
     from transformers import AutoConfig
     from trl import get_peft_config
 
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=logging.INFO
+    )
     if not model_args.model_name_or_path:
         raise ValueError("model_name_or_path is required: the ShishuLM checkpoint to instruction-tune")
     repo_id = training_args.hub_model_id if training_args.push_to_hub else None
@@ -342,7 +356,7 @@ def run(script_args, training_args, model_args) -> int:
         )
 
     trust = bool(training_args.trust_remote_code)  # SFTConfig's field, off by default
-    model_path = resolve_pretrained(model_args.model_name_or_path, trust)
+    model_path = resolve_checkpoint(model_args.model_name_or_path, trust)
     if model_args.use_peft and model_args.lora_target_modules is None:
         model_args.lora_target_modules = list(LLAMA_LORA_TARGETS)
     training_args.model_init_kwargs = {
@@ -384,7 +398,9 @@ def run(script_args, training_args, model_args) -> int:
         )
 
     if eval_dataset is None and training_args.eval_strategy != "no":
-        logger.warning("no held-out conversations (num_eval_samples / dataset_test_split / eval_files): evaluation is off")
+        logger.warning(
+            "no held-out conversations (num_eval_samples / dataset_test_split / eval_files): evaluation is off"
+        )
         training_args.eval_strategy = "no"
     world_size = training_args.world_size
     run_dir.claim_on_all_ranks(overwrite, training_args.process_index == 0, lambda: _barrier(world_size))

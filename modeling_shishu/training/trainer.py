@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..io_utils import atomic_write_json
 from .checkpointing import (
     CHECKPOINT_PREFIX,
     FINAL_DIR,
@@ -32,7 +33,6 @@ from .checkpointing import (
 )
 from .data import PackedBlocks, eval_batches
 from .metrics import MetricsLogger, detect_peak_flops, flops_per_token
-from ..io_utils import atomic_write_json
 
 
 logger = logging.getLogger(__name__)
@@ -82,7 +82,10 @@ def make_accelerator(train_args):
             f"{launched} processes were launched but the process group has {accelerator.num_processes}: "
             f"on a machine without GPUs use recipes/accelerate_configs/cpu_ddp.yaml (or ACCELERATE_USE_CPU=1)"
         )
-    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and accelerator.distributed_type != DistributedType.FSDP:
+    if (
+        os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
+        and accelerator.distributed_type != DistributedType.FSDP
+    ):
         # accelerate shards with FSDP only on accelerators; on the CPU it would quietly run plain DDP.
         raise ValueError(
             "the FSDP launch config needs GPUs (accelerate does not run FSDP on the CPU); use "
@@ -118,7 +121,7 @@ def tracker_values(record: dict) -> dict:
     for key, value in record.items():
         if key == "step" or isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
-        values[f"eval/{key[len('eval_'):]}" if key.startswith("eval_") else f"train/{key}"] = value
+        values[f"eval/{key[len('eval_') :]}" if key.startswith("eval_") else f"train/{key}"] = value
     return values
 
 
@@ -135,7 +138,9 @@ def setup_logging(accelerator) -> None:
     )
 
 
-def learning_rate_multiplier(step: int, total_steps: int, warmup_steps: int, schedule: str, min_lr_ratio: float) -> float:
+def learning_rate_multiplier(
+    step: int, total_steps: int, warmup_steps: int, schedule: str, min_lr_ratio: float
+) -> float:
     """Linear warmup from 0 to 1 over `warmup_steps`, then cosine / linear decay to `min_lr_ratio` (or constant)."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
@@ -162,8 +167,19 @@ class CausalLMTrainer:
 
     stage = "pretrain"
 
-    def __init__(self, *, accelerator, model, tokenizer, train_args, train_batches, eval_data: PackedBlocks | None,
-                 run_dir: RunDirectory, block_size: int, total_steps: int):  # fmt: skip
+    def __init__(
+        self,
+        *,
+        accelerator,
+        model,
+        tokenizer,
+        train_args,
+        train_batches,
+        eval_data: PackedBlocks | None,
+        run_dir: RunDirectory,
+        block_size: int,
+        total_steps: int,
+    ):
         self.accelerator = accelerator
         self.args = train_args
         self.tokenizer = tokenizer
@@ -216,9 +232,12 @@ class CausalLMTrainer:
 
     def _lr_lambda(self, step: int) -> float:
         return learning_rate_multiplier(
-            step, self.total_steps, self.args.num_warmup_steps(self.total_steps), self.args.lr_scheduler_type,
+            step,
+            self.total_steps,
+            self.args.num_warmup_steps(self.total_steps),
+            self.args.lr_scheduler_type,
             self.args.min_lr_ratio,
-        )  # fmt: skip
+        )
 
     @staticmethod
     def _empty_window() -> dict:
@@ -286,10 +305,15 @@ class CausalLMTrainer:
         logger.info(
             "%s: %d steps x %d tokens/step on %d process(es), %.3g training FLOPs/token, mixed precision %s, "
             "peak %s FLOP/s per device%s",
-            self.stage, self.total_steps, self.tokens_per_step, accelerator.num_processes, self.flops_per_token,
-            accelerator.mixed_precision, f"{self.peak_flops:.3g}" if self.peak_flops else "unknown (no MFU)",
+            self.stage,
+            self.total_steps,
+            self.tokens_per_step,
+            accelerator.num_processes,
+            self.flops_per_token,
+            accelerator.mixed_precision,
+            f"{self.peak_flops:.3g}" if self.peak_flops else "unknown (no MFU)",
             ", torch.compile" if self.args.torch_compile else "",
-        )  # fmt: skip
+        )
         self.init_trackers()
         if self.step == 0 and args.eval_on_start and self.eval_data is not None:
             self._log({"step": 0, **self.evaluate()})
@@ -382,7 +406,9 @@ class CausalLMTrainer:
             "train_seconds": self.elapsed,  # optimizer steps only (no evaluation or checkpointing), across resumes
         }
         if self.peak_flops and tokens_per_second:
-            record["mfu"] = self.flops_per_token * tokens_per_second / (self.peak_flops * self.accelerator.num_processes)
+            record["mfu"] = (
+                self.flops_per_token * tokens_per_second / (self.peak_flops * self.accelerator.num_processes)
+            )
         self._log(record)
         self.window = self._empty_window()
         return record
@@ -397,7 +423,9 @@ class CausalLMTrainer:
             for key, value in recipe.items()
         }
         named = {"name": tracker_run_name(self.args)}
-        self.accelerator.init_trackers(self.args.project, config=config, init_kwargs={"wandb": named, "trackio": named})
+        self.accelerator.init_trackers(
+            self.args.project, config=config, init_kwargs={"wandb": named, "trackio": named}
+        )
 
     def _log(self, record: dict) -> None:
         self.metrics.log(record)
@@ -412,8 +440,9 @@ class CausalLMTrainer:
         accelerator = self.accelerator
         self.model.eval()
         sums, count = None, torch.zeros((), device=accelerator.device)
-        for input_ids, weights in eval_batches(self.eval_data, self.args.per_device_eval_batch_size,
-                                               accelerator.num_processes, accelerator.process_index):  # fmt: skip
+        for input_ids, weights in eval_batches(
+            self.eval_data, self.args.per_device_eval_batch_size, accelerator.num_processes, accelerator.process_index
+        ):
             input_ids, weights = input_ids.to(accelerator.device), weights.to(accelerator.device)
             with accelerator.autocast():
                 terms = self.evaluation_terms(self.model, input_ids)

@@ -44,7 +44,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(REPO_ROOT))
 
-from modeling_shishu.benchmark import kv_cache_bytes  # noqa: E402
+from modeling_shishu.bench import kv_cache_bytes  # noqa: E402
 from modeling_shishu.io_utils import atomic_directory, atomic_write_json, atomic_write_text  # noqa: E402
 
 
@@ -104,8 +104,14 @@ class Study:
             recipe = Path(entry["recipe"])
             if not recipe.is_absolute():
                 recipe = path.parent / recipe
-            arms.append(Arm(name=str(entry["name"]), recipe=recipe, label=str(entry.get("label", entry["name"])),
-                            match_parent_params=bool(entry.get("match_parent_params", False))))  # fmt: skip
+            arms.append(
+                Arm(
+                    name=str(entry["name"]),
+                    recipe=recipe,
+                    label=str(entry.get("label", entry["name"])),
+                    match_parent_params=bool(entry.get("match_parent_params", False)),
+                )
+            )
         if len(arms) < 2:
             raise ValueError(f"{path}: a study needs at least two arms (the parent first), got {len(arms)}")
         names = [arm.name for arm in arms]
@@ -119,7 +125,9 @@ class Study:
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be a non-empty list of distinct integers, got {self.seeds}")
         if self.tokenizer_vocab_size < 260:
-            raise ValueError(f"tokenizer_vocab_size must be >= 260 (256 bytes + specials), got {self.tokenizer_vocab_size}")
+            raise ValueError(
+                f"tokenizer_vocab_size must be >= 260 (256 bytes + specials), got {self.tokenizer_vocab_size}"
+            )
         if self.eval_blocks is not None and self.eval_blocks < 1:
             raise ValueError(f"eval_blocks must be >= 1 or null (all), got {self.eval_blocks}")
         if self.decode_context < 1 or self.decode_steps < 1 or self.decode_repeats < 1:
@@ -155,7 +163,9 @@ def load_arm_recipes(study: Study, output_dir: Path, overrides: list[str]) -> di
                 f"same tokens with the same trainer; only {', '.join(sorted(ARM_FIELDS))} may differ"
             )
         if recipes[arm.name][0].config_overrides != recipes[parent][0].config_overrides:
-            raise ValueError(f"arm {arm.name!r}: config_overrides differ from {parent!r}; the arms must share one parent shape")
+            raise ValueError(
+                f"arm {arm.name!r}: config_overrides differ from {parent!r}; the arms must share one parent shape"
+            )
     return recipes
 
 
@@ -173,11 +183,15 @@ def train_tokenizer(vocab_size: int, out_dir: Path, texts: list[str]) -> Path:
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=[special], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        vocab_size=vocab_size,
+        special_tokens=[special],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
-    )  # fmt: skip
+    )
     backend.train_from_iterator(texts, trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=special, eos_token=special, pad_token=special)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token=special, eos_token=special, pad_token=special
+    )
     with atomic_directory(out_dir, overwrite=True) as tmp:
         tokenizer.save_pretrained(tmp)
     return out_dir
@@ -244,10 +258,16 @@ def train_arm(model_args, data_args, train_args, init_seed: int, tokenizer_dir: 
     model = build_model(model_args, config)
     claim_run_directory(accelerator, run_dir, train_args)
     trainer = CausalLMTrainer(
-        accelerator=accelerator, model=model, tokenizer=tokenizer, train_args=train_args,
-        train_batches=train_batches, eval_data=eval_data, run_dir=run_dir,
-        block_size=data_args.max_length, total_steps=total_steps,
-    )  # fmt: skip
+        accelerator=accelerator,
+        model=model,
+        tokenizer=tokenizer,
+        train_args=train_args,
+        train_batches=train_batches,
+        eval_data=eval_data,
+        run_dir=run_dir,
+        block_size=data_args.max_length,
+        total_steps=total_steps,
+    )
     # A run stopped mid-way (killed study) continues from its last checkpoint.
     return trainer.train(run_dir.latest_checkpoint())
 
@@ -387,7 +407,9 @@ def measure_run(run_dir: Path, summary: dict, study: Study, blocks: torch.Tensor
         "held_out": held_out_loss(model, blocks, byte_lengths),
         **decode_measurements(model, study.decode_context, study.decode_steps, study.decode_repeats),
     }
-    result["loss_curve"] = [(r["tokens_seen"], r["loss"]) for r in read_metrics(run_dir / "metrics.jsonl") if r.get("loss") is not None]
+    result["loss_curve"] = [
+        (r["tokens_seen"], r["loss"]) for r in read_metrics(run_dir / "metrics.jsonl") if r.get("loss") is not None
+    ]
     return result
 
 
@@ -406,25 +428,27 @@ def aggregate(study: Study, runs: dict) -> list[dict]:
         first = per_seed[0]
         bpb = [r["held_out"]["bits_per_byte"] for r in per_seed]
         loss = [r["held_out"]["loss"] for r in per_seed]
-        rows.append({
-            "arm": arm.name,
-            "label": arm.label,
-            "layout": layout_string(first["layer_types"]),
-            "share_groups": first["mlp_share_groups"],
-            "unique_parameters": first["unique_parameters"],
-            "non_embedding_parameters": first["non_embedding_parameters"],
-            "train_flops_per_token": first["train_flops_per_token"],
-            "kv_bytes_per_token": first["kv_bytes_per_token"],
-            "kv_dtype": first["kv_dtype"],
-            "held_out_loss_mean": _mean_std(loss)[0],
-            "held_out_loss_std": _mean_std(loss)[1],
-            "bits_per_byte_mean": _mean_std(bpb)[0],
-            "bits_per_byte_std": _mean_std(bpb)[1],
-            "bits_per_byte_per_seed": bpb,
-            "train_tokens": first["train_tokens"],
-            "train_tokens_per_second_mean": statistics.fmean(r["train_tokens_per_second"] for r in per_seed),
-            "decode_ms_per_token_median": statistics.median(r["decode_ms_per_token"] for r in per_seed),
-        })  # fmt: skip
+        rows.append(
+            {
+                "arm": arm.name,
+                "label": arm.label,
+                "layout": layout_string(first["layer_types"]),
+                "share_groups": first["mlp_share_groups"],
+                "unique_parameters": first["unique_parameters"],
+                "non_embedding_parameters": first["non_embedding_parameters"],
+                "train_flops_per_token": first["train_flops_per_token"],
+                "kv_bytes_per_token": first["kv_bytes_per_token"],
+                "kv_dtype": first["kv_dtype"],
+                "held_out_loss_mean": _mean_std(loss)[0],
+                "held_out_loss_std": _mean_std(loss)[1],
+                "bits_per_byte_mean": _mean_std(bpb)[0],
+                "bits_per_byte_std": _mean_std(bpb)[1],
+                "bits_per_byte_per_seed": bpb,
+                "train_tokens": first["train_tokens"],
+                "train_tokens_per_second_mean": statistics.fmean(r["train_tokens_per_second"] for r in per_seed),
+                "decode_ms_per_token_median": statistics.median(r["decode_ms_per_token"] for r in per_seed),
+            }
+        )
     base = rows[0]
     for row in rows:
         row["parameters_vs_parent"] = row["unique_parameters"] / base["unique_parameters"]
@@ -458,10 +482,16 @@ def markdown_table(rows: list[dict], seeds: list[int]) -> str:
     )
     lines = []
     for row in rows:
-        shared = f" (shared {', '.join('+'.join(map(str, g)) for g in row['share_groups'])})" if row["share_groups"] else ""
-        delta = "—" if row is rows[0] else (
-            f"{row['bits_per_byte_delta_vs_parent']:+.4f} ± {row['bits_per_byte_paired_delta_std']:.4f} "
-            f"({100 * row['bits_per_byte_relative_vs_parent']:+.1f}%)"
+        shared = (
+            f" (shared {', '.join('+'.join(map(str, g)) for g in row['share_groups'])})" if row["share_groups"] else ""
+        )
+        delta = (
+            "—"
+            if row is rows[0]
+            else (
+                f"{row['bits_per_byte_delta_vs_parent']:+.4f} ± {row['bits_per_byte_paired_delta_std']:.4f} "
+                f"({100 * row['bits_per_byte_relative_vs_parent']:+.1f}%)"
+            )
         )
         lines.append(
             f"| {row['label']} | {row['layout']}{shared} | {row['unique_parameters'] / 1e6:.3f}M | "
@@ -484,8 +514,15 @@ def plot_results(rows: list[dict], runs: dict, out_path: Path) -> None:
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     for index, row in enumerate(rows):
         color = f"C{index}"
-        left.errorbar(row["unique_parameters"] / 1e6, row["bits_per_byte_mean"], yerr=row["bits_per_byte_std"],
-                      fmt="o", color=color, capsize=4, label=row["label"])  # fmt: skip
+        left.errorbar(
+            row["unique_parameters"] / 1e6,
+            row["bits_per_byte_mean"],
+            yerr=row["bits_per_byte_std"],
+            fmt="o",
+            color=color,
+            capsize=4,
+            label=row["label"],
+        )
         curves = [r["loss_curve"] for r in runs[row["arm"]]]
         length = min(len(c) for c in curves)
         if length:
@@ -502,7 +539,11 @@ def plot_results(rows: list[dict], runs: dict, out_path: Path) -> None:
     right.set_title("Training loss, mean over seeds")
     right.grid(alpha=0.3)
     right.legend(fontsize=8)
-    tail = [statistics.fmean(r["loss_curve"][-1][1] for r in runs[row["arm"]]) for row in rows if runs[row["arm"]][0]["loss_curve"]]
+    tail = [
+        statistics.fmean(r["loss_curve"][-1][1] for r in runs[row["arm"]])
+        for row in rows
+        if runs[row["arm"]][0]["loss_curve"]
+    ]
     if tail:  # zoom on the part of the curves where the arms separate
         right.set_ylim(min(tail) - 0.3, min(tail) + 2.0)
     figure.tight_layout()
@@ -548,7 +589,9 @@ def results_block(rows: list[dict], study: Study, settings: dict) -> str:
 # ---------------------------------------------------------------------------------------- main
 
 
-def run_study(study: Study, output_dir: Path, results_dir: Path, overrides: list[str] = (), tokenizer_dir: Path | None = None) -> dict:
+def run_study(
+    study: Study, output_dir: Path, results_dir: Path, overrides: list[str] = (), tokenizer_dir: Path | None = None
+) -> dict:
     from modeling_shishu.training.runner import load_tokenizer
 
     if study.num_threads:
@@ -572,8 +615,13 @@ def run_study(study: Study, output_dir: Path, results_dir: Path, overrides: list
             result = measure_run(Path(train_args.output_dir), summary, study, blocks, byte_lengths)
             result["seed"] = seed
             runs[arm.name].append(result)
-            logger.info("arm %s seed %d: bits/byte %.4f, %s unique parameters", arm.name, seed,
-                        result["held_out"]["bits_per_byte"], f"{result['unique_parameters']:,}")  # fmt: skip
+            logger.info(
+                "arm %s seed %d: bits/byte %.4f, %s unique parameters",
+                arm.name,
+                seed,
+                result["held_out"]["bits_per_byte"],
+                f"{result['unique_parameters']:,}",
+            )
 
     rows = aggregate(study, runs)
     for row in rows:
@@ -586,7 +634,9 @@ def run_study(study: Study, output_dir: Path, results_dir: Path, overrides: list
         "tokenizer": f"byte-level BPE, {len(tokenizer)} tokens, trained on the Shakespeare train split",
         "block_size": block_size,
         "steps": parent_train.max_steps,
-        "tokens_per_step": parent_train.per_device_train_batch_size * parent_train.gradient_accumulation_steps * block_size,
+        "tokens_per_step": parent_train.per_device_train_batch_size
+        * parent_train.gradient_accumulation_steps
+        * block_size,
         "learning_rate": parent_train.learning_rate,
         "data_seed": parent_train.seed,
         "init_seeds": study.seeds,
@@ -614,24 +664,44 @@ def run_study(study: Study, output_dir: Path, results_dir: Path, overrides: list
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--study", default=str(Path(__file__).with_name("study.yaml")), help="Study file (arms, seeds, measurements).")
-    parser.add_argument("--output_dir", default="outputs/ablations", help="Training runs: <output_dir>/<arm>/seed-<s>/.")
-    parser.add_argument("--results_dir", default=str(REPO_ROOT / "docs"), help="Where ablations.{json,png,md} are written.")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--study", default=str(Path(__file__).with_name("study.yaml")), help="Study file (arms, seeds, measurements)."
+    )
+    parser.add_argument(
+        "--output_dir", default="outputs/ablations", help="Training runs: <output_dir>/<arm>/seed-<s>/."
+    )
+    parser.add_argument(
+        "--results_dir", default=str(REPO_ROOT / "docs"), help="Where ablations.{json,png,md} are written."
+    )
     parser.add_argument("--seeds", type=int, nargs="+", help="Init seeds (overrides the study file).")
-    parser.add_argument("--tokenizer", help="Tokenizer folder instead of the study's Shakespeare BPE (byte-level BPE).")
-    parser.add_argument("overrides", nargs=argparse.REMAINDER,
-                        help="After `--`: recipe overrides applied to every arm, e.g. -- --max_steps 20")  # fmt: skip
+    parser.add_argument(
+        "--tokenizer", help="Tokenizer folder instead of the study's Shakespeare BPE (byte-level BPE)."
+    )
+    parser.add_argument(
+        "overrides",
+        nargs=argparse.REMAINDER,
+        help="After `--`: recipe overrides applied to every arm, e.g. -- --max_steps 20",
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=logging.INFO
+    )
     overrides = args.overrides[1:] if args.overrides[:1] == ["--"] else args.overrides
     try:
         study = Study.from_yaml(args.study)
         if args.seeds:
             study.seeds = args.seeds
             study.check()
-        run_study(study, Path(args.output_dir), Path(args.results_dir), overrides,
-                  Path(args.tokenizer) if args.tokenizer else None)  # fmt: skip
+        run_study(
+            study,
+            Path(args.output_dir),
+            Path(args.results_dir),
+            overrides,
+            Path(args.tokenizer) if args.tokenizer else None,
+        )
     except (ValueError, FileNotFoundError, FileExistsError) as error:
         print(f"run_study: error: {error}", file=sys.stderr)
         return 2

@@ -108,14 +108,22 @@ def bench_section(out: Path) -> list[str]:
     if compile_rows or "compile_seconds" in b:
         lines.append(
             "Compile seconds: "
-            + ", ".join(f"{r['model']} decode b{r['batch']}/{r['context']} {r['compile_seconds']:.0f}" for r in compile_rows)
-            + "".join(f", {role} training {training[role]['compile_seconds']:.0f}" for role in ("baseline", "shishu") if "compile_seconds" in training[role])
+            + ", ".join(
+                f"{r['model']} decode b{r['batch']}/{r['context']} {r['compile_seconds']:.0f}" for r in compile_rows
+            )
+            + "".join(
+                f", {role} training {training[role]['compile_seconds']:.0f}"
+                for role in ("baseline", "shishu")
+                if "compile_seconds" in training[role]
+            )
         )
     profiled = [r for r in report["inference"] if "decode_kernels" in r]
     if profiled:
         lines += ["", "Longest kernels of one decode step:"]
         for r in profiled:
-            top = ", ".join(f"{k['name'][:60]} x{k['count']} {k['ms']:.3f} ms" for k in r["decode_kernels"]["longest_kernels"][:3])
+            top = ", ".join(
+                f"{k['name'][:60]} x{k['count']} {k['ms']:.3f} ms" for k in r["decode_kernels"]["longest_kernels"][:3]
+            )
             skips = f", {r['cudagraph_skips']} CUDA-graph skips" if "cudagraph_skips" in r else ""
             lines.append(
                 f"- {r['model']} {r['mode']} b{r['batch']}/{r['context']}{skips}: {r['decode_kernels']['kernels']} kernels, "

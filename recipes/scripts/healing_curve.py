@@ -17,14 +17,32 @@ import sys
 import tempfile
 from pathlib import Path
 
+
 TASKS = {"offline_shakespeare": "Shakespeare", "offline_sharegpt": "ShareGPT"}
 
 
 def held_out_bits_per_byte(model: str, limit: int) -> dict[str, float]:
     """`shishu eval`'s bits per byte of `model` on each held-out corpus."""
     with tempfile.TemporaryDirectory() as folder:
-        command = [sys.executable, "-m", "modeling_shishu.cli", "eval", "--model", model, "--suite", "offline",
-                   "--tasks", ",".join(TASKS), "--limit", str(limit), "--dtype", "bfloat16", "--out", folder, "--overwrite"]
+        command = [
+            sys.executable,
+            "-m",
+            "modeling_shishu.cli",
+            "eval",
+            "--model",
+            model,
+            "--suite",
+            "offline",
+            "--tasks",
+            ",".join(TASKS),
+            "--limit",
+            str(limit),
+            "--dtype",
+            "bfloat16",
+            "--out",
+            folder,
+            "--overwrite",
+        ]
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
         results = json.loads((Path(folder) / "results.json").read_text())
     scores = results["models"][0]["scores"]
@@ -43,7 +61,9 @@ def curve_points(run: Path, start: str | None) -> list[tuple[int, float, str]]:
         if not points or record["steps"] > points[-1][0]:
             points.append((record["steps"], record["train_seconds"] / 60, str(run / "final")))
     if len(points) < 2:
-        raise SystemExit(f"healing_curve: {run} has no checkpoint-* or final folder to evaluate (set --save_steps in the distill run)")
+        raise SystemExit(
+            f"healing_curve: {run} has no checkpoint-* or final folder to evaluate (set --save_steps in the distill run)"
+        )
     return points
 
 
@@ -66,10 +86,14 @@ def plot(rows: list[dict], parent: dict | None, path: Path) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", required=True, type=Path, help="a distill run folder (output_dir) with checkpoint-* folders")
+    parser.add_argument(
+        "--run", required=True, type=Path, help="a distill run folder (output_dir) with checkpoint-* folders"
+    )
     parser.add_argument("--start", help="the student before healing (plotted at minute 0)")
     parser.add_argument("--parent", help="the parent, drawn as a line (a folder, offline name or Hub id)")
-    parser.add_argument("--limit", type=int, default=12, help="held-out documents per corpus (default: 12, as the demo)")
+    parser.add_argument(
+        "--limit", type=int, default=12, help="held-out documents per corpus (default: 12, as the demo)"
+    )
     parser.add_argument("--out", required=True, type=Path, help="writes OUT.json and OUT.png")
     args = parser.parse_args(argv)
 

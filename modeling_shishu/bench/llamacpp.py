@@ -91,9 +91,17 @@ def load_gguf(
     captured = io.StringIO()
     with contextlib.redirect_stderr(captured):
         llm = llama_cpp.Llama(
-            str(path), n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch, n_threads=threads, n_threads_batch=threads,
-            flash_attn=flash_attn, type_k=cache_type, type_v=cache_type, verbose=True,
-        )  # fmt: skip
+            str(path),
+            n_ctx=n_ctx,
+            n_batch=n_batch,
+            n_ubatch=n_batch,
+            n_threads=threads,
+            n_threads_batch=threads,
+            flash_attn=flash_attn,
+            type_k=cache_type,
+            type_v=cache_type,
+            verbose=True,
+        )
     _logger.set_verbose(False)  # the log level is process-wide: keep the timed runs quiet
     log = captured.getvalue()
     return LoadedGGUF(Path(path), llm, log, kv_cache_report(log))
@@ -164,8 +172,8 @@ def _as_gguf(source: str, dtype: str, folder: Path, role: str, log) -> Path:
     path = Path(source)
     if path.is_file() and path.suffix == ".gguf":
         return path
-    from .assets import fetch_parent
-    from .export_gguf import export_gguf
+    from ..assets import fetch_parent
+    from ..conversion.export_gguf import export_gguf
 
     checkpoint = fetch_parent(source)
     out = folder / f"{role}.gguf"
@@ -229,10 +237,14 @@ def run_llamacpp_benchmark(model: str, baseline: str, settings: LlamaCppBenchSet
     for n in settings.contexts:
         for kind in ("pp", "tg"):
             shishu, base = spread(samples[("shishu", kind, n)]), spread(samples[("baseline", kind, n)])
-            rows.append({
-                "figure": kind, "context": n, "tokens_per_s": {"shishu": shishu, "baseline": base},
-                "ratio": shishu["median"] / base["median"],
-            })  # fmt: skip
+            rows.append(
+                {
+                    "figure": kind,
+                    "context": n,
+                    "tokens_per_s": {"shishu": shishu, "baseline": base},
+                    "ratio": shishu["median"] / base["median"],
+                }
+            )
     longest = token_ids[: max(settings.contexts)]
     models = {}
     for role, entry in loaded.items():
@@ -246,13 +258,17 @@ def run_llamacpp_benchmark(model: str, baseline: str, settings: LlamaCppBenchSet
     return {
         "engine": "llama.cpp",
         "llama_cpp_python": llama_cpp.__version__,
-        "settings": {**settings.__dict__, "contexts": list(settings.contexts), "n_ctx": n_ctx,
-                     "threads": settings.threads or os.cpu_count()},
+        "settings": {
+            **settings.__dict__,
+            "contexts": list(settings.contexts),
+            "n_ctx": n_ctx,
+            "threads": settings.threads or os.cpu_count(),
+        },
         "machine": {"cpu_count": os.cpu_count(), "python": sys.version.split()[0]},
         "models": models,
         "kv_cache_ratio": models["shishu"]["kv_cache"]["size_mib"] / models["baseline"]["kv_cache"]["size_mib"],
         "rows": rows,
-    }  # fmt: skip
+    }
 
 
 def format_llamacpp_report(report: dict) -> str:
@@ -268,11 +284,16 @@ def format_llamacpp_report(report: dict) -> str:
         f"{'-' * 32}-+-{'-' * 12}-+-{'-' * 14}-+-{'-' * 6}",
     ]
     for row in report["rows"]:
-        name = (f"prompt processing, {row['context']} tokens" if row["figure"] == "pp"
-                else f"generation at depth {row['context']}")  # fmt: skip
+        name = (
+            f"prompt processing, {row['context']} tokens"
+            if row["figure"] == "pp"
+            else f"generation at depth {row['context']}"
+        )
         speeds = row["tokens_per_s"]
         ratio = f"x{row['ratio']:.2f}"
-        lines.append(f"{name:<32} | {speeds['baseline']['median']:>12.1f} | {speeds['shishu']['median']:>14.1f} | {ratio:>6}")
+        lines.append(
+            f"{name:<32} | {speeds['baseline']['median']:>12.1f} | {speeds['shishu']['median']:>14.1f} | {ratio:>6}"
+        )
     parent, shishu = report["models"]["baseline"], report["models"]["shishu"]
     lines += [
         "",
@@ -286,12 +307,19 @@ def format_llamacpp_report(report: dict) -> str:
 
 def run_from_args(args) -> int:
     """`shishu bench --engine llama.cpp ...` (the options shared with the PyTorch benchmark)."""
-    from .benchmark import bench_log, check_report_outputs
-    from .io_utils import atomic_write_json
+    from ..io_utils import atomic_write_json
+    from . import bench_log, check_report_outputs
 
-    pytorch_only = [("--compile", args.compile), ("--batch", args.batch), ("--shapes", args.shapes), ("--plot", args.plot),
-                    ("--random-init", args.random_init), ("--mlp-layers", args.mlp_layers),
-                    ("--train-compile", args.train_compile), ("--device", args.device != "cpu")]  # fmt: skip
+    pytorch_only = [
+        ("--compile", args.compile),
+        ("--batch", args.batch),
+        ("--shapes", args.shapes),
+        ("--plot", args.plot),
+        ("--random-init", args.random_init),
+        ("--mlp-layers", args.mlp_layers),
+        ("--train-compile", args.train_compile),
+        ("--device", args.device != "cpu"),
+    ]
     unsupported = [flag for flag, value in pytorch_only if value]
     if unsupported:
         raise ValueError(f"{', '.join(unsupported)} not available with --engine llama.cpp")
@@ -299,8 +327,12 @@ def run_from_args(args) -> int:
         raise ValueError("--engine llama.cpp needs --model (a GGUF file or a ShishuLM checkpoint folder)")
     if args.dtype not in GGUF_DTYPES:
         raise ValueError(f"--dtype {args.dtype!r} with --engine llama.cpp: choose from {', '.join(GGUF_DTYPES)}")
-    overrides = {"contexts": tuple(args.contexts) if args.contexts else None, "decode_tokens": args.decode_tokens,
-                 "repeats": args.repeats, "threads": args.threads}  # fmt: skip
+    overrides = {
+        "contexts": tuple(args.contexts) if args.contexts else None,
+        "decode_tokens": args.decode_tokens,
+        "repeats": args.repeats,
+        "threads": args.threads,
+    }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     overrides["dtype"] = GGUF_DTYPES[args.dtype]
     settings = LlamaCppBenchSettings.quick(**overrides) if args.quick else LlamaCppBenchSettings(**overrides)

@@ -1,6 +1,6 @@
 """Local fitting: make each converted MLP-only block compute what the parent computed at its layers.
 
-    from modeling_shishu.fitting import FitSettings, fit_mlp_only_blocks
+    from modeling_shishu.conversion.fitting import FitSettings, fit_mlp_only_blocks
     record = fit_mlp_only_blocks(parent, shishu, calibration_ids, FitSettings())
 
 A data-free conversion drops a layer's attention and, for a shared pair, runs one MLP twice where the parent ran
@@ -33,7 +33,7 @@ import time
 import torch
 from torch import nn
 
-from .configuration_shishu import MLP_LAYER
+from ..configuration_shishu import MLP_LAYER
 
 
 logger = logging.getLogger(__name__)
@@ -154,7 +154,9 @@ def init_from_parent_neurons(block: nn.Module, parent_layers, members: list[int]
             for _, i, n in chosen
         ]
         getattr(block.mlp, target).weight.copy_(torch.stack(rows))
-    block.mlp.down_proj.weight.copy_(torch.stack([parent_layers[i].mlp.down_proj.weight[:, n] for _, i, n in chosen], 1))
+    block.mlp.down_proj.weight.copy_(
+        torch.stack([parent_layers[i].mlp.down_proj.weight[:, n] for _, i, n in chosen], 1)
+    )
     for name in ("gate_proj", "up_proj"):
         bias = getattr(block.mlp, name).bias
         if bias is not None:
@@ -208,6 +210,7 @@ def _parent_states(parent_stack, calibration_ids: torch.Tensor, members: set[int
     hidden, context = parent_stack.prepare(calibration_ids)
     leaving, mlp_inputs, hooks = {}, {}, []
     for layer_idx in members:
+
         def keep_input(module, args, layer_idx=layer_idx):
             mlp_inputs[layer_idx] = args[0].reshape(-1, args[0].shape[-1])
 
@@ -223,7 +226,9 @@ def _parent_states(parent_stack, calibration_ids: torch.Tensor, members: set[int
     return leaving, mlp_inputs
 
 
-def fit_mlp_only_blocks(parent, model, calibration_ids: torch.Tensor, settings: FitSettings, show_progress=True) -> dict:
+def fit_mlp_only_blocks(
+    parent, model, calibration_ids: torch.Tensor, settings: FitSettings, show_progress=True
+) -> dict:
     """Fit every MLP-only block of `model` (a ShishuLM converted from `parent`) in place; return the record."""
     from tqdm.auto import tqdm
 
@@ -241,7 +246,9 @@ def fit_mlp_only_blocks(parent, model, calibration_ids: torch.Tensor, settings: 
     generator = torch.Generator().manual_seed(settings.seed)
     was_training = model.training
     model.eval()
-    progress = tqdm(total=len(groups) * settings.steps, desc="fitting MLP-only blocks", unit="step", disable=not show_progress)
+    progress = tqdm(
+        total=len(groups) * settings.steps, desc="fitting MLP-only blocks", unit="step", disable=not show_progress
+    )
     with torch.no_grad():
         hidden, context = stack.prepare(calibration_ids)
     width = hidden.shape[-1]

@@ -2,7 +2,7 @@
 
     shishu export-llama shishu-m10 --out shishu-m10-llama
 
-    from modeling_shishu.export_llama import export_llama
+    from modeling_shishu.conversion.export_llama import export_llama
     export_llama("shishu-m10", "shishu-m10-llama")
 
 Every runtime that knows Llama (transformers without remote code, llama.cpp / GGUF, vLLM, TGI, MLX, ...)
@@ -31,11 +31,11 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from . import __version__
-from .configuration_shishu import ATTENTION_LAYER, ShishuConfig
-from .io_utils import atomic_directory, atomic_write_json, claim_output
-from .loading import check_checkpoint_folder, read_config
-from .modeling_shishu import ShishuForCausalLM
+from .. import __version__
+from ..configuration_shishu import ATTENTION_LAYER, ShishuConfig
+from ..io_utils import atomic_directory, atomic_write_json, claim_output
+from ..loading import check_checkpoint_folder, read_config
+from ..modeling_shishu import ShishuForCausalLM
 
 
 # The exported logits must match the ShishuLM's to this absolute tolerance in float32 (the same math,
@@ -135,7 +135,9 @@ def _export_llama(shishu_dir: Path, out_dir: Path, overwrite: bool) -> Path:
     # Check in float32: a bf16 checkpoint's own rounding noise would otherwise hide a mapping error.
     difference = max_logit_difference(model.float(), llama.float(), model.config.vocab_size)
     if difference > FLOAT32_TOLERANCE:
-        raise RuntimeError(f"exported Llama logits differ from the ShishuLM by {difference:.3g} (> {FLOAT32_TOLERANCE})")
+        raise RuntimeError(
+            f"exported Llama logits differ from the ShishuLM by {difference:.3g} (> {FLOAT32_TOLERANCE})"
+        )
     llama = llama.to(dtype)
     tokenizer = AutoTokenizer.from_pretrained(shishu_dir, trust_remote_code=False)
 

@@ -12,7 +12,8 @@ import os
 import shlex
 from pathlib import Path
 
-from .io_utils import atomic_write_json, final_name
+from ..io_utils import atomic_write_json, final_name
+
 
 # JSON records of a checkpoint folder that may name local folders
 RECORD_FILES = ("conversion.json", "training_config.json", "training_summary.json", "eval_results.json", "export.json")

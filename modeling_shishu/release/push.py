@@ -30,10 +30,10 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-from .evaluation import read_results
-from .loading import read_config
+from ..evaluation import read_results
+from ..loading import read_config
+from .card import CARD_FILE, EVAL_RESULTS_DIR, RESULTS_COPY, check_card, check_repo_id
 from .public_records import unpublished_paths
-from .model_card import CARD_FILE, EVAL_RESULTS_DIR, RESULTS_COPY, check_card, check_repo_id
 
 
 # Formats that unpickle on load: never published (safetensors only).
@@ -90,7 +90,7 @@ def stale_remote_code(folder: Path) -> list[str]:
     config = json.loads((folder / "config.json").read_text())
     if config.get("model_type") != "shishu":
         return []
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]
     return [
         name
         for name in REMOTE_CODE_FILES
@@ -157,7 +157,9 @@ def validate_folder(
     own_modules = {Path(name).stem for name in REMOTE_CODE_FILES}
     foreign = sorted(ref for ref in references if ref.split("--")[-1].split(".")[0] not in own_modules)
     if foreign:
-        raise ValueError(f"{folder / 'config.json'} auto_map names code that is not ShishuLM's ({', '.join(foreign)}): refusing to run it")
+        raise ValueError(
+            f"{folder / 'config.json'} auto_map names code that is not ShishuLM's ({', '.join(foreign)}): refusing to run it"
+        )
     files = [name for name, _ in list_upload_files(folder)]
     pickles = [name for name in files if name.endswith(PICKLE_SUFFIXES)]
     if pickles:
@@ -194,7 +196,9 @@ def validate_folder(
 def _check_card_and_results(folder: Path, repo_id: str | None) -> None:
     for required in (CARD_FILE, RESULTS_COPY):
         if not (folder / required).is_file():
-            raise ValueError(f"{folder} has no {required}: run `shishu card {folder} --results RESULTS_JSON --repo-id ORG/NAME` first")
+            raise ValueError(
+                f"{folder} has no {required}: run `shishu card {folder} --results RESULTS_JSON --repo-id ORG/NAME` first"
+            )
     results = read_results(folder / RESULTS_COPY)  # ValueError names what is wrong with a bad file
     problems = check_card(folder)
     card_repo = (results.get("card") or {}).get("repo_id")
@@ -216,7 +220,9 @@ def _human(size: int) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("folder", metavar="DIR", help="checkpoint folder with README.md and eval_results.json (from `shishu card`)")
+    parser.add_argument(
+        "folder", metavar="DIR", help="checkpoint folder with README.md and eval_results.json (from `shishu card`)"
+    )
     parser.add_argument("--repo-id", required=True, metavar="ORG/NAME", help="the Hub model repository")
     parser.add_argument("--private", action="store_true", help="create the repository as private")
     parser.add_argument("--dry-run", action="store_true", help="validate and list what would be sent, upload nothing")
@@ -226,11 +232,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="publish remote-code files that differ from the ones this version of the package writes",
     )
     parser.add_argument("--revision", help="branch to upload to (default: the repository's main branch)")
-    parser.add_argument("--commit-message", default=None, help="commit message (default: 'Upload <name> with its evaluation')")
+    parser.add_argument(
+        "--commit-message", default=None, help="commit message (default: 'Upload <name> with its evaluation')"
+    )
 
 
-def upload_folder_arguments(folder: Path, files: list[tuple[str, int]], repo_id: str, revision: str | None = None,
-                            commit_message: str | None = None) -> dict:
+def upload_folder_arguments(
+    folder: Path,
+    files: list[tuple[str, int]],
+    repo_id: str,
+    revision: str | None = None,
+    commit_message: str | None = None,
+) -> dict:
     """`HfApi.upload_folder` keyword arguments: exactly the listed files, and the repository's benchmark scores
     replaced as a whole (huggingface_hub never deletes a file that the same commit uploads)."""
     carded = (folder / CARD_FILE).is_file()
@@ -241,7 +254,8 @@ def upload_folder_arguments(folder: Path, files: list[tuple[str, int]], repo_id:
         # scores an earlier push filed that this evaluation no longer files under a benchmark must not linger
         "delete_patterns": [f"{EVAL_RESULTS_DIR}/*.yaml"],
         "revision": revision,
-        "commit_message": commit_message or f"Upload {folder.resolve().name}" + (" with its evaluation" if carded else ""),
+        "commit_message": commit_message
+        or f"Upload {folder.resolve().name}" + (" with its evaluation" if carded else ""),
     }
 
 
@@ -274,13 +288,20 @@ def push_folder(
     log(
         f"validated {folder}: loads in a fresh process as {report['class']} ({report['model_type']}, "
         f"{report['num_parameters']:,} parameters), "
-        + (f"card and .eval_results match {RESULTS_COPY}" if carded else "no model card yet (`shishu eval` + `shishu card` write one)")
+        + (
+            f"card and .eval_results match {RESULTS_COPY}"
+            if carded
+            else "no model card yet (`shishu eval` + `shishu card` write one)"
+        )
     )
     files = list_upload_files(folder)
     width = max(len(name) for name, _ in files)
     for name, size in files:
         log(f"  {name:<{width}}  {_human(size):>9}")
-    log(f"  {len(files)} files, {_human(sum(size for _, size in files))} -> https://huggingface.co/{repo_id}" + (" (private)" if private else ""))
+    log(
+        f"  {len(files)} files, {_human(sum(size for _, size in files))} -> https://huggingface.co/{repo_id}"
+        + (" (private)" if private else "")
+    )
     if dry_run:
         log("dry run: nothing uploaded")
         return None
@@ -301,9 +322,14 @@ def push_folder(
 def run(args: argparse.Namespace) -> int:
     try:
         push_folder(
-            args.folder, args.repo_id, private=args.private, revision=args.revision, commit_message=args.commit_message,
-            dry_run=args.dry_run, allow_stale_remote_code=args.allow_stale_remote_code,
-        )  # fmt: skip
+            args.folder,
+            args.repo_id,
+            private=args.private,
+            revision=args.revision,
+            commit_message=args.commit_message,
+            dry_run=args.dry_run,
+            allow_stale_remote_code=args.allow_stale_remote_code,
+        )
     except UploadError as error:
         print(f"shishu push: error: {error}", file=sys.stderr)
         return 1

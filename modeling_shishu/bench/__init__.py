@@ -74,8 +74,8 @@ from pathlib import Path
 
 import torch
 
-from .io_utils import atomic_save_figure, atomic_write_json, check_output_location
-from .loading import add_trust_remote_code_argument
+from ..io_utils import atomic_save_figure, atomic_write_json, check_output_location
+from ..loading import add_trust_remote_code_argument
 
 
 logger = logging.getLogger(__name__)
@@ -191,7 +191,9 @@ class BenchSettings:
         if device.type == "cuda" and self.clock == "cpu":
             raise ValueError("on CUDA the timings are GPU time between CUDA events; --clock cpu is for the CPU")
         if self.compile_mode is not None and self.compile_backend != "inductor":
-            raise ValueError(f"compile_mode {self.compile_mode!r} needs the inductor backend, not {self.compile_backend!r}")
+            raise ValueError(
+                f"compile_mode {self.compile_mode!r} needs the inductor backend, not {self.compile_backend!r}"
+            )
         if self.mlp_layers is not None and not self.random_init:
             raise ValueError("--mlp-layers builds a fresh ShishuLM from the baseline's config: add --random-init")
         if self.share not in ("pairs", "none"):
@@ -311,7 +313,9 @@ def ratio(baseline: float, shishu: float) -> float:
     return baseline / shishu if shishu else float("nan")
 
 
-def measure_memory_bandwidth(nbytes: int = 512 * 2**20, repeats: int = 5, device: str = "cpu", clock: str = "wall") -> dict:
+def measure_memory_bandwidth(
+    nbytes: int = 512 * 2**20, repeats: int = 5, device: str = "cpu", clock: str = "wall"
+) -> dict:
     """Best-of-`repeats` copy of an `nbytes` tensor into another; bandwidth counts the bytes read plus the
     bytes written (the STREAM "copy" convention)."""
     source = torch.ones(nbytes // 4, dtype=torch.float32, device=device)
@@ -494,7 +498,7 @@ class BenchModel:
 
 def resolve_checkpoint(name_or_path: str) -> Path:
     """A local folder for a checkpoint folder, an offline parent name or a Hub id."""
-    from .assets import fetch_parent
+    from ..assets import fetch_parent
 
     return Path(fetch_parent(name_or_path))
 
@@ -505,9 +509,9 @@ def load_model(folder: Path, settings: BenchSettings) -> torch.nn.Module:
     code inside the folder."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from .configuration_shishu import ShishuConfig
-    from .loading import check_checkpoint_folder, check_remote_code, remote_code_consent
-    from .modeling_shishu import ShishuForCausalLM
+    from ..configuration_shishu import ShishuConfig
+    from ..loading import check_checkpoint_folder, check_remote_code, remote_code_consent
+    from ..modeling_shishu import ShishuForCausalLM
 
     check_remote_code(folder, settings.trust_remote_code)
     if not settings.random_init:
@@ -515,12 +519,16 @@ def load_model(folder: Path, settings: BenchSettings) -> torch.nn.Module:
     with remote_code_consent(str(folder)):
         config = AutoConfig.from_pretrained(folder, trust_remote_code=settings.trust_remote_code)
         if settings.random_init:
-            return random_model(ShishuConfig.from_pretrained(folder) if config.model_type == "shishu" else config, settings)
+            return random_model(
+                ShishuConfig.from_pretrained(folder) if config.model_type == "shishu" else config, settings
+            )
         kwargs = dict(dtype=getattr(torch, settings.dtype), attn_implementation=settings.attn_implementation)
         if config.model_type == "shishu":
             model = ShishuForCausalLM.from_pretrained(folder, **kwargs)
         else:
-            model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=settings.trust_remote_code, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(
+                folder, trust_remote_code=settings.trust_remote_code, **kwargs
+            )
     return model.to(settings.device).eval()
 
 
@@ -528,7 +536,7 @@ def random_model(config, settings: BenchSettings) -> torch.nn.Module:
     """The causal LM of `config` with seeded random weights (the model's own initialisation), on the device."""
     from transformers import AutoModelForCausalLM
 
-    from .modeling_shishu import ShishuForCausalLM
+    from ..modeling_shishu import ShishuForCausalLM
 
     kwargs = dict(dtype=getattr(torch, settings.dtype), attn_implementation=settings.attn_implementation)
     torch.manual_seed(settings.seed)
@@ -542,7 +550,7 @@ def random_model(config, settings: BenchSettings) -> torch.nn.Module:
 
 def derived_shishu_config(baseline_config, settings: BenchSettings):
     """The ShishuLM layout `settings.mlp_layers` / `settings.share` applied to the baseline's config."""
-    from .configuration_shishu import ShishuConfig
+    from ..configuration_shishu import ShishuConfig
 
     return ShishuConfig.from_llama_config(baseline_config, mlp_layers=settings.mlp_layers, share=settings.share)
 
@@ -550,8 +558,8 @@ def derived_shishu_config(baseline_config, settings: BenchSettings):
 def all_attention_twin(baseline: torch.nn.Module, settings: BenchSettings) -> tuple[torch.nn.Module, float]:
     """The baseline's weights in an all-"full_attention" ShishuLM (the same function), and the largest
     absolute logit difference between the two on a short random input."""
-    from .configuration_shishu import ShishuConfig
-    from .modeling_shishu import ShishuForCausalLM
+    from ..configuration_shishu import ShishuConfig
+    from ..modeling_shishu import ShishuForCausalLM
 
     config = ShishuConfig.from_llama_config(baseline.config, num_mlp_layers=0)
     config._attn_implementation = baseline.config._attn_implementation
@@ -612,8 +620,13 @@ def count_inference_ops(models: list[BenchModel], settings: BenchSettings) -> di
     with _no_grad(settings.device):
         for m in models:
             cache = new_cache(m.model, "eager", 0)
-            _, prefill = profile_step(lambda: m.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1), settings.device)
-            _, decode = profile_step(lambda: m.model(input_ids=ids[:, -1:], past_key_values=cache, use_cache=True), settings.device)
+            _, prefill = profile_step(
+                lambda: m.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1),
+                settings.device,
+            )
+            _, decode = profile_step(
+                lambda: m.model(input_ids=ids[:, -1:], past_key_values=cache, use_cache=True), settings.device
+            )
             counts[m.role] = {"context": context, "prefill": prefill, "decode_step": decode}
     return counts
 
@@ -636,7 +649,9 @@ def measure_matmul_floor(models: list[BenchModel], settings: BenchSettings) -> d
     return results
 
 
-def measure_inference(models: list[BenchModel], settings: BenchSettings, mode: str, batch: int, context: int, log) -> dict:
+def measure_inference(
+    models: list[BenchModel], settings: BenchSettings, mode: str, batch: int, context: int, log
+) -> dict:
     """Prefill and decode timings of every model at one (mode, batch, context), interleaved."""
     ids = prompt_ids(models, batch, context, settings.seed)
     next_token = ids[:, -1:]
@@ -715,14 +730,18 @@ def measure_inference(models: list[BenchModel], settings: BenchSettings, mode: s
         results[m.role]["prefill"] = summarize(prefill_samples[m.role])
         results[m.role]["prefill_flops"] = forward_flops(m.model, batch, context, logits_tokens=1)
         results[m.role]["decode_per_token"] = summarize(decode_samples[m.role])
-    del caches
+    caches.clear()  # free the KV caches before the next shape
     gc.collect()
     log(
         f"{mode:7s} batch {batch} context {context:5d}: "
         + "; ".join(
             f"{m.label} prefill {results[m.role]['prefill']['median_ms']:.1f} ms, "
             f"decode {results[m.role]['decode_per_token']['median_ms']:.2f} ms/token"
-            + (f" ({results[m.role]['decode_kernels']['kernels']} kernels)" if "decode_kernels" in results[m.role] else "")
+            + (
+                f" ({results[m.role]['decode_kernels']['kernels']} kernels)"
+                if "decode_kernels" in results[m.role]
+                else ""
+            )
             for m in models
         )
     )
@@ -732,7 +751,7 @@ def measure_inference(models: list[BenchModel], settings: BenchSettings, mode: s
 def measure_training(models: list[BenchModel], settings: BenchSettings, log) -> dict:
     """Forward + backward step time (`train_batch` x `train_seq_len` tokens, loss on the inputs), tokens per
     second, MFU against the device's peak, and peak memory."""
-    from .training.metrics import flops_per_token
+    from ..training.metrics import flops_per_token
 
     ids = prompt_ids(models, settings.train_batch, settings.train_seq_len, settings.seed + 1)
     samples = {m.role: [] for m in models}
@@ -740,7 +759,11 @@ def measure_training(models: list[BenchModel], settings: BenchSettings, log) -> 
     forwards = {}
     for m in models:
         # fullgraph: a graph break is an error, not a silent slow path.
-        forwards[m.role] = torch.compile(m.model.forward, fullgraph=True, dynamic=False, backend=settings.compile_backend) if settings.train_compile else m.model
+        forwards[m.role] = (
+            torch.compile(m.model.forward, fullgraph=True, dynamic=False, backend=settings.compile_backend)
+            if settings.train_compile
+            else m.model
+        )
 
     def step(m: BenchModel):
         m.model.zero_grad(set_to_none=True)
@@ -774,7 +797,9 @@ def measure_training(models: list[BenchModel], settings: BenchSettings, log) -> 
         result = results[m.role]
         result["step"] = summarize(samples[m.role])
         # forward + backward ~ 3 x the forward FLOPs (the backward computes two products per forward product)
-        result["flops"] = 3 * forward_flops(m.model, settings.train_batch, settings.train_seq_len, logits_tokens=settings.train_seq_len)
+        result["flops"] = 3 * forward_flops(
+            m.model, settings.train_batch, settings.train_seq_len, logits_tokens=settings.train_seq_len
+        )
         result["peak_bytes"] = weight_bytes + result["peak_bytes_during_step"]
         result["tokens_per_s"] = tokens / (result["step"]["median_ms"] / 1e3)
         # MFU as the training recipe reports it: model FLOPs per token (6N + attention, PaLM's convention).
@@ -795,7 +820,7 @@ def measure_training(models: list[BenchModel], settings: BenchSettings, log) -> 
 
 def device_peak_flops(settings: BenchSettings) -> float | None:
     """Peak FLOP/s for MFU: the setting, else the GPU's datasheet value (`training.metrics`), else None."""
-    from .training.metrics import peak_flops
+    from ..training.metrics import peak_flops
 
     if settings.peak_flops:
         return settings.peak_flops
@@ -820,14 +845,20 @@ def run_benchmark(model: str | None, baseline: str, settings: BenchSettings, log
     baseline_folder = resolve_checkpoint(baseline)
     parent = BenchModel(BASELINE, "baseline", str(baseline), load_model(baseline_folder, settings))
     if model is None:
-        layout = f"{baseline} config, layers {','.join(map(str, settings.mlp_layers))} MLP-only, share {settings.share}"
-        shishu = BenchModel(SHISHU, "ShishuLM", layout, random_model(derived_shishu_config(parent.model.config, settings), settings))
+        layout = (
+            f"{baseline} config, layers {','.join(map(str, settings.mlp_layers))} MLP-only, share {settings.share}"
+        )
+        shishu = BenchModel(
+            SHISHU, "ShishuLM", layout, random_model(derived_shishu_config(parent.model.config, settings), settings)
+        )
     else:
         shishu = BenchModel(SHISHU, "ShishuLM", str(model), load_model(resolve_checkpoint(model), settings))
     if settings.random_init:
         log(f"random weights (seed {settings.seed}): {shishu.source} vs {parent.source}")
     if shishu.model.config.model_type != "shishu":
-        raise ValueError(f"--model must be a ShishuLM checkpoint; {model} has model_type {shishu.model.config.model_type!r}")
+        raise ValueError(
+            f"--model must be a ShishuLM checkpoint; {model} has model_type {shishu.model.config.model_type!r}"
+        )
     models = [shishu, parent]
     twin_difference = None
     if settings.overhead_check and parent.model.config.model_type != "shishu":
@@ -837,18 +868,28 @@ def run_benchmark(model: str | None, baseline: str, settings: BenchSettings, log
     max_positions = min(getattr(m.model.config, "max_position_embeddings", 10**9) for m in models)
     longest_context = max(context for _, context in settings.points)
     if longest_context + max(settings.warmup_steps, 3, settings.decode_tokens) > max_positions:
-        raise ValueError(f"context {longest_context} plus decode steps exceeds max_position_embeddings ({max_positions})")
+        raise ValueError(
+            f"context {longest_context} plus decode steps exceeds max_position_embeddings ({max_positions})"
+        )
 
-    bandwidth = measure_memory_bandwidth(settings.bandwidth_bytes, settings.bandwidth_repeats, settings.device, settings.clock)
+    bandwidth = measure_memory_bandwidth(
+        settings.bandwidth_bytes, settings.bandwidth_repeats, settings.device, settings.clock
+    )
     log(f"memory bandwidth (copy, read + write): {bandwidth['bytes_per_s'] / 1e9:.1f} GB/s")
     aten_ops = count_inference_ops(models, settings)
-    log("aten ops per prefill / decode step: " + "; ".join(
-        f"{m.label} {aten_ops[m.role]['prefill']} / {aten_ops[m.role]['decode_step']}" for m in models
-    ))
+    log(
+        "aten ops per prefill / decode step: "
+        + "; ".join(f"{m.label} {aten_ops[m.role]['prefill']} / {aten_ops[m.role]['decode_step']}" for m in models)
+    )
     matmul_floor = measure_matmul_floor(models, settings)
-    log("decode weight matmuls alone (matmul floor): " + "; ".join(
-        f"{m.label} batch {b}: {summary['median_ms']:.2f} ms" for m in models for b, summary in matmul_floor[m.role].items()
-    ))
+    log(
+        "decode weight matmuls alone (matmul floor): "
+        + "; ".join(
+            f"{m.label} batch {b}: {summary['median_ms']:.2f} ms"
+            for m in models
+            for b, summary in matmul_floor[m.role].items()
+        )
+    )
 
     if settings.cuda:
         _start_kernel_tracing(settings.device)
@@ -865,9 +906,13 @@ def run_benchmark(model: str | None, baseline: str, settings: BenchSettings, log
             for batch, context in settings.points:
                 per_model = measure_inference(models, settings, mode, batch, context, log)
                 for m in models:
-                    inference.append({"mode": mode, "batch": batch, "context": context, "model": m.role, **per_model[m.role]})
+                    inference.append(
+                        {"mode": mode, "batch": batch, "context": context, "model": m.role, **per_model[m.role]}
+                    )
         training = measure_training(models, settings, log)
-    bandwidth_after = measure_memory_bandwidth(settings.bandwidth_bytes, settings.bandwidth_repeats, settings.device, settings.clock)
+    bandwidth_after = measure_memory_bandwidth(
+        settings.bandwidth_bytes, settings.bandwidth_repeats, settings.device, settings.clock
+    )
     best_bandwidth = max(bandwidth["bytes_per_s"], bandwidth_after["bytes_per_s"])
 
     report = {
@@ -875,7 +920,9 @@ def run_benchmark(model: str | None, baseline: str, settings: BenchSettings, log
         "machine": _machine(best_bandwidth, settings),
         "models": {m.role: m.describe() for m in models},
         "aten_ops": aten_ops,
-        "matmul_floor": {role: {str(b): summary for b, summary in per_batch.items()} for role, per_batch in matmul_floor.items()},
+        "matmul_floor": {
+            role: {str(b): summary for b, summary in per_batch.items()} for role, per_batch in matmul_floor.items()
+        },
         "inference": inference,
         "training": training,
     }
@@ -899,18 +946,26 @@ def add_derived_figures(report: dict, models: list[BenchModel]) -> None:
     """KV bytes per token and the bandwidth limit of every decode figure."""
     bandwidth = report["machine"]["memory_bandwidth_bytes_per_s"]
     by_role = {m.role: m for m in models}
-    kv_eager = {(r["model"], r["batch"], r["context"]): r["kv_cache_bytes"] for r in report["inference"] if r["mode"] == "eager"}
+    kv_eager = {
+        (r["model"], r["batch"], r["context"]): r["kv_cache_bytes"]
+        for r in report["inference"]
+        if r["mode"] == "eager"
+    }
     for row in report["inference"]:
         m = by_role[row["model"]]
         kv = kv_eager[(row["model"], row["batch"], row["context"])]
         row["kv_cache_bytes_per_token"] = kv / (row["batch"] * row["context"])
         row["bytes_read_per_step"] = decode_weight_bytes(m.model, row["batch"]) + kv
         row["tokens_per_s"] = row["batch"] / (row["decode_per_token"]["median_ms"] / 1e3)
-        row["bandwidth_limit_tokens_per_s"] = bandwidth_limit_tokens_per_s(bandwidth, row["bytes_read_per_step"], row["batch"])
+        row["bandwidth_limit_tokens_per_s"] = bandwidth_limit_tokens_per_s(
+            bandwidth, row["bytes_read_per_step"], row["batch"]
+        )
         row["fraction_of_bandwidth_limit"] = row["tokens_per_s"] / row["bandwidth_limit_tokens_per_s"]
         floor = report["matmul_floor"][row["model"]][str(row["batch"])]["median_ms"] / 1e3
         # How close this machine's matmul kernels alone come to the limit (weights only, no KV cache).
-        row["matmul_floor_fraction_of_bandwidth_limit"] = decode_weight_bytes(m.model, row["batch"]) / floor / bandwidth
+        row["matmul_floor_fraction_of_bandwidth_limit"] = (
+            decode_weight_bytes(m.model, row["batch"]) / floor / bandwidth
+        )
     for role, description in report["models"].items():
         rows = [r for r in report["inference"] if r["model"] == role and r["mode"] == "eager"]
         description["kv_cache_bytes_per_token"] = rows[0]["kv_cache_bytes_per_token"] if rows else None
@@ -922,7 +977,16 @@ def compare(report: dict, numerator: str, denominator: str) -> list[dict]:
     models = report["models"]
 
     def add(figure, a, b, **where):
-        figures.append({"figure": figure, **where, numerator: a, denominator: b, "ratio": ratio(a, b), "change": b / a - 1 if a else float("nan")})
+        figures.append(
+            {
+                "figure": figure,
+                **where,
+                numerator: a,
+                denominator: b,
+                "ratio": ratio(a, b),
+                "change": b / a - 1 if a else float("nan"),
+            }
+        )
 
     for key in ("unique_parameters", "weight_bytes", "kv_cache_bytes_per_token"):
         if models[numerator].get(key) is not None and models[denominator].get(key) is not None:
@@ -936,7 +1000,12 @@ def compare(report: dict, numerator: str, denominator: str) -> list[dict]:
         if mode == "eager":
             add("kv_cache_bytes", row["kv_cache_bytes"], other["kv_cache_bytes"], **where)
         add("prefill_ms", row["prefill"]["median_ms"], other["prefill"]["median_ms"], **where)
-        add("decode_ms_per_token", row["decode_per_token"]["median_ms"], other["decode_per_token"]["median_ms"], **where)
+        add(
+            "decode_ms_per_token",
+            row["decode_per_token"]["median_ms"],
+            other["decode_per_token"]["median_ms"],
+            **where,
+        )
         add("bytes_read_per_step", row["bytes_read_per_step"], other["bytes_read_per_step"], **where)
         add("prefill_flops", row["prefill_flops"], other["prefill_flops"], **where)
     training = report["training"]
@@ -961,11 +1030,13 @@ def evaluate_targets(report: dict) -> list[dict]:
         expected = shishu["attention_layers"] / parent["attention_layers"] - 1
         measured = find("kv_cache_bytes_per_token")
         if measured:
-            targets.append({
-                "target": f"KV cache per token {expected:+.1%} (attention layers {shishu['attention_layers']}/{parent['attention_layers']})",
-                "value": f"{measured[0]['change']:+.2%}",
-                "met": abs(measured[0]["change"] - expected) < 1e-9,
-            })
+            targets.append(
+                {
+                    "target": f"KV cache per token {expected:+.1%} (attention layers {shishu['attention_layers']}/{parent['attention_layers']})",
+                    "value": f"{measured[0]['change']:+.2%}",
+                    "met": abs(measured[0]["change"] - expected) < 1e-9,
+                }
+            )
     params = find("unique_parameters")
     if params:
         targets.append({"target": "unique parameters (reported)", "value": f"{params[0]['change']:+.2%}", "met": None})
@@ -985,28 +1056,34 @@ def evaluate_targets(report: dict) -> list[dict]:
     ):
         for row in find(figure, batch=1, context=TARGET_CONTEXT):
             limit, text = limit_and_same_code(figure, limit_figure, mode=row["mode"], batch=1, context=TARGET_CONTEXT)
-            targets.append({
-                "target": f"{label} ratio at {TARGET_CONTEXT} ({row['mode']}) >= {threshold:.2f}",
-                "value": f"{row['ratio']:.3f}{text}",
-                "met": row["ratio"] >= threshold,
-                "limit": limit,
-            })
+            targets.append(
+                {
+                    "target": f"{label} ratio at {TARGET_CONTEXT} ({row['mode']}) >= {threshold:.2f}",
+                    "value": f"{row['ratio']:.3f}{text}",
+                    "met": row["ratio"] >= threshold,
+                    "limit": limit,
+                }
+            )
     for row in find("training_step_ms"):
         limit, text = limit_and_same_code("training_step_ms", "training_flops")
-        targets.append({
-            "target": f"training step ratio >= {TRAINING_RATIO_TARGET:.2f}",
-            "value": f"{row['ratio']:.3f}{text}",
-            "met": row["ratio"] >= TRAINING_RATIO_TARGET,
-            "limit": limit,
-        })
+        targets.append(
+            {
+                "target": f"training step ratio >= {TRAINING_RATIO_TARGET:.2f}",
+                "value": f"{row['ratio']:.3f}{text}",
+                "met": row["ratio"] >= TRAINING_RATIO_TARGET,
+                "limit": limit,
+            }
+        )
     ops = report.get("aten_ops", {})
     if BASELINE in ops and ALL_ATTENTION in ops:
         kinds = ("prefill", "decode_step", "training_step")
-        targets.append({
-            "target": "all-attention ShishuLM dispatches no more aten ops than the baseline class (prefill, decode step, training step)",
-            "value": ", ".join(f"{ops[ALL_ATTENTION][k]} vs {ops[BASELINE][k]}" for k in kinds),
-            "met": all(ops[ALL_ATTENTION][k] <= ops[BASELINE][k] for k in kinds),
-        })
+        targets.append(
+            {
+                "target": "all-attention ShishuLM dispatches no more aten ops than the baseline class (prefill, decode step, training step)",
+                "value": ", ".join(f"{ops[ALL_ATTENTION][k]} vs {ops[BASELINE][k]}" for k in kinds),
+                "met": all(ops[ALL_ATTENTION][k] <= ops[BASELINE][k] for k in kinds),
+            }
+        )
     timed = [r for r in report.get("overhead", []) if r["figure"] in TIMED_FIGURES]
     # Eager mode and training run the same kernels in both classes, so their ratio is the implementation's
     # overhead. In compile mode (static cache, so a mask) ShishuLM hands grouped queries to the SDPA kernel
@@ -1015,19 +1092,23 @@ def evaluate_targets(report: dict) -> list[dict]:
     if same_kernels:
         low, high = min(r["ratio"] for r in same_kernels), max(r["ratio"] for r in same_kernels)
         median = statistics.median(r["ratio"] for r in same_kernels)
-        targets.append({
-            "target": f"all-attention ShishuLM vs baseline class, same kernels (eager, training): every time ratio in {OVERHEAD_BAND[0]:.2f}-{OVERHEAD_BAND[1]:.2f}",
-            "value": f"{low:.3f}-{high:.3f} over {len(same_kernels)} figures, median {median:.3f}",
-            "met": OVERHEAD_BAND[0] <= low and high <= OVERHEAD_BAND[1],
-        })
+        targets.append(
+            {
+                "target": f"all-attention ShishuLM vs baseline class, same kernels (eager, training): every time ratio in {OVERHEAD_BAND[0]:.2f}-{OVERHEAD_BAND[1]:.2f}",
+                "value": f"{low:.3f}-{high:.3f} over {len(same_kernels)} figures, median {median:.3f}",
+                "met": OVERHEAD_BAND[0] <= low and high <= OVERHEAD_BAND[1],
+            }
+        )
     kernel_gain = [r for r in timed if r.get("mode") == "compile"]
     if kernel_gain:
         low, high = min(r["ratio"] for r in kernel_gain), max(r["ratio"] for r in kernel_gain)
-        targets.append({
-            "target": "all-attention ShishuLM vs baseline class, compile mode (in-kernel GQA vs the baseline's per-head cache copy): no slower",
-            "value": f"{low:.3f}-{high:.3f} over {len(kernel_gain)} figures",
-            "met": low >= OVERHEAD_BAND[0],
-        })
+        targets.append(
+            {
+                "target": "all-attention ShishuLM vs baseline class, compile mode (in-kernel GQA vs the baseline's per-head cache copy): no slower",
+                "value": f"{low:.3f}-{high:.3f} over {len(kernel_gain)} figures",
+                "met": low >= OVERHEAD_BAND[0],
+            }
+        )
     # Bandwidth: both models, batch 1, every context, in the faster of the two modes.
     fastest = {}
     for row in report["inference"]:
@@ -1039,13 +1120,15 @@ def evaluate_targets(report: dict) -> list[dict]:
     if fastest:
         worst = min(fastest.values(), key=lambda r: r["fraction_of_bandwidth_limit"])
         floor = worst.get("matmul_floor_fraction_of_bandwidth_limit")
-        targets.append({
-            "target": f"decode >= {BANDWIDTH_FRACTION_TARGET:.0%} of the bandwidth limit, both models, faster mode",
-            "value": f"lowest {worst['fraction_of_bandwidth_limit']:.1%} ({worst['model']}, context {worst['context']}, {worst['mode']})"
-            + (f"; the weight matmuls alone reach {floor:.1%}" if floor is not None else ""),
-            "met": worst["fraction_of_bandwidth_limit"] >= BANDWIDTH_FRACTION_TARGET,
-            "limit": floor,
-        })
+        targets.append(
+            {
+                "target": f"decode >= {BANDWIDTH_FRACTION_TARGET:.0%} of the bandwidth limit, both models, faster mode",
+                "value": f"lowest {worst['fraction_of_bandwidth_limit']:.1%} ({worst['model']}, context {worst['context']}, {worst['mode']})"
+                + (f"; the weight matmuls alone reach {floor:.1%}" if floor is not None else ""),
+                "met": worst["fraction_of_bandwidth_limit"] >= BANDWIDTH_FRACTION_TARGET,
+                "limit": floor,
+            }
+        )
     return targets
 
 
@@ -1107,7 +1190,10 @@ def inductor_fused_gemv():
 
     previous_options = inductor_config.post_grad_fusion_options
     options = dict(previous_options)
-    options["decompose_mm_pass"] = {**options.get("decompose_mm_pass", {}), "cpu_max_other_dimension_decomposition": _GEMV_MAX_DIMENSION}
+    options["decompose_mm_pass"] = {
+        **options.get("decompose_mm_pass", {}),
+        "cpu_max_other_dimension_decomposition": _GEMV_MAX_DIMENSION,
+    }
     inductor_config.post_grad_fusion_options = options
     if loaded_pass() is not None:
         loaded_pass().cpu_max_other_dimension_decomposition = _GEMV_MAX_DIMENSION
@@ -1117,8 +1203,9 @@ def inductor_fused_gemv():
         inductor_config.post_grad_fusion_options = previous_options
         if loaded_pass() is not None:  # back to the bound the previous options (or torch's default) give
             default = getattr(loaded_pass(), "CPU_MAX_OTHER_DIMENSION_DECOMPOSITION", None)
-            loaded_pass().cpu_max_other_dimension_decomposition = previous_options.get(
-                "decompose_mm_pass", {}).get("cpu_max_other_dimension_decomposition", default)
+            loaded_pass().cpu_max_other_dimension_decomposition = previous_options.get("decompose_mm_pass", {}).get(
+                "cpu_max_other_dimension_decomposition", default
+            )
 
 
 def compile_settings(settings: BenchSettings):
@@ -1134,7 +1221,11 @@ def _raised_recompile_limits():
     # One compiled decode graph per (model, batch, context): more than dynamo's default of 8 per function.
     import torch._dynamo.config as dynamo_config
 
-    previous = {name: getattr(dynamo_config, name) for name in ("recompile_limit", "accumulated_recompile_limit") if hasattr(dynamo_config, name)}
+    previous = {
+        name: getattr(dynamo_config, name)
+        for name in ("recompile_limit", "accumulated_recompile_limit")
+        if hasattr(dynamo_config, name)
+    }
     for name in previous:
         setattr(dynamo_config, name, max(previous[name], 1024))
     try:
@@ -1153,7 +1244,8 @@ def format_report(report: dict) -> str:
     machine = report["machine"]
     device = (
         f"{machine['device_name']} (CUDA {machine['cuda']}), torch {machine['torch']}, transformers {machine['transformers']}"
-        if machine.get("device_name") else f"{machine['processor']}, {machine['torch_threads']} torch threads"
+        if machine.get("device_name")
+        else f"{machine['processor']}, {machine['torch_threads']} torch threads"
     )
     lines = [
         f"Machine: {device}, "
@@ -1168,8 +1260,9 @@ def format_report(report: dict) -> str:
         kv = d.get("kv_cache_bytes_per_token")
         lines.append(
             f"| {d['label']} | {d['num_hidden_layers']} ({d['attention_layers']} / {d['mlp_layers']}) | "
-            f"{d['unique_parameters']:,} | {d['weight_bytes'] / 2**20:.1f} MiB | {kv:,.0f} B |" if kv is not None else
-            f"| {d['label']} | {d['num_hidden_layers']} ({d['attention_layers']} / {d['mlp_layers']}) | "
+            f"{d['unique_parameters']:,} | {d['weight_bytes'] / 2**20:.1f} MiB | {kv:,.0f} B |"
+            if kv is not None
+            else f"| {d['label']} | {d['num_hidden_layers']} ({d['attention_layers']} / {d['mlp_layers']}) | "
             f"{d['unique_parameters']:,} | {d['weight_bytes'] / 2**20:.1f} MiB | - |"
         )
     lines += [
@@ -1181,7 +1274,10 @@ def format_report(report: dict) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     rows = {(r["model"], r["mode"], r["batch"], r["context"]): r for r in report["inference"]}
-    keys = sorted({(r["mode"], r["batch"], r["context"]) for r in report["inference"]}, key=lambda k: (MODES.index(k[0]), k[1], k[2]))
+    keys = sorted(
+        {(r["mode"], r["batch"], r["context"]) for r in report["inference"]},
+        key=lambda k: (MODES.index(k[0]), k[1], k[2]),
+    )
     for mode, batch, context in keys:
         b, s = rows[(BASELINE, mode, batch, context)], rows[(SHISHU, mode, batch, context)]
         lines.append(
@@ -1191,36 +1287,60 @@ def format_report(report: dict) -> str:
             f"{b['fraction_of_bandwidth_limit']:.0%} | {s['fraction_of_bandwidth_limit']:.0%} |"
         )
     if report.get("aten_ops"):
-        lines += ["", "Aten ops dispatched (prefill of the shortest context / one decode step / one training step): " + ", ".join(
-            f"{models[role]['label']} {c['prefill']} / {c['decode_step']} / {c.get('training_step', '-')}" for role, c in report["aten_ops"].items()
-        )]
+        lines += [
+            "",
+            "Aten ops dispatched (prefill of the shortest context / one decode step / one training step): "
+            + ", ".join(
+                f"{models[role]['label']} {c['prefill']} / {c['decode_step']} / {c.get('training_step', '-')}"
+                for role, c in report["aten_ops"].items()
+            ),
+        ]
     floors = report.get("matmul_floor", {})
     if floors:
         limits = {(r["model"], r["batch"]): r["matmul_floor_fraction_of_bandwidth_limit"] for r in report["inference"]}
-        lines += ["", "Matmul floor (the decode step's weight matmuls alone, this device's kernels; ms, and as a fraction of "
-                  "the bandwidth limit for the weights): " + ", ".join(
-                      f"{models[role]['label']} batch {batch}: {summary['median_ms']:.1f} ({limits[(role, int(batch))]:.0%})"
-                      for role, per_batch in floors.items() for batch, summary in per_batch.items()
-                  )]
+        lines += [
+            "",
+            "Matmul floor (the decode step's weight matmuls alone, this device's kernels; ms, and as a fraction of "
+            "the bandwidth limit for the weights): "
+            + ", ".join(
+                f"{models[role]['label']} batch {batch}: {summary['median_ms']:.1f} ({limits[(role, int(batch))]:.0%})"
+                for role, per_batch in floors.items()
+                for batch, summary in per_batch.items()
+            ),
+        ]
     compile_rows = [r for r in report["inference"] if "compile_seconds" in r]
     if compile_rows:
-        lines += ["", "Compile time of the decode step (excluded above): " + ", ".join(
-            f"{models[r['model']]['label']} b{r['batch']}/{r['context']}: {r['compile_seconds']:.1f} s" for r in compile_rows
-        )]
+        lines += [
+            "",
+            "Compile time of the decode step (excluded above): "
+            + ", ".join(
+                f"{models[r['model']]['label']} b{r['batch']}/{r['context']}: {r['compile_seconds']:.1f} s"
+                for r in compile_rows
+            ),
+        ]
     memory_rows = [r for r in report["inference"] if "peak_bytes" in r]
     if memory_rows:
-        lines += ["", "Peak memory of prefill + decode (weights, cache, activations; MiB): " + ", ".join(
-            f"{models[r['model']]['label']} {r['mode']} b{r['batch']}/{r['context']}: {r['peak_bytes'] / 2**20:,.0f}" for r in memory_rows
-        )]
+        lines += [
+            "",
+            "Peak memory of prefill + decode (weights, cache, activations; MiB): "
+            + ", ".join(
+                f"{models[r['model']]['label']} {r['mode']} b{r['batch']}/{r['context']}: {r['peak_bytes'] / 2**20:,.0f}"
+                for r in memory_rows
+            ),
+        ]
     kernel_rows = [r for r in report["inference"] if "decode_kernels" in r]
     if kernel_rows:
-        lines += ["", "One decode step on the GPU (profiler: kernels, their summed time, CPU kernel / graph launches; "
-                  "kernel time well below the step time = the GPU waits for the CPU): " + ", ".join(
-                      f"{models[r['model']]['label']} {r['mode']} b{r['batch']}/{r['context']}: {r['decode_kernels']['kernels']} kernels, "
-                      f"{r['decode_kernels']['kernel_ms']:.2f} ms (step {r['decode_per_token']['median_ms']:.2f} ms), "
-                      f"{r['decode_kernels']['kernel_launches']} / {r['decode_kernels']['graph_launches']} launches"
-                      for r in kernel_rows
-                  )]
+        lines += [
+            "",
+            "One decode step on the GPU (profiler: kernels, their summed time, CPU kernel / graph launches; "
+            "kernel time well below the step time = the GPU waits for the CPU): "
+            + ", ".join(
+                f"{models[r['model']]['label']} {r['mode']} b{r['batch']}/{r['context']}: {r['decode_kernels']['kernels']} kernels, "
+                f"{r['decode_kernels']['kernel_ms']:.2f} ms (step {r['decode_per_token']['median_ms']:.2f} ms), "
+                f"{r['decode_kernels']['kernel_launches']} / {r['decode_kernels']['graph_launches']} launches"
+                for r in kernel_rows
+            ),
+        ]
     training = report["training"]
     settings = report["settings"]
     b, s = training[BASELINE], training[SHISHU]
@@ -1236,7 +1356,9 @@ def format_report(report: dict) -> str:
     ]
     if "overhead" in report:
         twin = models[ALL_ATTENTION]
-        architecture = {(r["figure"], r.get("mode"), r.get("batch"), r.get("context")): r for r in report["architecture"]}
+        architecture = {
+            (r["figure"], r.get("mode"), r.get("batch"), r.get("context")): r for r in report["architecture"]
+        }
         lines += [
             "",
             f"Same weights, two implementations: the baseline's class vs ShishuLM with every layer attention "
@@ -1256,7 +1378,9 @@ def format_report(report: dict) -> str:
             arch = architecture.get((row["figure"], row.get("mode"), row.get("batch"), row.get("context")))
             lines.append(
                 f"| {_where(row)} | {row[BASELINE]:.1f} ms | {row[ALL_ATTENTION]:.1f} ms | {row['ratio']:.3f} | "
-                f"{arch['ratio']:.3f} |" if arch else f"| {_where(row)} | {row[BASELINE]:.1f} ms | {row[ALL_ATTENTION]:.1f} ms | {row['ratio']:.3f} | - |"
+                f"{arch['ratio']:.3f} |"
+                if arch
+                else f"| {_where(row)} | {row[BASELINE]:.1f} ms | {row[ALL_ATTENTION]:.1f} ms | {row['ratio']:.3f} | - |"
             )
     lines += ["", "| target | measured | met |", "| --- | --- | --- |"]
     for target in report["targets"]:
@@ -1298,29 +1422,103 @@ def plot_report(report: dict, path: str | os.PathLike) -> None:
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for mode in MODES:
         for role in (BASELINE, SHISHU):
-            rows = sorted((r for r in report["inference"] if r["model"] == role and r["mode"] == mode and r["batch"] == batch), key=lambda r: r["context"])
+            rows = sorted(
+                (r for r in report["inference"] if r["model"] == role and r["mode"] == mode and r["batch"] == batch),
+                key=lambda r: r["context"],
+            )
             if not rows:
                 continue
             contexts = [r["context"] for r in rows]
-            left.plot(contexts, [r["decode_per_token"]["median_ms"] for r in rows], styles[mode], marker="o", color=colors[role], label=f"{models[role]['label']} ({mode})")
-            left.fill_between(contexts, [r["decode_per_token"]["p10_ms"] for r in rows], [r["decode_per_token"]["p90_ms"] for r in rows], color=colors[role], alpha=0.15)
+            left.plot(
+                contexts,
+                [r["decode_per_token"]["median_ms"] for r in rows],
+                styles[mode],
+                marker="o",
+                color=colors[role],
+                label=f"{models[role]['label']} ({mode})",
+            )
+            left.fill_between(
+                contexts,
+                [r["decode_per_token"]["p10_ms"] for r in rows],
+                [r["decode_per_token"]["p90_ms"] for r in rows],
+                color=colors[role],
+                alpha=0.15,
+            )
             if mode == "eager":
-                left.plot(contexts, [1e3 * batch / r["bandwidth_limit_tokens_per_s"] for r in rows], ":", color=colors[role], label=f"{models[role]['label']} bandwidth limit")
-        ratios = sorted((r for r in report["ratios"] if r["figure"] == "decode_ms_per_token" and r["mode"] == mode and r["batch"] == batch), key=lambda r: r["context"])
+                left.plot(
+                    contexts,
+                    [1e3 * batch / r["bandwidth_limit_tokens_per_s"] for r in rows],
+                    ":",
+                    color=colors[role],
+                    label=f"{models[role]['label']} bandwidth limit",
+                )
+        ratios = sorted(
+            (
+                r
+                for r in report["ratios"]
+                if r["figure"] == "decode_ms_per_token" and r["mode"] == mode and r["batch"] == batch
+            ),
+            key=lambda r: r["context"],
+        )
         if ratios:
-            right.plot([r["context"] for r in ratios], [r["ratio"] for r in ratios], styles[mode], marker="o", color="tab:green", label=f"decode ({mode})")
-        prefill = sorted((r for r in report["ratios"] if r["figure"] == "prefill_ms" and r["mode"] == mode and r["batch"] == batch), key=lambda r: r["context"])
+            right.plot(
+                [r["context"] for r in ratios],
+                [r["ratio"] for r in ratios],
+                styles[mode],
+                marker="o",
+                color="tab:green",
+                label=f"decode ({mode})",
+            )
+        prefill = sorted(
+            (r for r in report["ratios"] if r["figure"] == "prefill_ms" and r["mode"] == mode and r["batch"] == batch),
+            key=lambda r: r["context"],
+        )
         if prefill:
-            right.plot([r["context"] for r in prefill], [r["ratio"] for r in prefill], styles[mode], marker="s", color="tab:purple", label=f"prefill ({mode})")
-        same_code = sorted((r for r in report.get("architecture", []) if r["figure"] == "decode_ms_per_token" and r["mode"] == mode and r["batch"] == batch), key=lambda r: r["context"])
+            right.plot(
+                [r["context"] for r in prefill],
+                [r["ratio"] for r in prefill],
+                styles[mode],
+                marker="s",
+                color="tab:purple",
+                label=f"prefill ({mode})",
+            )
+        same_code = sorted(
+            (
+                r
+                for r in report.get("architecture", [])
+                if r["figure"] == "decode_ms_per_token" and r["mode"] == mode and r["batch"] == batch
+            ),
+            key=lambda r: r["context"],
+        )
         if same_code:
-            right.plot([r["context"] for r in same_code], [r["ratio"] for r in same_code], styles[mode], marker=".", color="tab:gray", label=f"decode, same code ({mode})")
-    for limit_figure, color, label in (("bytes_read_per_step", "black", "limit: bytes read per step"), ("prefill_flops", "tab:purple", "limit: prefill FLOPs")):
-        limit = sorted((r for r in report["ratios"] if r["figure"] == limit_figure and r["mode"] == "eager" and r["batch"] == batch), key=lambda r: r["context"])
+            right.plot(
+                [r["context"] for r in same_code],
+                [r["ratio"] for r in same_code],
+                styles[mode],
+                marker=".",
+                color="tab:gray",
+                label=f"decode, same code ({mode})",
+            )
+    for limit_figure, color, label in (
+        ("bytes_read_per_step", "black", "limit: bytes read per step"),
+        ("prefill_flops", "tab:purple", "limit: prefill FLOPs"),
+    ):
+        limit = sorted(
+            (
+                r
+                for r in report["ratios"]
+                if r["figure"] == limit_figure and r["mode"] == "eager" and r["batch"] == batch
+            ),
+            key=lambda r: r["context"],
+        )
         if limit:
             right.plot([r["context"] for r in limit], [r["ratio"] for r in limit], ":", color=color, label=label)
     right.axhline(1.0, color="gray", linewidth=0.8)
-    left.set(xlabel="context (tokens)", ylabel="decode latency (ms / token)", title=f"Decode latency, batch {batch}, {report['settings']['dtype']}")
+    left.set(
+        xlabel="context (tokens)",
+        ylabel="decode latency (ms / token)",
+        title=f"Decode latency, batch {batch}, {report['settings']['dtype']}",
+    )
     right.set(xlabel="context (tokens)", ylabel="baseline / ShishuLM", title="Speed-up of ShishuLM")
     contexts = sorted({r["context"] for r in report["inference"]})
     for axis in (left, right):
@@ -1352,39 +1550,123 @@ def _shape_list(text: str) -> list[tuple[int, int]]:
     except ValueError:
         shapes = []
     if not shapes or any(len(shape) != 2 for shape in shapes):
-        raise argparse.ArgumentTypeError(f"expected comma-separated BATCHxCONTEXT pairs like 1x512,32x4096, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated BATCHxCONTEXT pairs like 1x512,32x4096, got {text!r}"
+        )
     return shapes
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--engine", default="pytorch", choices=["pytorch", "llama.cpp"],
-                        help="pytorch (default), or llama.cpp: GGUF exports in llama-cpp-python (see modeling_shishu/benchmark_llamacpp.py)")
-    parser.add_argument("--model", default=None, help="the ShishuLM: a checkpoint folder or a Hub id (or --mlp-layers; llama.cpp: also a .gguf file)")
-    parser.add_argument("--baseline", required=True, help="its parent: a checkpoint folder, an offline parent name (smollm2-135m) or a Hub id")
-    parser.add_argument("--random-init", action="store_true", help="random weights in both models: only their config.json is read")
-    parser.add_argument("--mlp-layers", type=_int_list, default=None, metavar="I,I,...", help="with --random-init, instead of --model: the baseline's config with these layers MLP-only")
-    parser.add_argument("--share", default="pairs", choices=["pairs", "none"], help="with --mlp-layers: adjacent MLP-only layers share weights in pairs (default) or not")
-    parser.add_argument("--contexts", type=_int_list, default=None, metavar="N,N,...", help="prompt lengths (default 256,1024,2048,4096; --quick: 256)")
+    parser.add_argument(
+        "--engine",
+        default="pytorch",
+        choices=["pytorch", "llama.cpp"],
+        help="pytorch (default), or llama.cpp: GGUF exports in llama-cpp-python (see modeling_shishu/benchmark_llamacpp.py)",
+    )
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="the ShishuLM: a checkpoint folder or a Hub id (or --mlp-layers; llama.cpp: also a .gguf file)",
+    )
+    parser.add_argument(
+        "--baseline",
+        required=True,
+        help="its parent: a checkpoint folder, an offline parent name (smollm2-135m) or a Hub id",
+    )
+    parser.add_argument(
+        "--random-init", action="store_true", help="random weights in both models: only their config.json is read"
+    )
+    parser.add_argument(
+        "--mlp-layers",
+        type=_int_list,
+        default=None,
+        metavar="I,I,...",
+        help="with --random-init, instead of --model: the baseline's config with these layers MLP-only",
+    )
+    parser.add_argument(
+        "--share",
+        default="pairs",
+        choices=["pairs", "none"],
+        help="with --mlp-layers: adjacent MLP-only layers share weights in pairs (default) or not",
+    )
+    parser.add_argument(
+        "--contexts",
+        type=_int_list,
+        default=None,
+        metavar="N,N,...",
+        help="prompt lengths (default 256,1024,2048,4096; --quick: 256)",
+    )
     parser.add_argument("--batch", type=_int_list, default=None, metavar="B,B,...", help="batch sizes (default 1)")
-    parser.add_argument("--shapes", type=_shape_list, default=None, metavar="BxN,...", help="(batch, context) points to measure instead of every --batch x --contexts, e.g. 1x512,32x4096")
+    parser.add_argument(
+        "--shapes",
+        type=_shape_list,
+        default=None,
+        metavar="BxN,...",
+        help="(batch, context) points to measure instead of every --batch x --contexts, e.g. 1x512,32x4096",
+    )
     parser.add_argument("--dtype", default="float32", help="float32 (default), bfloat16 or float16")
-    parser.add_argument("--compile", action="store_true", help="also measure the static cache + torch.compile(fullgraph=True) decode (CUDA graphs on CUDA)")
-    parser.add_argument("--compile-mode", default=None, help="torch.compile mode of the compiled decode (default: reduce-overhead on CUDA, inductor's default on CPU)")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also measure the static cache + torch.compile(fullgraph=True) decode (CUDA graphs on CUDA)",
+    )
+    parser.add_argument(
+        "--compile-mode",
+        default=None,
+        help="torch.compile mode of the compiled decode (default: reduce-overhead on CUDA, inductor's default on CPU)",
+    )
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per figure (default 5; --quick: 3)")
     parser.add_argument("--decode-tokens", type=int, default=None, help="decode steps timed per repeat (default 8)")
-    parser.add_argument("--train-seq-len", type=int, default=None, help="training step sequence length (default 1024; --quick: 128)")
+    parser.add_argument(
+        "--train-seq-len", type=int, default=None, help="training step sequence length (default 1024; --quick: 128)"
+    )
     parser.add_argument("--train-batch", type=int, default=None, help="training step batch size (default 1)")
-    parser.add_argument("--train-compile", action="store_true", help="time the training step compiled with torch.compile(fullgraph=True)")
-    parser.add_argument("--peak-tflops", type=float, default=None, help="the device's peak TFLOP/s for MFU (default: looked up from the GPU's name)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice, one per core)")
-    parser.add_argument("--attn-implementation", default="sdpa", choices=["sdpa", "eager"], help="attention backend for both models")
+    parser.add_argument(
+        "--train-compile",
+        action="store_true",
+        help="time the training step compiled with torch.compile(fullgraph=True)",
+    )
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="the device's peak TFLOP/s for MFU (default: looked up from the GPU's name)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's choice, one per core)"
+    )
+    parser.add_argument(
+        "--attn-implementation", default="sdpa", choices=["sdpa", "eager"], help="attention backend for both models"
+    )
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N] (timed with CUDA events)")
-    parser.add_argument("--clock", default="wall", choices=["wall", "cpu"], help="on CPU: wall time (default), or process CPU time: with --threads 1 on a shared machine it leaves out the time other processes hold the core")
-    parser.add_argument("--no-inductor-gemv", action="store_true", help="--compile on CPU: keep BLAS GEMV for batch-1 matmuls instead of inductor's fused reductions")
-    parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend of --compile (default inductor; eager = trace only)")
-    parser.add_argument("--bandwidth-mib", type=int, default=512, help="size of the tensor copied to measure memory bandwidth (default 512)")
-    parser.add_argument("--no-overhead-check", action="store_true", help="skip the all-attention ShishuLM vs baseline class comparison")
-    parser.add_argument("--quick", action="store_true", help="one short context, fewer repeats: about a minute for 135M on 2 cores")
+    parser.add_argument(
+        "--clock",
+        default="wall",
+        choices=["wall", "cpu"],
+        help="on CPU: wall time (default), or process CPU time: with --threads 1 on a shared machine it leaves out the time other processes hold the core",
+    )
+    parser.add_argument(
+        "--no-inductor-gemv",
+        action="store_true",
+        help="--compile on CPU: keep BLAS GEMV for batch-1 matmuls instead of inductor's fused reductions",
+    )
+    parser.add_argument(
+        "--compile-backend",
+        default="inductor",
+        help="torch.compile backend of --compile (default inductor; eager = trace only)",
+    )
+    parser.add_argument(
+        "--bandwidth-mib",
+        type=int,
+        default=512,
+        help="size of the tensor copied to measure memory bandwidth (default 512)",
+    )
+    parser.add_argument(
+        "--no-overhead-check", action="store_true", help="skip the all-attention ShishuLM vs baseline class comparison"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="one short context, fewer repeats: about a minute for 135M on 2 cores"
+    )
     parser.add_argument("--json", metavar="OUT.json", help="write the full report as JSON")
     parser.add_argument("--plot", metavar="OUT.png", help="plot decode latency vs context and the ratios")
     add_trust_remote_code_argument(parser)
@@ -1439,7 +1721,7 @@ def check_report_outputs(*paths) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.engine == "llama.cpp":
-        from .benchmark_llamacpp import run_from_args
+        from .llamacpp import run_from_args
 
         return run_from_args(args)
     settings = settings_from_args(args)

@@ -2,7 +2,7 @@
 
     shishu export-gguf shishu-m10 --out shishu-m10.gguf --dtype f16
 
-    from modeling_shishu.export_gguf import export_gguf
+    from modeling_shishu.conversion.export_gguf import export_gguf
     export_gguf("shishu-m10", "shishu-m10.gguf", dtype="f16")
 
 llama.cpp has no ShishuLM architecture, but its `deci` architecture (Nemotron-NAS) reads one attention
@@ -51,9 +51,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .configuration_shishu import ATTENTION_LAYER, ShishuConfig
-from .io_utils import atomic_file, claim_output
-from .loading import check_checkpoint_folder, read_config
+from ..configuration_shishu import ATTENTION_LAYER, ShishuConfig
+from ..io_utils import atomic_file, claim_output
+from ..loading import check_checkpoint_folder, read_config
 
 
 GGUF_ARCH = "deci"
@@ -221,7 +221,11 @@ def layer_tensors(model, layer_idx: int) -> dict[str, torch.Tensor]:
                 if tensor is not None:
                     tensors[f"{name}.{kind}"] = permute_for_rope(tensor, heads) if heads else tensor
     tensors["ffn_norm.weight"] = block.post_attention_layernorm.weight
-    for name, proj in [("ffn_gate", block.mlp.gate_proj), ("ffn_up", block.mlp.up_proj), ("ffn_down", block.mlp.down_proj)]:
+    for name, proj in [
+        ("ffn_gate", block.mlp.gate_proj),
+        ("ffn_up", block.mlp.up_proj),
+        ("ffn_down", block.mlp.down_proj),
+    ]:
         tensors[f"{name}.weight"] = proj.weight
         if proj.bias is not None:
             tensors[f"{name}.bias"] = proj.bias
@@ -243,7 +247,9 @@ def _encode(name: str, tensor: torch.Tensor, qtype) -> tuple[np.ndarray, object]
             data, qtype = gguf.quants.quantize(data, gguf.GGMLQuantizationType.F16), gguf.GGMLQuantizationType.F16
     if qtype == gguf.GGMLQuantizationType.F16 and not np.isfinite(data).all():  # numpy rounds past 65504 to inf
         largest = float(tensor.detach().abs().max())
-        raise ValueError(f"{name}: a value of magnitude {largest:.4g} overflows f16 (max 65504); use --dtype bf16 or f32")
+        raise ValueError(
+            f"{name}: a value of magnitude {largest:.4g} overflows f16 (max 65504); use --dtype bf16 or f32"
+        )
     return data, qtype
 
 
@@ -256,12 +262,12 @@ def load_for_export(checkpoint: str | Path):
     folder = Path(checkpoint)
     check_checkpoint_folder(folder)
     model_type = read_config(folder).get("model_type")
-    from .modeling_shishu import ShishuForCausalLM
+    from ..modeling_shishu import ShishuForCausalLM
 
     if model_type == ShishuConfig.model_type:
         check_exportable(ShishuConfig.from_pretrained(folder))  # before reading any weights
         return ShishuForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-    from .conversion import convert_model, load_parent
+    from .convert import convert_model, load_parent
 
     _, parent, _ = load_parent(str(folder), dtype=torch.float32)
     model = convert_model(parent, num_mlp_layers=0).eval()
@@ -382,7 +388,9 @@ def _write_gguf(folder: Path, out: Path, dtype: str, qtype, file_type, name: str
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a ShishuLM (or Llama-family) checkpoint folder")
     parser.add_argument("--out", required=True, metavar="FILE.gguf", help="the GGUF file to write")
-    parser.add_argument("--dtype", default="f32", choices=DTYPES, help="type of the weight matrices (default f32; norms stay f32)")
+    parser.add_argument(
+        "--dtype", default="f32", choices=DTYPES, help="type of the weight matrices (default f32; norms stay f32)"
+    )
     parser.add_argument("--name", help="general.name in the GGUF (default: the checkpoint folder's name)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
@@ -391,7 +399,9 @@ def run(args: argparse.Namespace) -> int:
     def log(message: str) -> None:
         print(f"shishu export-gguf: {message}", file=sys.stderr, flush=True)
 
-    summary = export_gguf(args.checkpoint, args.out, dtype=args.dtype, overwrite=args.overwrite, name=args.name, log=log)
+    summary = export_gguf(
+        args.checkpoint, args.out, dtype=args.dtype, overwrite=args.overwrite, name=args.name, log=log
+    )
     attention = sum(1 for heads in summary["head_count"] if heads)
     print(
         f"{summary['path']}: GGUF ({summary['architecture']}, {summary['dtype']}), {summary['tensors']} tensors, "
