@@ -30,7 +30,10 @@ COMMANDS = {
     "eval": ("modeling_shishu.evaluation", "run an lm-eval suite and write results.json"),
     "card": ("modeling_shishu.release.card", "render a model card (README.md + .eval_results) from results.json"),
     "push": ("modeling_shishu.release.push", "validate a checkpoint folder and upload it to the Hub"),
-    "bench": ("modeling_shishu.bench", "measure a ShishuLM against its baseline: memory, prefill, decode, training"),
+    "bench": (
+        "modeling_shishu.bench.cli",
+        "measure a ShishuLM against its baseline: memory, prefill, decode, training",
+    ),
     "demo": ("modeling_shishu.demo", "the main job end to end on the offline defaults"),
 }
 

@@ -541,7 +541,7 @@ WRITERS = {
             "--json",
             ro / "bench.json",
         ],
-        ("modeling_shishu.bench", "run_benchmark"),
+        ("modeling_shishu.bench.cli", "run_benchmark"),
     ),
     "analyze --out": (
         lambda ro, good, results: ["analyze", "--model", good, "--out", ro / "analysis"],

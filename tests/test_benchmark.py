@@ -5,6 +5,7 @@ Correctness only: speed is checked by running the benchmark, never by a timed te
 """
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +20,7 @@ from modeling_shishu import bench as benchmark
 from modeling_shishu.cli import main
 
 
+TARGETS_FILE = Path(__file__).resolve().parents[1] / "docs" / "bench_targets.yaml"
 HYBRID_LAYOUT = dict(
     num_hidden_layers=6,
     layer_types=["full_attention"] * 3 + ["mlp"] * 3,
@@ -230,9 +232,11 @@ def test_ratios_and_targets_on_a_known_report():
     assert ("kv_cache_bytes", "compile") not in ratios  # static caches are sized by max_cache_len, not compared
 
     report["ratios"] = list(ratios.values())
+    assert benchmark.evaluate_targets(report, {}) == []  # no targets file: no verdicts
+    docs_targets = benchmark.load_targets(TARGETS_FILE)
     targets = {
         t["target"].split(" (")[0] if t["target"].startswith("KV") else t["target"]: t
-        for t in benchmark.evaluate_targets(report)
+        for t in benchmark.evaluate_targets(report, docs_targets)
     }
     assert targets["KV cache per token -33.3%"]["met"] is True
     assert targets["decode ratio at 2048 (eager) >= 1.20"]["met"] is True
@@ -253,12 +257,12 @@ def test_ratios_and_targets_on_a_known_report():
         {"figure": "training_step_ms", "ratio": 1.01},
         {"figure": "decode_ms_per_token", "mode": "compile", "ratio": 1.40},
     ]
-    targets = {t["target"].split(" (")[0]: t for t in benchmark.evaluate_targets(report)}
+    targets = {t["target"].split(" (")[0]: t for t in benchmark.evaluate_targets(report, docs_targets)}
     same_kernels = targets["all-attention ShishuLM vs baseline class, same kernels"]
     assert same_kernels["met"] is True and same_kernels["value"] == "0.990-1.020 over 3 figures, median 1.010"
     assert targets["all-attention ShishuLM vs baseline class, compile mode"]["met"] is True
     report["overhead"][0]["ratio"] = 0.95
-    targets = {t["target"].split(" (")[0]: t for t in benchmark.evaluate_targets(report)}
+    targets = {t["target"].split(" (")[0]: t for t in benchmark.evaluate_targets(report, docs_targets)}
     assert targets["all-attention ShishuLM vs baseline class, same kernels"]["met"] is False
 
 
@@ -307,6 +311,8 @@ def test_quick_run_in_both_modes_writes_json_plot_and_table(tiny_pair, tmp_path,
             str(out_json),
             "--plot",
             str(out_plot),
+            "--targets",
+            str(TARGETS_FILE),
         ]
     )
     assert code == 0
@@ -385,7 +391,9 @@ def test_random_weights_from_a_config_folder_at_chosen_shapes(tmp_path, capsys):
     training = report["training"]["shishu"]
     assert training["tokens_per_s"] == pytest.approx(2 * 16 / (training["step"]["median_ms"] / 1e3))
     assert training["mfu"] == pytest.approx(training["model_flops_per_token"] * training["tokens_per_s"] / 1e9)
-    assert "batch 2 x 16 tokens" in capsys.readouterr().out
+    stdout = capsys.readouterr().out
+    assert "batch 2 x 16 tokens" in stdout
+    assert report["targets"] == [] and "| target |" not in stdout  # no --targets: ratios, no verdicts
     # seeded: the same weights in every run
     settings = benchmark.BenchSettings(random_init=True)
     first = benchmark.load_model(tmp_path / "parent", settings)
@@ -395,7 +403,7 @@ def test_random_weights_from_a_config_folder_at_chosen_shapes(tmp_path, capsys):
 def test_bad_input_is_one_clear_error(tiny_pair, tmp_path, capsys):
     model, parent = tiny_pair
     assert main(["bench", "--model", str(tmp_path / "missing"), "--baseline", str(parent), "--quick"]) == 2
-    assert "no such checkpoint directory" in capsys.readouterr().err
+    assert "no such checkpoint folder" in capsys.readouterr().err  # loading.resolve_checkpoint's wording
     assert (
         main(
             [
@@ -439,6 +447,12 @@ def test_bad_input_is_one_clear_error(tiny_pair, tmp_path, capsys):
         == 2
     )
     assert "--model or --mlp-layers" in capsys.readouterr().err
+    bad_targets = tmp_path / "targets.yaml"
+    for text, message in (("decode_ratio: fast\n", "decode_ratio must be a number"), ("speed: 2\n", "unknown target")):
+        bad_targets.write_text(text)
+        argv = ["bench", "--model", str(model), "--baseline", str(parent), "--targets", str(bad_targets)]
+        assert main(argv) == 2
+        assert message in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------------------------------

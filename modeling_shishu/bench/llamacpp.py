@@ -308,7 +308,7 @@ def format_llamacpp_report(report: dict) -> str:
 def run_from_args(args) -> int:
     """`shishu bench --engine llama.cpp ...` (the options shared with the PyTorch benchmark)."""
     from ..io_utils import atomic_write_json
-    from . import bench_log, check_report_outputs
+    from .cli import bench_log, check_report_outputs
 
     pytorch_only = [
         ("--compile", args.compile),
@@ -319,6 +319,7 @@ def run_from_args(args) -> int:
         ("--mlp-layers", args.mlp_layers),
         ("--train-compile", args.train_compile),
         ("--device", args.device != "cpu"),
+        ("--targets", args.targets),
     ]
     unsupported = [flag for flag, value in pytorch_only if value]
     if unsupported:
