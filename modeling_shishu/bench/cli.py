@@ -48,7 +48,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--engine",
         default="pytorch",
         choices=["pytorch", "llama.cpp"],
-        help="pytorch (default), or llama.cpp: GGUF exports in llama-cpp-python (see modeling_shishu/bench/llamacpp.py)",
+        help="pytorch (default), or llama.cpp: GGUF exports in llama-cpp-python (modeling_shishu/bench/llamacpp.py)",
     )
     parser.add_argument(
         "--model",

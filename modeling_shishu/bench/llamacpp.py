@@ -204,7 +204,36 @@ def run_llamacpp_benchmark(model: str, baseline: str, settings: LlamaCppBenchSet
     vocab = min(entry.llm.n_vocab() for entry in loaded.values())
     # Plain text ids (the special tokens sit at the start of a BPE vocabulary); the values do not change the speed.
     token_ids = generator.integers(vocab // 4, vocab, size=n_ctx).tolist()
+    samples = _interleaved_samples(loaded, token_ids, settings, log)
 
+    longest = token_ids[: max(settings.contexts)]
+    models = {}
+    for role, entry in loaded.items():
+        models[role] = {
+            "source": model if role == "shishu" else baseline,
+            "gguf_bytes": gguf_bytes[role],
+            "weights": weights_type(entry.llm),
+            "kv_cache": entry.kv_cache,
+            "sequence_state_bytes": {"context": len(longest), "bytes": sequence_state_bytes(entry.llm, longest)},
+        }
+    return {
+        "engine": "llama.cpp",
+        "llama_cpp_python": llama_cpp.__version__,
+        "settings": {
+            **settings.__dict__,
+            "contexts": list(settings.contexts),
+            "n_ctx": n_ctx,
+            "threads": settings.threads or os.cpu_count(),
+        },
+        "machine": {"cpu_count": os.cpu_count(), "python": sys.version.split()[0]},
+        "models": models,
+        "kv_cache_ratio": models["shishu"]["kv_cache"]["size_mib"] / models["baseline"]["kv_cache"]["size_mib"],
+        "rows": _rows(samples, settings),
+    }
+
+
+def _interleaved_samples(loaded: dict, token_ids: list[int], settings: LlamaCppBenchSettings, log) -> dict:
+    """Tokens/s samples per (role, "pp" or "tg", context), the models alternating (order reversed every repeat)."""
     samples = {(role, kind, n): [] for role in loaded for kind in ("pp", "tg") for n in settings.contexts}
     roles = list(loaded)
     for entry in loaded.values():  # warm-up: page the weights in, size the compute buffers
@@ -228,7 +257,10 @@ def run_llamacpp_benchmark(model: str, baseline: str, settings: LlamaCppBenchSet
                 samples[(role, "pp", n)].append(n / _timed(prompt_processing))
                 samples[(role, "tg", n)].append(len(steps) / _timed(generation))
         log(f"repeat {repeat + 1}/{settings.repeats} done")
+    return samples
 
+
+def _rows(samples: dict, settings: LlamaCppBenchSettings) -> list[dict]:
     def spread(values):
         ordered = sorted(values)
         return {"median": statistics.median(values), "min": ordered[0], "max": ordered[-1], "samples": values}
@@ -245,30 +277,7 @@ def run_llamacpp_benchmark(model: str, baseline: str, settings: LlamaCppBenchSet
                     "ratio": shishu["median"] / base["median"],
                 }
             )
-    longest = token_ids[: max(settings.contexts)]
-    models = {}
-    for role, entry in loaded.items():
-        models[role] = {
-            "source": model if role == "shishu" else baseline,
-            "gguf_bytes": gguf_bytes[role],
-            "weights": weights_type(entry.llm),
-            "kv_cache": entry.kv_cache,
-            "sequence_state_bytes": {"context": len(longest), "bytes": sequence_state_bytes(entry.llm, longest)},
-        }
-    return {
-        "engine": "llama.cpp",
-        "llama_cpp_python": llama_cpp.__version__,
-        "settings": {
-            **settings.__dict__,
-            "contexts": list(settings.contexts),
-            "n_ctx": n_ctx,
-            "threads": settings.threads or os.cpu_count(),
-        },
-        "machine": {"cpu_count": os.cpu_count(), "python": sys.version.split()[0]},
-        "models": models,
-        "kv_cache_ratio": models["shishu"]["kv_cache"]["size_mib"] / models["baseline"]["kv_cache"]["size_mib"],
-        "rows": rows,
-    }
+    return rows
 
 
 def format_llamacpp_report(report: dict) -> str:
@@ -276,7 +285,8 @@ def format_llamacpp_report(report: dict) -> str:
     # what the files hold: --dtype only applies to checkpoints exported here, not to GGUF files given as-is
     weights = "/".join(sorted({entry["weights"] for entry in report["models"].values()}))
     lines = [
-        f"llama.cpp (llama-cpp-python {report['llama_cpp_python']}), {weights} weights, {settings['threads']} threads, "
+        f"llama.cpp (llama-cpp-python {report['llama_cpp_python']}), {weights} weights, "
+        f"{settings['threads']} threads, "
         f"flash attention {'on' if settings['flash_attn'] else 'off'}, n_ctx {settings['n_ctx']}, "
         f"{settings['repeats']} repeats (median tokens/s; ratio = ShishuLM / parent)",
         "",
@@ -297,7 +307,8 @@ def format_llamacpp_report(report: dict) -> str:
     parent, shishu = report["models"]["baseline"], report["models"]["shishu"]
     lines += [
         "",
-        f"KV cache (llama.cpp's report, {parent['kv_cache']['cells']} cells): parent {parent['kv_cache']['size_mib']:.2f} MiB, "
+        f"KV cache (llama.cpp's report, {parent['kv_cache']['cells']} cells): "
+        f"parent {parent['kv_cache']['size_mib']:.2f} MiB, "
         f"ShishuLM {shishu['kv_cache']['size_mib']:.2f} MiB (x{report['kv_cache_ratio']:.3f})",
         f"sequence state after {parent['sequence_state_bytes']['context']} tokens: parent "
         f"{parent['sequence_state_bytes']['bytes']:,} B, ShishuLM {shishu['sequence_state_bytes']['bytes']:,} B",
