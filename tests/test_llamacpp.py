@@ -1,7 +1,7 @@
 """The exported GGUF in the real runtime: llama.cpp's greedy tokens equal transformers', and llama.cpp's own
 report puts the ShishuLM's KV cache at (attention layers / layers) of its all-attention parent's.
 
-Needs llama-cpp-python, which compiles llama.cpp from source (about 5 minutes on 2 cores, once; pip keeps
+Needs llama-cpp-python, which compiles llama.cpp from source (minutes, once; pip keeps
 the built wheel in its cache), so `make test` does not install it and these tests skip without it.
 `make test-llamacpp` installs it and runs them, as does
 
