@@ -107,7 +107,8 @@ def _add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--device",
-        help="cuda, cuda:0, cpu, mps, ... (default: cuda if available, else cpu; accelerate launch places each process)",
+        help="cuda, cuda:0, cpu, mps, ... (default: cuda if available, else cpu; accelerate launch places each "
+        "process)",
     )
     parser.add_argument(
         "--dtype", default="auto", help="auto (the checkpoint's), bfloat16, float16 or float32 (default: auto)"

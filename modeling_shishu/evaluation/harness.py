@@ -21,6 +21,8 @@ SCORERS = ("shared-context", "lm-eval")
 
 @dataclasses.dataclass
 class EvalSettings:
+    """How every model of a run is scored (from the command line)."""
+
     batch_size: str = "8"
     device: str | None = None
     dtype: str = "auto"
@@ -37,6 +39,9 @@ class EvalSettings:
 
 @dataclasses.dataclass
 class ModelRun:
+    """One model's lm-eval run: what it returned, how long it took, on how many processes, with which HFLM
+    arguments."""
+
     spec: ModelSpec
     results: dict | None  # lm-eval's results (None on non-main processes)
     samples: dict | None
@@ -104,16 +109,9 @@ def _sample_indices(leaves: dict, suite: Suite, settings: EvalSettings) -> dict[
     return indices
 
 
-def evaluate_model(spec: ModelSpec, suite: Suite, settings: EvalSettings) -> ModelRun:
-    """Run the suite on one model with lm-eval's Python API. Returns lm-eval's results on the main process."""
-    import lm_eval
-    import torch
-    from lm_eval.models.huggingface import HFLM
-
-    from .shared_context import SharedContextLM
-
-    device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    lm_args = {
+def _lm_args(spec: ModelSpec, settings: EvalSettings, device: str) -> dict:
+    """What HFLM receives (and what results.json records as the model arguments)."""
+    return {
         "pretrained": spec.pretrained,
         "trust_remote_code": settings.trust_remote_code,
         "dtype": settings.dtype,
@@ -125,6 +123,18 @@ def evaluate_model(spec: ModelSpec, suite: Suite, settings: EvalSettings) -> Mod
         **({"revision": spec.revision} if spec.revision else {}),
         **settings.model_args,
     }
+
+
+def evaluate_model(spec: ModelSpec, suite: Suite, settings: EvalSettings) -> ModelRun:
+    """Run the suite on one model with lm-eval's Python API. Returns lm-eval's results on the main process."""
+    import lm_eval
+    import torch
+    from lm_eval.models.huggingface import HFLM
+
+    from .shared_context import SharedContextLM
+
+    device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    lm_args = _lm_args(spec, settings, device)
     start = time.perf_counter()
     try:
         with remote_code_consent(spec.pretrained):

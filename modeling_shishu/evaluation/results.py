@@ -335,7 +335,8 @@ def read_results(path: str | os.PathLike) -> dict:
                 raise ValueError(f"{where}: model {model.get('label')!r} has no score for {task}")
             if score.get("metric") != record.get("metric"):
                 raise ValueError(
-                    f"{where}: model {model.get('label')!r}, {task}: metric {score.get('metric')!r} != task metric {record.get('metric')!r}"
+                    f"{where}: model {model.get('label')!r}, {task}: metric {score.get('metric')!r} != task metric "
+                    f"{record.get('metric')!r}"
                 )
             value = score.get("value")
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
@@ -377,5 +378,6 @@ def _check_comparison(data: dict, where: str) -> None:
         recorded = row.get("paired_stderr")
         if (expected is None) != (recorded is None) or (expected is not None and abs(expected - recorded) > 1e-9):
             raise ValueError(
-                f"{where}: comparison {row['task']}: paired stderr {recorded!r}, the per-document values give {expected!r}"
+                f"{where}: comparison {row['task']}: paired stderr {recorded!r}, the per-document values give "
+                f"{expected!r}"
             )

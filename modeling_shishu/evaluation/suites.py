@@ -62,6 +62,8 @@ class SuiteMean:
 
 @dataclasses.dataclass
 class Suite:
+    """A suite file: its tasks, the means reported next to them, and where offline task templates are."""
+
     name: str
     description: str
     needs_hub: bool

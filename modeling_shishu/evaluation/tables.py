@@ -86,6 +86,7 @@ def settings_line(results: dict) -> str:
     return (
         f"suite {results['suite']['name']}, {limits}, batch size {settings['batch_size']}, dtype "
         f"{', '.join(sorted({m['dtype'] for m in results['models']}))}, device {settings['device']} x "
-        f"{settings['num_processes']} process(es), scorer {settings.get('scorer', 'lm-eval')}, lm-eval {results['environment']['lm_eval']}, "
+        f"{settings['num_processes']} process(es), scorer {settings.get('scorer', 'lm-eval')}, "
+        f"lm-eval {results['environment']['lm_eval']}, "
         f"wall time {results['wall_seconds']:.0f} s"
     )
