@@ -356,7 +356,7 @@ def test_eval_passes_the_consent_on_to_lm_eval(consent, evil, tmp_path, monkeypa
         seen["trust_remote_code"] = settings.trust_remote_code
         raise KeyboardInterrupt  # stop before lm-eval imports the folder's code
 
-    monkeypatch.setattr("modeling_shishu.evaluation.evaluate_model", evaluate_model)
+    monkeypatch.setattr("modeling_shishu.evaluation.harness.evaluate_model", evaluate_model)
     with pytest.raises(KeyboardInterrupt):
         shishu_main(
             [
@@ -524,7 +524,7 @@ WRITERS = {
             "--out",
             ro / "out",
         ],
-        ("modeling_shishu.evaluation", "evaluate_model"),
+        ("modeling_shishu.evaluation.harness", "evaluate_model"),
     ),
     "card": (
         lambda ro, good, results: ["card", good, "--results", results, "--out", ro],

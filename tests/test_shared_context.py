@@ -51,7 +51,7 @@ def tiny_model(kind: str, path, tokenizer):
 
 
 def run_lm_eval(lm, tasks, limit=DOCS):
-    task_manager = evaluation._build_task_manager(evaluation.load_suite("offline"))
+    task_manager = evaluation.build_task_manager(evaluation.load_suite("offline"))
     return simple_evaluate(
         model=lm, tasks=tasks, task_manager=task_manager, limit=limit, log_samples=True, bootstrap_iters=0
     )

@@ -1,22 +1,5 @@
-"""Multiple-choice log-likelihoods with one forward pass per question, as an lm-eval model.
-
-lm-eval scores a question with k choices as k requests (context + choice), each a forward pass over the whole
-context, and runs the language-model head and a log-softmax over the full vocabulary at every position.
-`SharedContextLM` is lm-eval's `HFLM` with one change in `_loglikelihood_tokens`: the requests that share a
-context are packed into one row,
-
-    context | choice 1 (all but its last token) | choice 2 (...) | ...
-
-with an attention mask in which every choice token sees the context and the earlier tokens of its own choice,
-and position ids that restart after the context for every choice. Each scored token therefore gets exactly the
-inputs and positions it has in lm-eval's own request, and the head runs only at the positions that predict a
-choice token. What comes out is lm-eval's `(log-likelihood, is_greedy)` per request, computed the same way
-(the head in the model's dtype, the log-softmax in lm-eval's `softmax_dtype`); tasks, metrics, few-shot
-sampling, data parallelism and per-sample logging stay lm-eval's.
-
-Everything else (rolling log-likelihoods, generation, requests that lm-eval would truncate, models whose
-forward does not take a custom 4-D mask and position ids) goes through `HFLM` unchanged.
-"""
+"""Multiple-choice log-likelihoods as an lm-eval model (`--scorer shared-context`): one forward pass per question
+instead of one per choice, with lm-eval's numbers."""
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +15,24 @@ SHARED_CONTEXT_ATTENTION = ("sdpa", "eager")
 
 
 class SharedContextLM(HFLM):
-    """`HFLM` that scores all continuations of a context in one packed row (see the module docstring).
+    """`HFLM` that scores all continuations of a context in one packed row.
+
+    lm-eval scores a question with k choices as k requests (context + choice), each a forward pass over the whole
+    context, and runs the language-model head and a log-softmax over the full vocabulary at every position.
+    `SharedContextLM` is lm-eval's `HFLM` with one change in `_loglikelihood_tokens`: the requests that share a
+    context are packed into one row,
+
+        context | choice 1 (all but its last token) | choice 2 (...) | ...
+
+    with an attention mask in which every choice token sees the context and the earlier tokens of its own choice,
+    and position ids that restart after the context for every choice. Each scored token therefore gets exactly the
+    inputs and positions it has in lm-eval's own request, and the head runs only at the positions that predict a
+    choice token. What comes out is lm-eval's `(log-likelihood, is_greedy)` per request, computed the same way
+    (the head in the model's dtype, the log-softmax in lm-eval's `softmax_dtype`); tasks, metrics, few-shot
+    sampling, data parallelism and per-sample logging stay lm-eval's.
+
+    Everything else (rolling log-likelihoods, generation, requests that lm-eval would truncate, models whose
+    forward does not take a custom 4-D mask and position ids) goes through `HFLM` unchanged.
 
     `stats` counts what went through the shared path: questions (rows), requests and tokens run.
     """

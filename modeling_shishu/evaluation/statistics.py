@@ -1,13 +1,5 @@
 """Standard errors of evaluation scores: one model's mean, the paired difference of two models, a mean over tasks.
-
-lm-eval's standard error of a per-document mean (acc, exact_match) is the sample standard deviation (n - 1 in the
-denominator) over sqrt(n); the same definition is used here. Two models scored on the same documents are compared
-through the per-document differences d_i = a_i - b_i: their mean is the difference of the two scores and
-sd(d) / sqrt(n) its standard error. Pairing removes what the documents contribute to both models' variance (a
-question easy or hard for both), so the paired standard error is below the unpaired sqrt(se_a^2 + se_b^2)
-whenever the two models agree more often than chance. An unweighted mean over independent tasks has the
-standard error sqrt(sum se_t^2) / T.
-"""
+Definitions as lm-eval's: sample standard deviation (n - 1) over sqrt(n)."""
 
 import math
 from collections.abc import Sequence
@@ -34,6 +26,11 @@ def paired_difference(model: dict, baseline: dict, metric: str) -> dict:
 
     `model` and `baseline` are per-document records `{"doc_id": [...], metric: [...]}`. Returns `{"n", "difference",
     "stderr"}`; the two records must hold the same documents.
+
+    The differences d_i = a_i - b_i average to the difference of the two scores, with standard error
+    sd(d) / sqrt(n). Pairing removes what the documents contribute to both models' variance (a question easy or
+    hard for both), so the paired standard error is below the unpaired sqrt(se_a^2 + se_b^2) whenever the two
+    models agree more often than chance.
     """
     scores = []
     for record in (model, baseline):
@@ -48,7 +45,8 @@ def paired_difference(model: dict, baseline: dict, metric: str) -> dict:
 
 
 def mean_of_tasks(estimates: Sequence[tuple[float, float | None]]) -> tuple[float, float | None]:
-    """Unweighted mean of per-task `(value, stderr)` estimates from independent tasks, and its standard error."""
+    """Unweighted mean of per-task `(value, stderr)` estimates from independent tasks, and its standard error
+    sqrt(sum se_t^2) / T."""
     if not estimates:
         raise ValueError("no tasks to average")
     mean = math.fsum(value for value, _ in estimates) / len(estimates)
