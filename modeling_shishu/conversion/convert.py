@@ -45,6 +45,7 @@ from ..configuration_shishu import MLP_LAYER, ShishuConfig
 from ..io_utils import atomic_directory, atomic_write_json, claim_output
 from ..loading import check_checkpoint_folder, read_config
 from ..modeling_shishu import ShishuForCausalLM
+from ..sizes import layout_sizes
 from .fitting import FitSettings
 
 
@@ -255,8 +256,6 @@ def convert_checkpoint(
     The folder holds config.json (with `auto_map`), model.safetensors, the tokenizer, generation_config.json,
     the two remote-code files and conversion.json (parent, converted layers, sharing, sizes).
     """
-    from .variants import layout_sizes
-
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists (pass overwrite / --overwrite to replace it)")

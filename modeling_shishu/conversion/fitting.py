@@ -232,7 +232,7 @@ def fit_mlp_only_blocks(
     """Fit every MLP-only block of `model` (a ShishuLM converted from `parent`) in place; return the record."""
     from tqdm.auto import tqdm
 
-    from .analysis import DecoderStack
+    from .decoder_stack import DecoderStack
 
     settings.check()
     started = time.time()
