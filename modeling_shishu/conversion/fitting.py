@@ -226,6 +226,45 @@ def _parent_states(parent_stack, calibration_ids: torch.Tensor, members: set[int
     return leaving, mlp_inputs
 
 
+def _fit_group(block, group, inputs, targets, parent_stack, mlp_inputs, settings, generator, progress):
+    """Init, solve and train one group's block on the converted model's `inputs` against the parent's states
+    `targets` (one per layer of the group); return its record entry and the block's fitted outputs."""
+    started = time.time()
+
+    def run_group(states):
+        for _ in group:
+            states = block(states)
+        return states
+
+    with torch.no_grad():
+        error_converted = relative_error(run_group(inputs), targets[-1], inputs)
+        neurons = None
+        if settings.init == "union":
+            neurons = init_from_parent_neurons(block, parent_stack.base.layers, group, mlp_inputs)
+        if settings.solve_down:
+            layer_inputs = [inputs] + targets[:-1]
+            updates = [target - source for source, target in zip(layer_inputs, targets)]
+            solve_down_projection(block, layer_inputs, updates, settings.ridge)
+        error_init = relative_error(run_group(inputs), targets[-1], inputs)
+    with torch.enable_grad():
+        train_block(block, run_group, inputs, targets[-1], settings, generator, progress)
+    with torch.no_grad():
+        outputs = run_group(inputs)
+        error_fitted = relative_error(outputs, targets[-1], inputs)
+    entry = {
+        "layers": group,
+        "relative_error": {
+            "converted": round(error_converted, 4),
+            "init": round(error_init, 4),
+            "fitted": round(error_fitted, 4),
+        },
+        "seconds": round(time.time() - started, 1),
+    }
+    if neurons is not None:
+        entry["neurons_from_layer"] = neurons
+    return entry, outputs
+
+
 def fit_mlp_only_blocks(
     parent, model, calibration_ids: torch.Tensor, settings: FitSettings, show_progress=True
 ) -> dict:
@@ -262,44 +301,17 @@ def fit_mlp_only_blocks(
                     hidden = stack.layer(layer_idx, hidden, context)
                 layer_idx += 1
                 continue
-            group_started = time.time()
             block = model.model.layers[group[0]]
-
-            def run_group(states, block=block, group=group):
-                for _ in group:
-                    states = block(states)
-                return states
-
             inputs = hidden.reshape(-1, width)
             targets = [leaving[i] for i in group]
-            with torch.no_grad():
-                error_converted = relative_error(run_group(inputs), targets[-1], inputs)
-                neurons = None
-                if settings.init == "union":
-                    neurons = init_from_parent_neurons(block, parent_stack.base.layers, group, mlp_inputs)
-                if settings.solve_down:
-                    layer_inputs = [inputs] + targets[:-1]
-                    updates = [target - source for source, target in zip(layer_inputs, targets)]
-                    solve_down_projection(block, layer_inputs, updates, settings.ridge)
-                error_init = relative_error(run_group(inputs), targets[-1], inputs)
-            with torch.enable_grad():
-                train_block(block, run_group, inputs, targets[-1], settings, generator, progress)
-            with torch.no_grad():
-                outputs = run_group(inputs)
-                error_fitted = relative_error(outputs, targets[-1], inputs)
-            entry = {
-                "layers": group,
-                "relative_error": {
-                    "converted": round(error_converted, 4),
-                    "init": round(error_init, 4),
-                    "fitted": round(error_fitted, 4),
-                },
-                "seconds": round(time.time() - group_started, 1),
-            }
-            if neurons is not None:
-                entry["neurons_from_layer"] = neurons
+            entry, outputs = _fit_group(
+                block, group, inputs, targets, parent_stack, mlp_inputs, settings, generator, progress
+            )
             record["groups"].append(entry)
-            progress.set_postfix(layers=f"{group[0]}-{group[-1]}", error=f"{error_converted:.2f}->{error_fitted:.2f}")
+            errors = entry["relative_error"]
+            progress.set_postfix(
+                layers=f"{group[0]}-{group[-1]}", error=f"{errors['converted']:.2f}->{errors['fitted']:.2f}"
+            )
             hidden = outputs.view_as(hidden)
             layer_idx = group[-1] + 1
             next_group += 1
