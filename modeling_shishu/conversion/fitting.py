@@ -3,24 +3,12 @@
     from modeling_shishu.conversion.fitting import FitSettings, fit_mlp_only_blocks
     record = fit_mlp_only_blocks(parent, shishu, calibration_ids, FitSettings())
 
-A data-free conversion drops a layer's attention and, for a shared pair, runs one MLP twice where the parent ran
-two. Fitting repairs each MLP-only block (a share group: its one set of weights, run once per layer of the
-group) on a small calibration set, bottom-up, so every block learns from the inputs the converted model really
-feeds it (the errors of the blocks below included). For a group of parent layers `i..j`:
-
-1. init (`"union"`): the shared MLP takes the most important neurons of the group's parent MLPs (mean |activation|
-   x |down column| on the parent's own inputs), each with its own layer's norm weight folded into its gate and
-   up rows, so the block starts with the parent's features of both layers;
-2. solve (`solve_down`): the down projection by ridge least squares, teacher-forced: from the features of the
-   block's input to the parent's residual update of each layer of the group (attention included, which is how a
-   block absorbs the predictable part of the attention it lost);
-3. train: Adam on the whole block, run as the model runs it (once per layer of the group), mapping the converted
-   model's hidden state entering layer `i` to the parent's hidden state leaving layer `j`.
-
-The loss compares RMS-normalised states (`"normed"`, what the next layer's norm reads; `"mse"` compares raw states,
-which a few large residual dimensions dominate). The record lists, per group, the relative error
-`|y - t| / |t - x|` (output y, parent target t, input x) of the data-free block, after init and solve, and after
-training, on all calibration tokens.
+Bottom-up, on the hidden states the converted model itself produces, each block (a share group: one set of
+weights, run once per layer of the group) is initialised from the parent's most important neurons of its layers
+(`"union"`), gets its down projection by ridge least squares towards the parent's residual updates, then Adam maps
+the state entering its first layer to the parent's state leaving its last. The record lists each group's relative
+error `|y - t| / |t - x|` data-free, after init and after training. Recipe and measurements: docs/model_family.md
+("Local fitting").
 """
 
 import bisect
