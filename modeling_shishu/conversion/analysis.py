@@ -83,6 +83,9 @@ def make_windows(tokenizer, texts: list[str], context_length: int, fit_tokens: i
     return chosen[~is_eval], chosen[is_eval]
 
 
+# ------------------------------------------------------------------------------------ linear fit
+
+
 class _LinearFitStats:
     """Sufficient statistics of a least-squares fit Y ~ [X, 1] W, accumulated in float64."""
 
