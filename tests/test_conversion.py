@@ -21,12 +21,8 @@ from transformers import (
 from modeling_shishu import ShishuConfig, ShishuForCausalLM
 from modeling_shishu.cli import main as shishu_main
 from modeling_shishu.conversion.convert import check_parent_config, convert_checkpoint, convert_model
-from modeling_shishu.conversion.variants import (
-    VARIANTS,
-    count_unique_parameters,
-    get_variant,
-    kv_cache_bytes_per_token,
-)
+from modeling_shishu.conversion.variants import VARIANTS, get_variant
+from modeling_shishu.sizes import count_unique_parameters, kv_bytes_per_token
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -345,7 +341,7 @@ def test_kv_bytes_per_token_matches_a_real_cache():
     stored = sum(
         layer.keys.nbytes + layer.values.nbytes for layer in cache.layers if getattr(layer, "keys", None) is not None
     )
-    assert stored == kv_cache_bytes_per_token(config, torch.float32) * INPUT_IDS.shape[1]
+    assert stored == kv_bytes_per_token(config, torch.float32.itemsize) * INPUT_IDS.shape[1]
 
 
 def test_cli_variants_table(capsys):

@@ -1,33 +1,16 @@
 """Turn a Llama-family checkpoint into a ShishuLM.
 
     shishu convert --parent smollm2-135m --mlp-layers 10 --share pairs --out shishu-m10
-    shishu convert --parent HuggingFaceTB/SmolLM2-135M-Instruct --mlp-layers 10 --layers auto --out shishu-m10
     shishu convert --variant shishu-smollm2-135m-instruct-m10 --out shishu-m10
 
     from modeling_shishu.conversion.convert import convert_checkpoint, convert_model
     convert_checkpoint("smollm2-135m", "shishu-m10", num_mlp_layers=10)      # a Hub-ready folder
     shishu = convert_model(parent_model, num_mlp_layers=10)                    # in memory
 
-What is copied from where:
-- attention layers, embeddings, final norm and LM head: bit for bit from the parent;
-- an MLP-only block that owns its weights: its parent layer's MLP and `post_attention_layernorm`;
-- a shared pair of MLP-only blocks: by default (`pair_init="average"`) the element-wise mean of its two
-  parent layers' MLP and norm weights; `pair_init="lower"` takes the lower parent layer's weights, which
-  the pair then runs twice. "average" is the default because it measured better for the top-K layouts
-  on SmolLM2-135M (held-out loss right after conversion: K=6 8.33 vs 9.17, K=10 10.58 vs 11.55, K=14
-  12.77 vs 12.89; parent 3.90; see docs/model_family.md). Neither rule makes a shared pair compute what
-  the two parent layers computed: an unhealed conversion loses a lot, and healing (distillation from the
-  parent) is what recovers it;
-- extra MLP-only blocks on top (not in the parent): a fresh init with a zero down projection, so each
-  one is an exact identity at first and the converted model computes what it computed without them. In
-  a share group that also holds parent layers, the group takes its parent layers' weights.
-
-`--layers auto` runs the layer analysis (`modeling_shishu.conversion.analysis`) on held-out text and converts the
-layers it recommends for K.
-
-`convert_checkpoint` then fits every MLP-only block to what the parent computes at its layers
-(`modeling_shishu.conversion.fitting`), on calibration text that no evaluation uses (by default the train splits of the offline
-Shakespeare and ShareGPT corpora in equal parts); `fit=None` (`--no-fit`) keeps the data-free conversion.
+Attention layers, embeddings, final norm and LM head are copied bit for bit; an MLP-only block takes its parent
+layer's MLP and norm (a shared pair: the mean of its two layers', or the lower layer's); extra blocks on top start
+as exact identities. `convert_checkpoint` can pick the layers with the layer analysis (`--layers auto`) and then
+fits the MLP-only blocks to the parent (`fitting`). Rules and measurements: docs/model_family.md ("Conversion").
 """
 
 import argparse
@@ -43,83 +26,19 @@ import torch
 from .. import __version__
 from ..configuration_shishu import MLP_LAYER, ShishuConfig
 from ..io_utils import atomic_directory, atomic_write_json, claim_output
-from ..loading import check_checkpoint_folder, read_config
 from ..modeling_shishu import ShishuForCausalLM
+from ..sizes import layout_sizes
 from .fitting import FitSettings
+from .layer_choice import resolve_layer_choice, select_layers
+from .parent import SUPPORTED_PARENTS, check_parent_config, load_parent
 
 
 logger = logging.getLogger(__name__)
 
 PAIR_INIT_RULES = ("average", "lower")
+# "average" measured better than "lower" for every top-K layout (docs/model_family.md)
 DEFAULT_PAIR_INIT = "average"
 SHARE_MODES = ("pairs", "none")
-# model_type -> class name; everything else is refused with its architecture named.
-SUPPORTED_PARENTS = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
-
-
-# ---------------------------------------------------------------------------------------- parents
-
-
-def check_parent_type(model_type: str | None, architectures: list[str] | None = None) -> None:
-    """Raise `ValueError` naming the architecture unless `model_type` is one ShishuLM converts."""
-    if model_type not in SUPPORTED_PARENTS:
-        named = f"{model_type!r}" + (f" ({', '.join(architectures)})" if architectures else "")
-        raise ValueError(
-            f"parent architecture {named} is not Llama-family; ShishuLM converts "
-            f"{', '.join(SUPPORTED_PARENTS.values())} checkpoints"
-        )
-
-
-def check_parent_config(config, model_class: str | None = None) -> None:
-    """Raise `ValueError` naming the architecture unless `config` is a Llama-family decoder ShishuLM can
-    be built from: Llama / SmolLM (`llama`), Mistral without a sliding window, Qwen2 without one."""
-    model_type = getattr(config, "model_type", None)
-    architectures = [model_class] if model_class else getattr(config, "architectures", None) or []
-    check_parent_type(model_type, architectures)
-    if model_type == "mistral":
-        window = getattr(config, "sliding_window", None)
-        if window is not None and window < config.max_position_embeddings:
-            raise ValueError(
-                f"parent is a Mistral with sliding-window attention (window {window} < context "
-                f"{config.max_position_embeddings}); ShishuLM attention is full causal attention"
-            )
-    if model_type == "qwen2":
-        layer_types = getattr(config, "layer_types", None) or []
-        if getattr(config, "use_sliding_window", False) or any(t != "full_attention" for t in layer_types):
-            raise ValueError(
-                "parent is a Qwen2 with sliding-window layers; ShishuLM attention is full causal attention"
-            )
-    if getattr(config, "hidden_act", "silu") not in ("silu", "swish"):
-        raise ValueError(f"parent MLP activation {config.hidden_act!r} is not SwiGLU (silu)")
-
-
-def load_parent(parent: str, dtype: str | torch.dtype = "auto", device: str = "cpu"):
-    """Resolve `parent` (folder, offline name, Hub id), check its architecture, load model and tokenizer.
-
-    Returns `(folder, model, tokenizer)`. The architecture is checked on the config, before any weights
-    are read.
-    """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    from ..assets import fetch_parent
-
-    try:
-        folder = fetch_parent(parent)
-    except RuntimeError as error:  # Hub unreachable, registry download failed, ...
-        raise FileNotFoundError(f"parent {parent!r} is not available: {error}") from error
-    # Checked before transformers reads anything: a parent is always a built-in architecture, so no code
-    # from the folder is ever run (trust_remote_code=False), whatever its config's auto_map says.
-    check_checkpoint_folder(folder)
-    raw = read_config(folder)
-    check_parent_type(raw.get("model_type"), raw.get("architectures"))
-    config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
-    check_parent_config(config)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, trust_remote_code=False).to(device).eval()
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
-    except (OSError, ValueError) as error:
-        raise FileNotFoundError(f"parent {folder} has no usable tokenizer ({error})") from error
-    return folder, model, tokenizer
 
 
 # ------------------------------------------------------------------------------------- conversion
@@ -160,61 +79,42 @@ def convert_model(
     parent_weight = parent_model.model.embed_tokens.weight
     model = ShishuForCausalLM._from_config(config, dtype=parent_weight.dtype).to(parent_weight.device)
 
-    num_parent_layers = parent_model.config.num_hidden_layers
-    parent_layers = parent_model.model.layers
     with torch.no_grad():
-        model.model.embed_tokens.load_state_dict(parent_model.model.embed_tokens.state_dict())
-        model.model.norm.load_state_dict(parent_model.model.norm.state_dict())
-        if not config.tie_word_embeddings:
-            model.lm_head.load_state_dict(parent_model.lm_head.state_dict())
-
-        groups = {group[0]: group for group in config.mlp_share_groups}
-        for layer_idx, owner_idx in enumerate(config.weight_owners):
-            if owner_idx != layer_idx:
-                continue  # a later layer of a share group: no weights of its own
-            layer = model.model.layers[layer_idx]
-            if config.layer_types[layer_idx] != MLP_LAYER:
-                layer.load_state_dict(parent_layers[layer_idx].state_dict())
-                continue
-            members = [i for i in groups.get(layer_idx, [layer_idx]) if i < num_parent_layers]
-            if not members:
-                # Only extra layers: keep the fresh init, zero the output so the block is an identity.
-                layer.mlp.down_proj.weight.zero_()
-                if layer.mlp.down_proj.bias is not None:
-                    layer.mlp.down_proj.bias.zero_()
-                continue
-            if pair_init == "lower":
-                members = members[:1]
-            for name in ("mlp", "post_attention_layernorm"):
-                sources = [getattr(parent_layers[i], name).state_dict() for i in members]
-                merged = {key: torch.stack([s[key] for s in sources]).mean(0) for key in sources[0]}
-                getattr(layer, name).load_state_dict(merged)
-
+        _copy_parent_weights(parent_model, model, pair_init)
     model.generation_config = copy.deepcopy(parent_model.generation_config)
     return model.eval()
 
 
-def _resolve_layer_choice(
-    num_mlp_layers: int, mlp_layers, num_parent_layers: int
-) -> tuple[int, list[int] | str | None]:
-    """Normalise (K, layers): layers may be None (top K), "auto" (analysis picks K layers) or indices."""
-    if mlp_layers is None or mlp_layers == "auto":
-        if mlp_layers == "auto" and num_mlp_layers <= 0:
-            raise ValueError(
-                "layers 'auto' needs the number of layers to convert (num_mlp_layers / --mlp-layers K > 0)"
-            )
-        return num_mlp_layers, mlp_layers
-    if isinstance(mlp_layers, str):
-        raise ValueError(f"layers must be 'auto' or a list of layer indices, got {mlp_layers!r}")
-    layers = sorted({int(i) for i in mlp_layers})
-    if len(layers) != len(list(mlp_layers)):
-        raise ValueError(f"layers {list(mlp_layers)} repeat an index")
-    bad = [i for i in layers if not 0 <= i < num_parent_layers]
-    if bad:
-        raise ValueError(f"layers {bad} are out of range: the parent has layers 0..{num_parent_layers - 1}")
-    if num_mlp_layers and num_mlp_layers != len(layers):
-        raise ValueError(f"{len(layers)} layers given ({layers}) but num_mlp_layers is {num_mlp_layers}")
-    return len(layers), layers
+def _copy_parent_weights(parent_model, model: ShishuForCausalLM, pair_init: str) -> None:
+    config = model.config
+    num_parent_layers = parent_model.config.num_hidden_layers
+    parent_layers = parent_model.model.layers
+    model.model.embed_tokens.load_state_dict(parent_model.model.embed_tokens.state_dict())
+    model.model.norm.load_state_dict(parent_model.model.norm.state_dict())
+    if not config.tie_word_embeddings:
+        model.lm_head.load_state_dict(parent_model.lm_head.state_dict())
+
+    groups = {group[0]: group for group in config.mlp_share_groups}
+    for layer_idx, owner_idx in enumerate(config.weight_owners):
+        if owner_idx != layer_idx:
+            continue  # a later layer of a share group: no weights of its own
+        layer = model.model.layers[layer_idx]
+        if config.layer_types[layer_idx] != MLP_LAYER:
+            layer.load_state_dict(parent_layers[layer_idx].state_dict())
+            continue
+        members = [i for i in groups.get(layer_idx, [layer_idx]) if i < num_parent_layers]
+        if not members:
+            # Only extra layers: keep the fresh init, zero the output so the block is an identity.
+            layer.mlp.down_proj.weight.zero_()
+            if layer.mlp.down_proj.bias is not None:
+                layer.mlp.down_proj.bias.zero_()
+            continue
+        if pair_init == "lower":
+            members = members[:1]
+        for name in ("mlp", "post_attention_layernorm"):
+            sources = [getattr(parent_layers[i], name).state_dict() for i in members]
+            merged = {key: torch.stack([s[key] for s in sources]).mean(0) for key in sources[0]}
+            getattr(layer, name).load_state_dict(merged)
 
 
 def convert_checkpoint(
@@ -255,47 +155,16 @@ def convert_checkpoint(
     The folder holds config.json (with `auto_map`), model.safetensors, the tokenizer, generation_config.json,
     the two remote-code files and conversion.json (parent, converted layers, sharing, sizes).
     """
-    from .variants import layout_sizes
-
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists (pass overwrite / --overwrite to replace it)")
-    if share not in SHARE_MODES:
-        raise ValueError(f"share must be one of {SHARE_MODES}, got {share!r}")
-    if pair_init not in PAIR_INIT_RULES:
-        raise ValueError(f"pair_init must be one of {PAIR_INIT_RULES}, got {pair_init!r}")
-    if isinstance(dtype, str) and dtype != "auto":
-        if not isinstance(getattr(torch, dtype, None), torch.dtype):
-            raise ValueError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16")
-        dtype = getattr(torch, dtype)
-
+    dtype = _check_options(out, overwrite, share, pair_init, dtype)
     # Claimed for the whole conversion: a second writer is refused now, not after minutes of work.
     with claim_output(out, overwrite=overwrite):
         folder, parent_model, tokenizer = load_parent(str(parent), dtype="auto")
         num_parent_layers = parent_model.config.num_hidden_layers
-        num_mlp_layers, layers = _resolve_layer_choice(num_mlp_layers, mlp_layers, num_parent_layers)
-        selection = {"rule": "top", "description": f"the top {num_mlp_layers} parent layers (the paper's choice)"}
-        if analysis_file is not None:
-            if layers is not None:
-                raise ValueError("give either explicit / auto layers or an analysis file, not both")
-            layers, selection = layers_from_analysis(analysis_file, num_mlp_layers, num_parent_layers)
-        elif layers == "auto":
-            from .analysis import analyze_layers, default_analysis_texts
-
-            texts = analysis_data if analysis_data is not None else default_analysis_texts()
-            logger.info("layers auto: analysing %d parent layers", num_parent_layers)
-            analysis = analyze_layers(parent_model, tokenizer, texts, ks=[num_mlp_layers], **(analysis_options or {}))
-            recommended = analysis.recommend(num_mlp_layers)
-            layers = recommended.layers
-            selection = {
-                "rule": f"auto ({recommended.rule})",
-                "description": recommended.description,
-                "joint_attention_removal_cost": recommended.joint_cost,
-                "analysis_settings": analysis.settings,
-            }
-        elif layers is not None:
-            selection = {"rule": "explicit", "description": "layer indices given by the user"}
-
+        num_mlp_layers, layers = resolve_layer_choice(num_mlp_layers, mlp_layers, num_parent_layers)
+        layers, selection = select_layers(
+            parent_model, tokenizer, num_mlp_layers, layers, analysis_file, analysis_data, analysis_options
+        )
         model = convert_model(
             parent_model,
             num_mlp_layers=num_mlp_layers,
@@ -310,32 +179,65 @@ def convert_checkpoint(
             fit_record = _fit_to_parent(parent_model, model, tokenizer, fit, fit_texts)
         if dtype != "auto":
             model = model.to(dtype)
-        config = model.config
-        record = {
-            "shishu_version": __version__,
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "variant": variant,
-            "parent": _describe_parent(str(parent), folder, parent_model),
-            "mlp_layers": [i for i in config.mlp_layer_indices if i < num_parent_layers],
-            "extra_mlp_layers": extra_mlp_layers,
-            "layer_selection": selection,
-            "share": share,
-            "mlp_share_groups": config.mlp_share_groups,
-            "pair_init": pair_init if config.mlp_share_groups else None,
-            "extra_layer_init": "fresh init with a zero down projection (an exact identity at first)"
-            if extra_mlp_layers
-            else None,
-            "copied_bit_for_bit": "embeddings, final norm, LM head, every attention layer",
-            "fit": fit_record,
-            "dtype": str(model.dtype).removeprefix("torch."),
-            "sizes": layout_sizes(parent_model.config, config),
-        }
+        record = _conversion_record(
+            parent,
+            folder,
+            parent_model,
+            model,
+            variant=variant,
+            selection=selection,
+            share=share,
+            pair_init=pair_init,
+            extra_mlp_layers=extra_mlp_layers,
+            fit_record=fit_record,
+        )
         with atomic_directory(out, overwrite=overwrite) as tmp:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             atomic_write_json(tmp / "conversion.json", record)
     logger.info("wrote %s", out)
     return out
+
+
+def _conversion_record(
+    parent, folder: Path, parent_model, model, *, variant, selection, share, pair_init, extra_mlp_layers, fit_record
+) -> dict:
+    """conversion.json: the parent, which layers were converted and why, sharing, init, fit and sizes."""
+    config, num_parent_layers = model.config, parent_model.config.num_hidden_layers
+    return {
+        "shishu_version": __version__,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "variant": variant,
+        "parent": _describe_parent(str(parent), folder, parent_model),
+        "mlp_layers": [i for i in config.mlp_layer_indices if i < num_parent_layers],
+        "extra_mlp_layers": extra_mlp_layers,
+        "layer_selection": selection,
+        "share": share,
+        "mlp_share_groups": config.mlp_share_groups,
+        "pair_init": pair_init if config.mlp_share_groups else None,
+        "extra_layer_init": "fresh init with a zero down projection (an exact identity at first)"
+        if extra_mlp_layers
+        else None,
+        "copied_bit_for_bit": "embeddings, final norm, LM head, every attention layer",
+        "fit": fit_record,
+        "dtype": str(model.dtype).removeprefix("torch."),
+        "sizes": layout_sizes(parent_model.config, config),
+    }
+
+
+def _check_options(out: Path, overwrite: bool, share: str, pair_init: str, dtype):
+    """Refuse bad options before anything is loaded; return `dtype` as a torch dtype (or "auto")."""
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists (pass overwrite / --overwrite to replace it)")
+    if share not in SHARE_MODES:
+        raise ValueError(f"share must be one of {SHARE_MODES}, got {share!r}")
+    if pair_init not in PAIR_INIT_RULES:
+        raise ValueError(f"pair_init must be one of {PAIR_INIT_RULES}, got {pair_init!r}")
+    if isinstance(dtype, str) and dtype != "auto":
+        if not isinstance(getattr(torch, dtype, None), torch.dtype):
+            raise ValueError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16")
+        dtype = getattr(torch, dtype)
+    return dtype
 
 
 def _check_pairs(config: ShishuConfig, share: str, explicit: bool) -> None:
@@ -392,36 +294,6 @@ def _fit_to_parent(parent_model, model, tokenizer, settings, texts: list[str] | 
             errors["fitted"],
         )
     return record
-
-
-def layers_from_analysis(path: str | Path, num_mlp_layers: int, num_parent_layers: int) -> tuple[list[int], dict]:
-    """The layer set that `shishu analyze` recommended for K = `num_mlp_layers`, and its selection record."""
-    from .analysis import LayerAnalysis
-
-    path = Path(path)
-    if path.is_dir():
-        path = path / "layer_analysis.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"no layer analysis at {path} (write one with `shishu analyze --out ...`)")
-    try:
-        analysis = LayerAnalysis.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise ValueError(f"{path} is not a layer analysis written by `shishu analyze`: {error}") from None
-    if len(analysis.rows) != num_parent_layers:
-        raise ValueError(
-            f"{path} analyses {len(analysis.rows)} layers but the parent has {num_parent_layers}: it is another model's analysis"
-        )
-    if num_mlp_layers <= 0:
-        raise ValueError("converting an analysis recommendation needs the number of layers (--mlp-layers K > 0)")
-    recommended = analysis.recommend(num_mlp_layers)
-    selection = {
-        "rule": f"analysis ({recommended.rule})",
-        "description": recommended.description,
-        "joint_attention_removal_cost": recommended.joint_cost,
-        "analysis_file": str(path),
-        "analysis_settings": analysis.settings,
-    }
-    return list(recommended.layers), selection
 
 
 def _describe_parent(requested: str, folder: Path, parent_model) -> dict:
@@ -545,30 +417,13 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("modeling_shishu").addHandler(handler)
     logging.getLogger("modeling_shishu").setLevel(logging.INFO)
 
-    parent, k, share, extra = args.parent, args.mlp_layers, args.share, args.extra_mlp_layers
-    if args.variant:
-        from .variants import get_variant
-
-        variant = get_variant(args.variant)
-        parent = parent or variant.default_parent()
-        k = variant.num_mlp_layers if k is None else k
-        share = share or variant.share
-        extra = variant.extra_mlp_layers if extra is None else extra
-    if parent is None:
-        raise ValueError("give --parent (a folder, an offline parent name or a Hub id) or --variant")
+    parent, k, share, extra = _layout_from_args(args)
     layers = _parse_layers(args.layers)
     if args.layers_from and layers is not None:
         raise ValueError("give either --layers or --layers-from, not both")
     if k is None and not isinstance(layers, list):
         raise ValueError("give --mlp-layers K (or explicit --layers i,j,...)")
-    fit = None
-    if args.fit:
-        fit = FitSettings()
-        fit.tokens = fit.tokens if args.fit_tokens is None else args.fit_tokens
-        fit.steps = fit.steps if args.fit_steps is None else args.fit_steps
-        fit.check()
-    elif args.fit_tokens is not None or args.fit_steps is not None or args.fit_data:
-        raise ValueError("--fit-tokens, --fit-steps and --fit-data set up the fit, which --no-fit turns off")
+    fit = _fit_settings_from_args(args)
     texts = None
     if args.analysis_data:
         texts = _read_texts(args.analysis_data)
@@ -588,6 +443,39 @@ def run(args: argparse.Namespace) -> int:
         fit=fit,
         fit_texts=_read_texts(args.fit_data) if args.fit_data else None,
     )
+    _print_summary(out)
+    return 0
+
+
+def _layout_from_args(args: argparse.Namespace) -> tuple:
+    """(parent, K, share, extra layers): the flags, filled in from --variant where they are not given."""
+    parent, k, share, extra = args.parent, args.mlp_layers, args.share, args.extra_mlp_layers
+    if args.variant:
+        from .variants import get_variant
+
+        variant = get_variant(args.variant)
+        parent = parent or variant.default_parent()
+        k = variant.num_mlp_layers if k is None else k
+        share = share or variant.share
+        extra = variant.extra_mlp_layers if extra is None else extra
+    if parent is None:
+        raise ValueError("give --parent (a folder, an offline parent name or a Hub id) or --variant")
+    return parent, k, share, extra
+
+
+def _fit_settings_from_args(args: argparse.Namespace) -> FitSettings | None:
+    if not args.fit:
+        if args.fit_tokens is not None or args.fit_steps is not None or args.fit_data:
+            raise ValueError("--fit-tokens, --fit-steps and --fit-data set up the fit, which --no-fit turns off")
+        return None
+    fit = FitSettings()
+    fit.tokens = fit.tokens if args.fit_tokens is None else args.fit_tokens
+    fit.steps = fit.steps if args.fit_steps is None else args.fit_steps
+    fit.check()
+    return fit
+
+
+def _print_summary(out: Path) -> None:
     record = json.loads((out / "conversion.json").read_text(encoding="utf-8"))
     sizes = record["sizes"]
     print(
@@ -606,7 +494,6 @@ def run(args: argparse.Namespace) -> int:
                 for g in groups
             )
         )
-    return 0
 
 
 __all__ = [

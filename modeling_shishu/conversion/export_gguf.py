@@ -5,41 +5,12 @@
     from modeling_shishu.conversion.export_gguf import export_gguf
     export_gguf("shishu-m10", "shishu-m10.gguf", dtype="f16")
 
-llama.cpp has no ShishuLM architecture, but its `deci` architecture (Nemotron-NAS) reads one attention
-head count per layer, and a layer with 0 heads has no attention tensors, no KV cache, and computes
-`x + FFN(RMSNorm(x))` with the layer's `ffn_norm` (llama.cpp `src/models/deci.cpp`): exactly an
-MLP-only block. The mapping:
-
-| ShishuLM | GGUF (`deci`) |
-| --- | --- |
-| attention layer i | `head_count[i]` / `head_count_kv[i]` = the model's; `blk.i.attn_norm` (`input_layernorm`), `attn_q/k/v/output`, `ffn_norm` (`post_attention_layernorm`), `ffn_gate/up/down` |
-| MLP-only layer i | `head_count[i]` = `head_count_kv[i]` = 0; `blk.i.ffn_norm` (`post_attention_layernorm`), `ffn_gate/up/down`; no attention tensor |
-| share group | every layer of the group gets its own copy of the owner's tensors |
-| embeddings, final norm, LM head | `token_embd`, `output_norm`, `output` (left out when tied: llama.cpp reuses `token_embd`) |
-
-Shared groups are stored once per layer because llama.cpp cannot alias tensors: ggml's GGUF reader
-requires every tensor's data to start where the previous one's ends (`gguf.cpp` refuses any other
-offset), so two tensor entries cannot point at one copy, and the `deci` loader looks up `blk.N.*` by
-name for each layer. A shared pair costs its weights twice in the file and in llama.cpp's memory; the
-computation and the KV cache are the same as with aliasing.
-
-Q and K rows are permuted from transformers' rotate-half RoPE layout to the interleaved pairs llama.cpp
-rotates, as llama.cpp's own Llama converter does. Norms and biases stay float32 whatever `dtype` is;
-with `q8_0`, a matrix whose rows do not split into 32-value blocks is written as f16.
-
-The tokenizer must be a byte-level BPE (`tokenizer.json`, GPT-2 style), written as llama.cpp's converter
-writes one: the token list padded to the embedding rows, added special tokens as control tokens, merges,
-special token ids, `add_bos`/`add_eos` and the chat template through `gguf.SpecialVocab`. llama.cpp
-re-implements each pre-tokenizer under a name (`tokenizer.ggml.pre`); the name is recognised from the
-structure of `tokenizer.json`'s pre-tokenizer (see `PRE_TOKENIZERS`), and an unknown one is refused.
-
-What the format cannot hold is refused with a `ValueError` that names the layer and the reason (see
-`check_exportable`). A Llama-family checkpoint that is not a ShishuLM (a parent) is exported as the
-all-attention ShishuLM that computes the same function, for side-by-side runs in llama.cpp.
-
-Run the file with flash attention on (`llama-cli -fa on`, `Llama(..., flash_attn=True)`): without it
-llama.cpp keeps the V cache transposed and pads every layer's V rows to the widest layer's, so MLP-only
-layers get a V cache after all (their K cache stays empty).
+The file uses llama.cpp's `deci` architecture, whose layers may have 0 attention heads: such a layer has no
+attention tensors and no KV cache and computes `x + FFN(RMSNorm(x))`, exactly an MLP-only block. A share group is
+stored once per layer (GGUF cannot alias tensors). Q/K rows are permuted to llama.cpp's interleaved RoPE; the
+byte-level BPE tokenizer is written as llama.cpp's converter writes it. What `deci` cannot run is refused with
+the layer and the reason (`check_exportable`). Tensor mapping and caveats: docs/model_family.md ("Export to
+llama.cpp"); run the file with flash attention on.
 """
 
 import argparse
@@ -305,7 +276,7 @@ def _write_gguf(folder: Path, out: Path, dtype: str, qtype, file_type, name: str
     log(f"loading {folder}")
     model = load_for_export(folder)
     config = model.config
-    tokens, token_types, pre, special_vocab = tokenizer_metadata(folder, config.vocab_size)
+    tokenizer = tokenizer_metadata(folder, config.vocab_size)  # refused here, before any file is written
     attention = [layer_type == ATTENTION_LAYER for layer_type in config.layer_types]
     head_count = [config.num_attention_heads if a else 0 for a in attention]
     head_count_kv = [config.num_key_value_heads if a else 0 for a in attention]
@@ -314,51 +285,9 @@ def _write_gguf(folder: Path, out: Path, dtype: str, qtype, file_type, name: str
         writer = gguf.GGUFWriter(tmp, arch=GGUF_ARCH)
         writer.add_name(name or folder.resolve().name)
         writer.add_file_type(file_type)
-        writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-        writer.add_block_count(config.num_hidden_layers)
-        writer.add_context_length(config.max_position_embeddings)
-        writer.add_embedding_length(config.hidden_size)
-        writer.add_feed_forward_length(config.intermediate_size)
-        writer.add_head_count(head_count)
-        writer.add_head_count_kv(head_count_kv)
-        writer.add_key_length(config.head_dim)
-        writer.add_value_length(config.head_dim)
-        writer.add_rope_dimension_count(config.head_dim)
-        writer.add_rope_freq_base(float(config.rope_parameters["rope_theta"]))
-        writer.add_layer_norm_rms_eps(config.rms_norm_eps)
-        writer.add_vocab_size(config.vocab_size)
-        writer.add_tokenizer_model("gpt2")
-        writer.add_tokenizer_pre(pre)
-        writer.add_token_list(tokens)
-        writer.add_token_types(token_types)
-        special_vocab.add_to_gguf(writer, quiet=True)
-        log(f"tokenizer: {len(tokens):,} tokens, {len(special_vocab.merges):,} merges, pre-tokenizer {pre!r}")
-
-        encoded = {}
-
-        def add(tensor_name: str, tensor: torch.Tensor, source: tuple) -> None:
-            # One encoding per source tensor: the layers of a share group write the owner's array again.
-            if source not in encoded:
-                encoded[source] = _encode(tensor_name, tensor, qtype)
-            data, data_type = encoded[source]
-            writer.add_tensor(tensor_name, data, raw_dtype=data_type)
-
-        add("token_embd.weight", model.model.embed_tokens.weight, ("token_embd",))
-        for layer_idx, owner_idx in enumerate(config.weight_owners):
-            tensors = layer_tensors(model, layer_idx)
-            for suffix, tensor in tensors.items():
-                add(f"blk.{layer_idx}.{suffix}", tensor, (owner_idx, suffix))
-            if attention[layer_idx]:
-                what = f"attention, {head_count[layer_idx]} heads / {head_count_kv[layer_idx]} KV heads"
-            elif owner_idx != layer_idx:
-                what = f"MLP-only, 0 heads, a copy of layer {owner_idx}'s weights"
-            else:
-                what = "MLP-only, 0 heads"
-            log(f"layer {layer_idx + 1}/{config.num_hidden_layers}: {what} ({len(tensors)} tensors)")
-        add("output_norm.weight", model.model.norm.weight, ("output_norm",))
-        if not config.tie_word_embeddings:
-            add("output.weight", model.lm_head.weight, ("output",))
-
+        _add_hyperparameters(writer, config, head_count, head_count_kv)
+        _add_tokenizer(writer, *tokenizer, log)
+        _add_tensors(writer, model, qtype, head_count, head_count_kv, log)
         num_tensors = sum(len(shard) for shard in writer.tensors)
         data_bytes = sum(info.nbytes for shard in writer.tensors for info in shard.values())
         log(f"writing {num_tensors} tensors ({data_bytes / 2**20:,.1f} MiB, {dtype}) to {out}")
@@ -380,6 +309,61 @@ def _write_gguf(folder: Path, out: Path, dtype: str, qtype, file_type, name: str
     }
     log(f"done in {summary['seconds']:.0f} s: {out} ({summary['bytes'] / 2**20:,.1f} MiB)")
     return summary
+
+
+def _add_hyperparameters(writer, config: ShishuConfig, head_count: list[int], head_count_kv: list[int]) -> None:
+    import gguf
+
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(head_count)
+    writer.add_head_count_kv(head_count_kv)
+    writer.add_key_length(config.head_dim)
+    writer.add_value_length(config.head_dim)
+    writer.add_rope_dimension_count(config.head_dim)
+    writer.add_rope_freq_base(float(config.rope_parameters["rope_theta"]))
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_vocab_size(config.vocab_size)
+
+
+def _add_tokenizer(writer, tokens, token_types, pre: str, special_vocab, log) -> None:
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(pre)
+    writer.add_token_list(tokens)
+    writer.add_token_types(token_types)
+    special_vocab.add_to_gguf(writer, quiet=True)
+    log(f"tokenizer: {len(tokens):,} tokens, {len(special_vocab.merges):,} merges, pre-tokenizer {pre!r}")
+
+
+def _add_tensors(writer, model, qtype, head_count: list[int], head_count_kv: list[int], log) -> None:
+    config = model.config
+    encoded = {}
+
+    def add(tensor_name: str, tensor: torch.Tensor, source: tuple) -> None:
+        # One encoding per source tensor: the layers of a share group write the owner's array again.
+        if source not in encoded:
+            encoded[source] = _encode(tensor_name, tensor, qtype)
+        data, data_type = encoded[source]
+        writer.add_tensor(tensor_name, data, raw_dtype=data_type)
+
+    add("token_embd.weight", model.model.embed_tokens.weight, ("token_embd",))
+    for layer_idx, owner_idx in enumerate(config.weight_owners):
+        tensors = layer_tensors(model, layer_idx)
+        for suffix, tensor in tensors.items():
+            add(f"blk.{layer_idx}.{suffix}", tensor, (owner_idx, suffix))
+        if head_count[layer_idx]:
+            what = f"attention, {head_count[layer_idx]} heads / {head_count_kv[layer_idx]} KV heads"
+        elif owner_idx != layer_idx:
+            what = f"MLP-only, 0 heads, a copy of layer {owner_idx}'s weights"
+        else:
+            what = "MLP-only, 0 heads"
+        log(f"layer {layer_idx + 1}/{config.num_hidden_layers}: {what} ({len(tensors)} tensors)")
+    add("output_norm.weight", model.model.norm.weight, ("output_norm",))
+    if not config.tie_word_embeddings:
+        add("output.weight", model.lm_head.weight, ("output",))
 
 
 # ----------------------------------------------------------------------------------------- CLI

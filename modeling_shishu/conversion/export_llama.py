@@ -5,22 +5,10 @@
     from modeling_shishu.conversion.export_llama import export_llama
     export_llama("shishu-m10", "shishu-m10-llama")
 
-Every runtime that knows Llama (transformers without remote code, llama.cpp / GGUF, vLLM, TGI, MLX, ...)
-can then run the model. The mapping:
-
-- attention layers, embeddings, final norm and LM head: copied as they are;
-- an MLP-only layer becomes a Llama decoder layer whose attention contributes exactly zero: q/k/v/o
-  projections are all zeros (the scores are then uniform over finite values, the values are zero and
-  o_proj maps everything to zero) and `input_layernorm` is ones; its MLP and `post_attention_layernorm`
-  are the ShishuLM block's;
-- a shared group is duplicated: every layer of the group gets its own copy of the owner's weights;
-- a ShishuLM from a Qwen2 parent (q/k/v bias, no o_proj bias) gets Llama's `attention_bias=True` with a
-  zero o_proj bias, which adds nothing.
-
-The trade-off: portability costs the savings. The exported model stores every shared weight once per
-layer, and a runtime still computes (zero) attention and keeps a KV cache for every layer, so it has
-the parent's parameter count, KV-cache size and speed. Keep the ShishuLM checkpoint for deployment
-where remote code runs. `export.json` in the output records the source and the measured logit difference.
+An MLP-only layer becomes a Llama layer whose attention contributes exactly zero (q/k/v/o all zeros,
+`input_layernorm` ones); a share group is duplicated; a Qwen2-derived model gets a zero o_proj bias. Portability
+costs the savings: the export has the parent's parameters, KV cache and speed (docs/model_family.md, "Export to
+plain Llama"). `export.json` records the source and the measured logit difference.
 """
 
 import argparse

@@ -3,24 +3,12 @@
     from modeling_shishu.conversion.fitting import FitSettings, fit_mlp_only_blocks
     record = fit_mlp_only_blocks(parent, shishu, calibration_ids, FitSettings())
 
-A data-free conversion drops a layer's attention and, for a shared pair, runs one MLP twice where the parent ran
-two. Fitting repairs each MLP-only block (a share group: its one set of weights, run once per layer of the
-group) on a small calibration set, bottom-up, so every block learns from the inputs the converted model really
-feeds it (the errors of the blocks below included). For a group of parent layers `i..j`:
-
-1. init (`"union"`): the shared MLP takes the most important neurons of the group's parent MLPs (mean |activation|
-   x |down column| on the parent's own inputs), each with its own layer's norm weight folded into its gate and
-   up rows, so the block starts with the parent's features of both layers;
-2. solve (`solve_down`): the down projection by ridge least squares, teacher-forced: from the features of the
-   block's input to the parent's residual update of each layer of the group (attention included, which is how a
-   block absorbs the predictable part of the attention it lost);
-3. train: Adam on the whole block, run as the model runs it (once per layer of the group), mapping the converted
-   model's hidden state entering layer `i` to the parent's hidden state leaving layer `j`.
-
-The loss compares RMS-normalised states (`"normed"`, what the next layer's norm reads; `"mse"` compares raw states,
-which a few large residual dimensions dominate). The record lists, per group, the relative error
-`|y - t| / |t - x|` (output y, parent target t, input x) of the data-free block, after init and solve, and after
-training, on all calibration tokens.
+Bottom-up, on the hidden states the converted model itself produces, each block (a share group: one set of
+weights, run once per layer of the group) is initialised from the parent's most important neurons of its layers
+(`"union"`), gets its down projection by ridge least squares towards the parent's residual updates, then Adam maps
+the state entering its first layer to the parent's state leaving its last. The record lists each group's relative
+error `|y - t| / |t - x|` data-free, after init and after training. Recipe and measurements: docs/model_family.md
+("Local fitting").
 """
 
 import bisect
@@ -226,13 +214,52 @@ def _parent_states(parent_stack, calibration_ids: torch.Tensor, members: set[int
     return leaving, mlp_inputs
 
 
+def _fit_group(block, group, inputs, targets, parent_stack, mlp_inputs, settings, generator, progress):
+    """Init, solve and train one group's block on the converted model's `inputs` against the parent's states
+    `targets` (one per layer of the group); return its record entry and the block's fitted outputs."""
+    started = time.time()
+
+    def run_group(states):
+        for _ in group:
+            states = block(states)
+        return states
+
+    with torch.no_grad():
+        error_converted = relative_error(run_group(inputs), targets[-1], inputs)
+        neurons = None
+        if settings.init == "union":
+            neurons = init_from_parent_neurons(block, parent_stack.base.layers, group, mlp_inputs)
+        if settings.solve_down:
+            layer_inputs = [inputs] + targets[:-1]
+            updates = [target - source for source, target in zip(layer_inputs, targets)]
+            solve_down_projection(block, layer_inputs, updates, settings.ridge)
+        error_init = relative_error(run_group(inputs), targets[-1], inputs)
+    with torch.enable_grad():
+        train_block(block, run_group, inputs, targets[-1], settings, generator, progress)
+    with torch.no_grad():
+        outputs = run_group(inputs)
+        error_fitted = relative_error(outputs, targets[-1], inputs)
+    entry = {
+        "layers": group,
+        "relative_error": {
+            "converted": round(error_converted, 4),
+            "init": round(error_init, 4),
+            "fitted": round(error_fitted, 4),
+        },
+        "seconds": round(time.time() - started, 1),
+    }
+    if neurons is not None:
+        entry["neurons_from_layer"] = neurons
+    return entry, outputs
+
+
 def fit_mlp_only_blocks(
     parent, model, calibration_ids: torch.Tensor, settings: FitSettings, show_progress=True
 ) -> dict:
     """Fit every MLP-only block of `model` (a ShishuLM converted from `parent`) in place; return the record."""
     from tqdm.auto import tqdm
 
-    from .analysis import DecoderStack
+    from .decoder_stack import DecoderStack
 
     settings.check()
     started = time.time()
@@ -262,44 +289,17 @@ def fit_mlp_only_blocks(
                     hidden = stack.layer(layer_idx, hidden, context)
                 layer_idx += 1
                 continue
-            group_started = time.time()
             block = model.model.layers[group[0]]
-
-            def run_group(states, block=block, group=group):
-                for _ in group:
-                    states = block(states)
-                return states
-
             inputs = hidden.reshape(-1, width)
             targets = [leaving[i] for i in group]
-            with torch.no_grad():
-                error_converted = relative_error(run_group(inputs), targets[-1], inputs)
-                neurons = None
-                if settings.init == "union":
-                    neurons = init_from_parent_neurons(block, parent_stack.base.layers, group, mlp_inputs)
-                if settings.solve_down:
-                    layer_inputs = [inputs] + targets[:-1]
-                    updates = [target - source for source, target in zip(layer_inputs, targets)]
-                    solve_down_projection(block, layer_inputs, updates, settings.ridge)
-                error_init = relative_error(run_group(inputs), targets[-1], inputs)
-            with torch.enable_grad():
-                train_block(block, run_group, inputs, targets[-1], settings, generator, progress)
-            with torch.no_grad():
-                outputs = run_group(inputs)
-                error_fitted = relative_error(outputs, targets[-1], inputs)
-            entry = {
-                "layers": group,
-                "relative_error": {
-                    "converted": round(error_converted, 4),
-                    "init": round(error_init, 4),
-                    "fitted": round(error_fitted, 4),
-                },
-                "seconds": round(time.time() - group_started, 1),
-            }
-            if neurons is not None:
-                entry["neurons_from_layer"] = neurons
+            entry, outputs = _fit_group(
+                block, group, inputs, targets, parent_stack, mlp_inputs, settings, generator, progress
+            )
             record["groups"].append(entry)
-            progress.set_postfix(layers=f"{group[0]}-{group[-1]}", error=f"{error_converted:.2f}->{error_fitted:.2f}")
+            errors = entry["relative_error"]
+            progress.set_postfix(
+                layers=f"{group[0]}-{group[-1]}", error=f"{errors['converted']:.2f}->{errors['fitted']:.2f}"
+            )
             hidden = outputs.view_as(hidden)
             layer_idx = group[-1] + 1
             next_group += 1

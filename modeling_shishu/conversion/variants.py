@@ -4,11 +4,9 @@
     shishu variants --markdown      # the same table for the README
     shishu convert --variant shishu-smollm2-135m-instruct-m10 --out shishu-m10
 
-Parameter counts and KV-cache sizes are computed, not typed in: each variant builds its parent's config
-and its ShishuLM config, instantiates both models on the meta device (no memory, no weights) and counts
-their unique parameters; the KV cache is `2 (K and V) x attention layers x KV heads x head_dim x bytes`.
-The parent shapes below are the fields of the parents' `config.json` on the Hugging Face Hub that fix
-the shapes; `tests/test_real_parent.py` checks the SmolLM2-135M entry against the real offline parent.
+Sizes are computed, not typed in (`modeling_shishu.sizes.layout_sizes` on the parent's and the variant's
+configs). The parent shapes below are the shape-defining fields of the parents' Hub `config.json`;
+`tests/test_real_parent.py` checks the SmolLM2-135M entry against the real offline parent.
 """
 
 import argparse
@@ -17,10 +15,10 @@ import json
 import os
 from functools import cached_property
 
-import torch
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoConfig
 
 from ..configuration_shishu import ShishuConfig
+from ..sizes import layout_sizes
 
 
 # Shape-defining fields of the parents' Hub configs.
@@ -109,43 +107,6 @@ class ShishuVariant:
         """Unique parameters and bf16 KV-cache bytes per token, for the parent and the variant."""
         parent, shishu = self.parent_config(), self.shishu_config()
         return layout_sizes(parent, shishu)
-
-
-def count_unique_parameters(config) -> int:
-    """Unique parameters of the causal LM `config` describes (tied and shared weights counted once),
-    counted on a meta-device instance of the real model class."""
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
-    return model.num_parameters()
-
-
-def kv_cache_bytes_per_token(config, dtype: torch.dtype = torch.bfloat16) -> int:
-    """Bytes of KV cache one token costs: K and V for every attention layer (MLP-only layers hold none)."""
-    num_attention_layers = (
-        len(config.attention_layer_indices) if isinstance(config, ShishuConfig) else config.num_hidden_layers
-    )
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    return 2 * num_attention_layers * config.num_key_value_heads * head_dim * itemsize
-
-
-def layout_sizes(parent_config, shishu_config: ShishuConfig) -> dict:
-    parent_params = count_unique_parameters(parent_config)
-    params = count_unique_parameters(shishu_config)
-    parent_kv = kv_cache_bytes_per_token(parent_config)
-    kv = kv_cache_bytes_per_token(shishu_config)
-    return {
-        "parent_parameters": parent_params,
-        "parameters": params,
-        "parameters_change": params / parent_params - 1.0,
-        "parent_kv_bytes_per_token_bf16": parent_kv,
-        "kv_bytes_per_token_bf16": kv,
-        "kv_change": kv / parent_kv - 1.0,
-        "layers": shishu_config.num_hidden_layers,
-        "attention_layers": len(shishu_config.attention_layer_indices),
-        "mlp_layers": len(shishu_config.mlp_layer_indices),
-        "share_groups": len(shishu_config.mlp_share_groups),
-    }
 
 
 def _variant(name, parent_hub_id, offline_parent, architecture, num_mlp_layers, description, share="pairs", extra=0):
@@ -298,11 +259,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = [
-    "VARIANTS",
-    "ShishuVariant",
-    "count_unique_parameters",
-    "get_variant",
-    "kv_cache_bytes_per_token",
-    "layout_sizes",
-]
+__all__ = ["VARIANTS", "ShishuVariant", "get_variant", "variants_table"]
