@@ -93,7 +93,7 @@ def test_fetch_parent_rejects_unknown_name():
 
 
 def test_fetch_parent_rejects_missing_or_empty_directory(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no such checkpoint directory"):
+    with pytest.raises(FileNotFoundError, match="no such checkpoint folder"):
         assets.fetch_parent(str(tmp_path / "missing"))
     with pytest.raises(FileNotFoundError, match="config.json"):
         assets.fetch_parent(str(tmp_path))

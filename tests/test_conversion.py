@@ -301,7 +301,7 @@ def test_cli_convert_explicit_layers_and_bf16(tmp_path, capsys):
         )
         == 2
     )
-    assert "no such checkpoint directory" in capsys.readouterr().err
+    assert "no such checkpoint folder" in capsys.readouterr().err
     assert shishu_main(["convert", "--parent", str(parent_dir), "--layers", "a,b", "--out", str(tmp_path / "x")]) == 2
     assert "--layers must be" in capsys.readouterr().err
     # a variant whose parent is Hub-only, with the Hub switched off (conftest): a clear error

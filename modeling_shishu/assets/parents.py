@@ -62,7 +62,7 @@ def fetch_parent(name_or_path: str) -> Path:
     if name_or_path in PARENTS:
         return _fetch_offline_parent(name_or_path)
     if _looks_like_path(name_or_path):
-        raise FileNotFoundError(f"no such checkpoint directory: {path}")
+        raise FileNotFoundError(f"no such checkpoint folder: {path}")
     if _HUB_ID_RE.match(name_or_path):
         return _snapshot_from_hub(name_or_path)
     raise ValueError(
