@@ -399,12 +399,16 @@ def test_card_names_hub_ids_and_final_folder_names_never_local_paths(evaluated, 
 
 
 def test_architecture_summary_says_where_the_mlp_only_blocks_are():
-    from modeling_shishu.release.card import _architecture_summary
+    from modeling_shishu.release.card import template_macro
+    from modeling_shishu.release.checkpoint_facts import layer_counts
+
+    summary = template_macro("architecture_summary")  # the template's paragraph, rendered on its own
+
+    def _architecture_summary(facts):
+        return summary(layer_counts(facts["layer_types"], facts["share_groups"]))
 
     def facts(layer_types, share_groups):
-        mlp = sum(t == "mlp" for t in layer_types)
-        layers = {"total": len(layer_types), "attention": len(layer_types) - mlp, "mlp": mlp}
-        return {"layers": layers, "layer_types": layer_types, "share_groups": share_groups}
+        return {"layer_types": layer_types, "share_groups": share_groups}
 
     A, M = "full_attention", "mlp"
     top = _architecture_summary(facts([A, A, A, A, M, M], [[4, 5]]))

@@ -62,7 +62,7 @@ def test_demo_stages_are_the_documented_commands(tmp_path):
         "export-gguf",
     ]
     heal = stages[3]
-    assert "recipes/scripts/distill.py" in " ".join(heal.command)
+    assert "-m modeling_shishu.demo.heal" in " ".join(heal.command)
     assert heal.env["ACCELERATE_USE_CPU"] == "1"
     assert f"--student_name_or_path={stages[2].output}" in heal.command  # healing starts from the fitted model
     data_free, convert = stages[1].command, stages[2].command
@@ -83,12 +83,32 @@ def test_demo_heal_overrides_parse_with_the_current_field_names(tmp_path, caplog
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     heal = build_stages(parser.parse_args(["--out", str(tmp_path)]), tmp_path / "parent")[3]
-    script = next(i for i, part in enumerate(heal.command) if part.endswith("distill.py"))
+    script = heal.command.index("modeling_shishu.demo.heal")
     _, data_args, train_args = parse_recipe_args(
         (DistillArguments, DataArguments, TrainArguments), heal.command[script + 1 :]
     )
     assert train_args.bf16 is True and 0 < train_args.warmup_steps < 1 and data_args.max_length > 0
     assert not [r for r in caplog.records if "deprecated" in r.getMessage()]
+
+
+def test_demo_heal_recipe_mirrors_the_repository_recipe():
+    """The package ships the demo's healing settings (an installed wheel has no recipes/ folder); they are the
+    user-facing recipe's, field for field."""
+    from pathlib import Path
+
+    import yaml
+
+    from modeling_shishu.demo import HEAL_RECIPE
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / VARIANT / "distill" / "config.yaml"
+    assert yaml.safe_load(HEAL_RECIPE.read_text()) == yaml.safe_load(recipe.read_text())
+
+
+def test_demo_commands_name_no_repository_files(tmp_path):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    for stage in build_stages(parser.parse_args(["--out", str(tmp_path)]), tmp_path / "parent"):
+        assert "recipes/" not in stage.printable(), stage.name
 
 
 def test_demo_scores_enough_documents_per_bigbench_task(tmp_path):
@@ -120,7 +140,7 @@ def test_demo_scores_enough_documents_per_bigbench_task(tmp_path):
         assert scored >= 200 or scored == available, task
         assert 0.5 / math.sqrt(scored - 1) <= 0.035, task  # lm-eval's stderr at the worst case, accuracy 0.5
     # Two processes with one thread each share the documents.
-    assert "recipes/accelerate_configs/cpu_ddp.yaml" in " ".join(evaluate.command)
+    assert "--multi_gpu --num_processes 2" in " ".join(evaluate.command)
     assert evaluate.env == {"ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
 
 
