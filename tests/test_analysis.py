@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from test_conversion import save_parent, tiny_llama, tiny_texts, tiny_tokenizer
+from conftest import save_parent, tiny_llama, tiny_texts, tiny_tokenizer
 
 from modeling_shishu.cli import main as shishu_main
 from modeling_shishu.conversion.analysis import LayerAnalysis, _spread, analyze_layers, lowest_cost_pairs, make_windows

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_conversion import save_parent, tiny_llama, tiny_texts
+from conftest import save_parent, tiny_llama, tiny_texts
 
 from modeling_shishu.cli import main as shishu_main
 from modeling_shishu.conversion.convert import convert_checkpoint

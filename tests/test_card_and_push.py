@@ -13,10 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import tiny_config_kwargs
+from conftest import parent_tokenizer, sha256, tiny_config_kwargs
 from huggingface_hub import ModelCard, parse_eval_result_entries
 from safetensors.torch import load_file, save_file
-from test_eval import parent_tokenizer, sha256
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from modeling_shishu import evaluation

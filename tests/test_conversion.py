@@ -4,18 +4,13 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_config_kwargs
-from tokenizers import Tokenizer, models, pre_tokenizers
+from conftest import INPUT_IDS, logits, save_parent, tiny_config_kwargs, tiny_llama, tiny_qwen2
 from transformers import (
     AutoModelForCausalLM,
     GemmaConfig,
     GemmaForCausalLM,
-    LlamaConfig,
-    LlamaForCausalLM,
     MistralConfig,
-    PreTrainedTokenizerFast,
     Qwen2Config,
-    Qwen2ForCausalLM,
 )
 
 from modeling_shishu import ShishuConfig, ShishuForCausalLM
@@ -30,51 +25,6 @@ from modeling_shishu.sizes import count_unique_parameters, kv_bytes_per_token
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-WORDS = [f"w{i}" for i in range(4, 99)]
-
-
-def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """A word-level tokenizer over the tiny vocabulary: 0 <pad>, 1 <s>, 2 </s>, 3 <unk>, then w4..w98."""
-    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, **{word: i for i, word in enumerate(WORDS, start=4)}}
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
-    )
-
-
-def tiny_texts(num_texts: int = 4, words_per_text: int = 600, seed: int = 0) -> list[str]:
-    generator = torch.Generator().manual_seed(seed)
-    return [
-        " ".join(WORDS[i] for i in torch.randint(0, len(WORDS), (words_per_text,), generator=generator).tolist())
-        for _ in range(num_texts)
-    ]
-
-
-def tiny_llama(**overrides) -> LlamaForCausalLM:
-    return LlamaForCausalLM(LlamaConfig(**tiny_config_kwargs(**overrides))).eval()
-
-
-def tiny_qwen2(**overrides) -> Qwen2ForCausalLM:
-    kwargs = tiny_config_kwargs(**overrides)
-    kwargs.setdefault("use_sliding_window", False)
-    return Qwen2ForCausalLM(Qwen2Config(**kwargs)).eval()
-
-
-def save_parent(model, folder):
-    model.save_pretrained(folder)
-    tiny_tokenizer().save_pretrained(folder)
-    return folder
-
-
-def logits(model, input_ids):
-    with torch.no_grad():
-        return model(input_ids).logits
-
-
-INPUT_IDS = torch.randint(3, 99, (2, 13), generator=torch.Generator().manual_seed(1))
 
 
 # ----------------------------------------------------------------------------------------------------

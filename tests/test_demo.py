@@ -8,7 +8,7 @@ import sys
 
 import gguf
 import pytest
-from test_export_gguf import save_tiny_hybrid
+from conftest import save_tiny_hybrid
 
 from modeling_shishu.demo import VARIANT, Stage, add_arguments, build_stages
 

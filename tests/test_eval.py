@@ -4,10 +4,8 @@ The tiny checkpoints use the real SmolLM2 tokenizer of the offline parent (fetch
 real offline task data tokenizes as it would for the real model; lm-eval runs for real, on a few examples.
 """
 
-import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import tiny_config_kwargs
+from conftest import free_port, parent_tokenizer, sha256, tiny_config_kwargs
 
 from modeling_shishu import ShishuConfig, ShishuForCausalLM, evaluation
 from modeling_shishu.cli import main as shishu_main
@@ -23,14 +21,6 @@ from modeling_shishu.cli import main as shishu_main
 
 REPO = Path(__file__).resolve().parent.parent
 LIMIT = 2
-
-
-def parent_tokenizer():
-    from transformers import AutoTokenizer
-
-    from modeling_shishu.assets import fetch_parent
-
-    return AutoTokenizer.from_pretrained(fetch_parent("smollm2-135m"))
 
 
 def make_tiny_checkpoint(path: Path, seed: int = 0) -> Path:
@@ -52,16 +42,6 @@ def make_tiny_checkpoint(path: Path, seed: int = 0) -> Path:
     ShishuForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

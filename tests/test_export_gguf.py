@@ -3,98 +3,20 @@
 Running the file in llama.cpp itself is tests/test_llamacpp.py (marker `llamacpp`).
 """
 
-import codecs
 import json
-import this
 
 import gguf
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config_kwargs
-from test_conversion import save_parent, tiny_llama
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
+from conftest import CHAT_TEMPLATE, save_parent, save_tiny_hybrid, tiny_bpe_tokenizer, tiny_hybrid, tiny_llama
 
-from modeling_shishu import ShishuConfig, ShishuForCausalLM
+from modeling_shishu import ShishuForCausalLM
 from modeling_shishu.cli import main as shishu_main
 from modeling_shishu.conversion.export_gguf import export_gguf, permute_for_rope, pre_tokenizer_name
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-CHAT_TEMPLATE = (
-    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-# The Zen of Python: a fixed English text that ships with Python, to train a tiny BPE on.
-TRAINING_TEXT = codecs.decode(this.s, "rot13") + "\n0123456789 3.14 42, 1999 and 2048.\n"
-TINY_LAYER_TYPES = ["full_attention", "full_attention", "mlp", "mlp", "full_attention", "mlp"]
-
-
-def tiny_bpe_tokenizer(vocab_size: int = 320) -> PreTrainedTokenizerFast:
-    """A byte-level BPE with SmolLM2's pre-tokenizer (single digits, then GPT-2's byte-level split), its
-    special tokens and chat template, trained on the Zen of Python."""
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Digits(individual_digits=True),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-        ]
-    )
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    backend.train_from_iterator([TRAINING_TEXT], trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        bos_token="<|im_start|>",
-        eos_token="<|im_end|>",
-        unk_token="<|endoftext|>",
-        pad_token="<|im_end|>",
-    )
-    tokenizer.chat_template = CHAT_TEMPLATE
-    return tokenizer
-
-
-def tiny_hybrid(layer_types=TINY_LAYER_TYPES, share_groups=((2, 3),), **overrides) -> ShishuForCausalLM:
-    """Attention, attention, a shared MLP-only pair, attention, MLP-only; weights large enough that attention
-    and every layer matter (random init with initializer_range 0.2)."""
-    tokenizer = tiny_bpe_tokenizer()
-    kwargs = tiny_config_kwargs(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=len(layer_types),
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        initializer_range=0.2,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        layer_types=list(layer_types),
-        mlp_share_groups=[list(g) for g in share_groups],
-    )
-    kwargs.update(overrides)
-    torch.manual_seed(0)
-    model = ShishuForCausalLM(ShishuConfig(**kwargs)).eval()
-    with torch.no_grad():  # norms away from 1, so that the exported norm weights are checked too
-        for name, parameter in model.named_parameters():
-            if name.endswith("norm.weight"):
-                parameter.uniform_(0.5, 1.5)
-    return model
-
-
-def save_tiny_hybrid(folder, **overrides):
-    model = tiny_hybrid(**overrides)
-    model.save_pretrained(folder)
-    tiny_bpe_tokenizer().save_pretrained(folder)
-    return folder
 
 
 def field(reader: gguf.GGUFReader, key: str):

@@ -4,8 +4,8 @@ import json
 
 import pytest
 import torch
+from conftest import INPUT_IDS, logits, save_parent, tiny_llama, tiny_qwen2
 from safetensors import safe_open
-from test_conversion import INPUT_IDS, logits, save_parent, tiny_llama, tiny_qwen2
 from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
 from modeling_shishu.cli import main as shishu_main

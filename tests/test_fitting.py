@@ -4,8 +4,8 @@ import json
 
 import pytest
 import torch
+from conftest import save_parent, tiny_llama, tiny_texts, tiny_tokenizer
 from safetensors import safe_open
-from test_conversion import save_parent, tiny_llama, tiny_texts, tiny_tokenizer
 from transformers import AutoModelForCausalLM
 
 from modeling_shishu.cli import main as shishu_main

@@ -25,7 +25,7 @@ from modeling_shishu.conversion.export_gguf import export_gguf
 
 llama_cpp = pytest.importorskip("llama_cpp")
 
-from test_export_gguf import CHAT_TEMPLATE, save_tiny_hybrid, tiny_bpe_tokenizer  # noqa: E402
+from conftest import CHAT_TEMPLATE, save_tiny_hybrid, tiny_bpe_tokenizer  # noqa: E402
 
 from modeling_shishu.bench.llamacpp import greedy_generate, load_gguf, sequence_state_bytes  # noqa: E402
 

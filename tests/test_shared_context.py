@@ -7,10 +7,9 @@ whose attention matters (`initializer_range` 0.2), so a wrong mask or wrong posi
 
 import pytest
 import torch
-from conftest import tiny_config_kwargs
+from conftest import parent_tokenizer, tiny_config_kwargs
 from lm_eval import simple_evaluate
 from lm_eval.models.huggingface import HFLM
-from test_eval import parent_tokenizer
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from modeling_shishu import ShishuConfig, ShishuForCausalLM, evaluation

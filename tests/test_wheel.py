@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_config_kwargs
-from test_eval import parent_tokenizer
+from conftest import parent_tokenizer, tiny_config_kwargs
 from transformers import LlamaConfig, LlamaForCausalLM
 
 
