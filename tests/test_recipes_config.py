@@ -13,6 +13,8 @@ import torch
 from conftest import tiny_config_kwargs
 
 from modeling_shishu import ShishuConfig, ShishuForCausalLM
+from modeling_shishu.sizes import applied_parameters
+from modeling_shishu.sizes import training_flops_per_token as flops_per_token
 from modeling_shishu.training.arguments import (
     DataArguments,
     DistillArguments,
@@ -23,7 +25,7 @@ from modeling_shishu.training.arguments import (
 )
 from modeling_shishu.training.checkpointing import RunDirectory, load_optimizer_state, save_optimizer_state
 from modeling_shishu.training.data import PackedBlocks, ShuffledBatches, StreamingBatches, eval_batches
-from modeling_shishu.training.metrics import applied_parameters, flops_per_token, plot_loss_curve, read_metrics
+from modeling_shishu.training.metrics import plot_loss_curve, read_metrics
 from modeling_shishu.training.trainer import learning_rate_multiplier, resolve_mixed_precision
 
 

@@ -12,6 +12,7 @@ import logging
 import torch
 
 from ..loading import remote_code_consent
+from ..sizes import layout_string
 from .arguments import DataArguments, ModelArguments, TrainArguments, parse_recipe_args
 from .data import check_tokenizer_fits_model
 from .runner import (
@@ -74,7 +75,7 @@ def build_config(model_args, tokenizer):
 def build_model(model_args, config=None):
     from transformers import AutoModelForCausalLM
 
-    from .. import ShishuForCausalLM
+    from .. import ShishuConfig, ShishuForCausalLM
 
     if model_args.model_name_or_path is not None:
         with remote_code_consent(model_args.model_name_or_path):
@@ -84,7 +85,7 @@ def build_model(model_args, config=None):
                 dtype=torch.float32,
                 attn_implementation=model_args.attn_implementation,
             )
-        if model.config.model_type != "shishu":
+        if model.config.model_type != ShishuConfig.model_type:
             raise ValueError(
                 f"{model_args.model_name_or_path} is a {model.config.model_type!r} model: continued pretraining "
                 f"takes a ShishuLM; convert it first (`shishu convert`) or use config_name for a fresh init"
@@ -125,7 +126,7 @@ def run(model_args, data_args, train_args) -> int:
     logger.info(
         "ShishuLM: %s parameters, layer_types %s, share groups %s",
         f"{model.num_parameters():,}",
-        _layout(model.config),
+        layout_string(model.config),
         model.config.mlp_share_groups,
     )
     claim_run_directory(accelerator, run_dir, train_args)
@@ -146,16 +147,3 @@ def run(model_args, data_args, train_args) -> int:
         code = push_final_model(accelerator, run_dir, hub_repo_id(train_args), bool(train_args.hub_private_repo))
     accelerator.end_training()  # closes the trackers and the process group
     return code
-
-
-def _layout(config) -> str:
-    """`20xA+10xM` style summary of layer_types."""
-    runs, previous = [], None
-    for layer_type in config.layer_types:
-        symbol = "A" if layer_type == "full_attention" else "M"
-        if symbol == previous:
-            runs[-1][1] += 1
-        else:
-            runs.append([symbol, 1])
-        previous = symbol
-    return "+".join(f"{count}x{symbol}" for symbol, count in runs)

@@ -30,6 +30,7 @@ from transformers import TrainerCallback
 
 from ..io_utils import atomic_directory, atomic_write_json
 from ..release.push import check_repo_id
+from ..sizes import training_flops_per_token
 from .arguments import RecipeParser, fingerprint_fields, normalize_resume_from_checkpoint
 from .checkpointing import (
     CHECKPOINT_PREFIX,
@@ -42,7 +43,7 @@ from .checkpointing import (
     prepare_for_hub,
 )
 from .data import check_tokenizer_fits_model
-from .metrics import MetricsLogger, detect_peak_flops, flops_per_token
+from .metrics import MetricsLogger, detect_peak_flops
 from .runner import load_tokenizer, push_final_model, report_bad_input, resolve_checkpoint
 from .trainer import has_accelerator
 
@@ -415,7 +416,7 @@ def run(script_args, training_args, model_args) -> int:
         callbacks=[
             MetricsCallback(
                 run_dir.path,
-                flops_per_token(config, training_args.max_length or config.max_position_embeddings),
+                training_flops_per_token(config, training_args.max_length or config.max_position_embeddings),
                 detect_peak_flops(),
                 world_size,
             )
