@@ -107,43 +107,43 @@ def main(argv: list[str] | None = None) -> int:
 def run(model_args, data_args, train_args) -> int:
     from accelerate.utils import set_seed
 
-    accelerator, run_dir, checkpoint, finished = open_run("pretrain", train_args, model_args, data_args)
-    if finished:
-        return push_final_model(accelerator, run_dir, hub_repo_id(train_args), bool(train_args.hub_private_repo))
+    with open_run("pretrain", train_args, model_args, data_args) as (accelerator, run_dir, checkpoint, finished):
+        if finished:
+            return push_final_model(accelerator, run_dir, hub_repo_id(train_args), bool(train_args.hub_private_repo))
 
-    tokenizer = load_tokenizer(
-        model_args.tokenizer_name or model_args.config_name or model_args.model_name_or_path,
-        model_args.trust_remote_code,
-    )
-    config = None if model_args.model_name_or_path else build_config(model_args, tokenizer)
-    if config is not None:
-        check_tokenizer_fits_model(tokenizer, config, data_args.max_length)
-    train_batches, eval_data, total_steps = build_training_data(data_args, train_args, tokenizer, accelerator)
+        tokenizer = load_tokenizer(
+            model_args.tokenizer_name or model_args.config_name or model_args.model_name_or_path,
+            model_args.trust_remote_code,
+        )
+        config = None if model_args.model_name_or_path else build_config(model_args, tokenizer)
+        if config is not None:
+            check_tokenizer_fits_model(tokenizer, config, data_args.max_length)
+        train_batches, eval_data, total_steps = build_training_data(data_args, train_args, tokenizer, accelerator)
 
-    set_seed(train_args.seed)
-    model = build_model(model_args, config)
-    check_tokenizer_fits_model(tokenizer, model.config, data_args.max_length)
-    logger.info(
-        "ShishuLM: %s parameters, layer_types %s, share groups %s",
-        f"{model.num_parameters():,}",
-        layout_string(model.config),
-        model.config.mlp_share_groups,
-    )
-    claim_run_directory(accelerator, run_dir, train_args)
-    trainer = CausalLMTrainer(
-        accelerator=accelerator,
-        model=model,
-        tokenizer=tokenizer,
-        train_args=train_args,
-        train_batches=train_batches,
-        eval_data=eval_data,
-        run_dir=run_dir,
-        block_size=data_args.max_length,
-        total_steps=total_steps,
-    )
-    summary = trainer.train(checkpoint)
-    code = 0
-    if summary is not None:  # not stopped by stop_after_steps
-        code = push_final_model(accelerator, run_dir, hub_repo_id(train_args), bool(train_args.hub_private_repo))
-    accelerator.end_training()  # closes the trackers and the process group
-    return code
+        set_seed(train_args.seed)
+        model = build_model(model_args, config)
+        check_tokenizer_fits_model(tokenizer, model.config, data_args.max_length)
+        logger.info(
+            "ShishuLM: %s parameters, layer_types %s, share groups %s",
+            f"{model.num_parameters():,}",
+            layout_string(model.config),
+            model.config.mlp_share_groups,
+        )
+        claim_run_directory(accelerator, run_dir, train_args)
+        trainer = CausalLMTrainer(
+            accelerator=accelerator,
+            model=model,
+            tokenizer=tokenizer,
+            train_args=train_args,
+            train_batches=train_batches,
+            eval_data=eval_data,
+            run_dir=run_dir,
+            block_size=data_args.max_length,
+            total_steps=total_steps,
+        )
+        summary = trainer.train(checkpoint)
+        code = 0
+        if summary is not None:  # not stopped by stop_after_steps
+            code = push_final_model(accelerator, run_dir, hub_repo_id(train_args), bool(train_args.hub_private_repo))
+        accelerator.end_training()  # closes the trackers and the process group
+        return code
