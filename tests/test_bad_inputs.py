@@ -624,8 +624,8 @@ def free_port() -> int:
 
 @pytest.mark.multiprocess
 def test_a_bad_input_under_accelerate_launch_keeps_its_one_line_error(tmp_path):
-    # The launcher prints torch elastic's ChildFailedError report after the workers exit; the line naming
-    # the problem is printed by the workers before it (the recipes' READMEs say where to look).
+    # The workers print the line and exit with code 2; the launcher's closing ChildFailedError report, what the
+    # user sees last, shows the same line as the root cause.
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text((TINY_RECIPES / "pretrain" / "config.yaml").read_text() + "warmup_stpes: 3\n")
     accelerate = Path(sys.executable).with_name("accelerate")
@@ -652,6 +652,8 @@ def test_a_bad_input_under_accelerate_launch_keeps_its_one_line_error(tmp_path):
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("pretrain: error: ")]
     assert errors and all("unknown key(s) in" in line and "warmup_stpes" in line for line in errors), result.stderr
+    last = result.stderr.strip().splitlines()
+    assert last[-1].startswith("=====") and last[-2].strip() == f"traceback : {errors[0]}", result.stderr[-3000:]
     assert not (tmp_path / "run").exists()
 
 

@@ -3,9 +3,13 @@ claiming the run folder, and reporting bad input as one clear line."""
 
 import contextlib
 import functools
+import json
 import logging
 import math
+import os
 import sys
+import time
+from pathlib import Path
 
 from ..io_utils import OutputError, claim_output
 from ..loading import remote_code_consent, resolve_checkpoint
@@ -200,9 +204,20 @@ def report_bad_input(stage: str):
             try:
                 return main(argv) or 0
             except (ValueError, FileNotFoundError, FileExistsError, OutputError) as error:
-                print(f"{stage}: error: {error}", file=sys.stderr)
+                line = f"{stage}: error: {error}"
+                print(line, file=sys.stderr)
+                _record_for_the_launcher(line)
                 return 2
 
         return wrapper
 
     return decorate
+
+
+def _record_for_the_launcher(line: str) -> None:
+    """Under `accelerate launch` (torch elastic), hand the error line to the launcher through the worker's error
+    file: its closing failure report then shows the line as the root cause instead of a link to the docs."""
+    error_file = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if error_file:
+        with contextlib.suppress(OSError):
+            Path(error_file).write_text(json.dumps({"message": line, "timestamp": int(time.time())}))
