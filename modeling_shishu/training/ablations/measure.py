@@ -27,41 +27,39 @@ def train_arm(model_args, data_args, train_args, init_seed: int, tokenizer_dir: 
     from accelerate.utils import set_seed
 
     from ..arguments import fingerprint_fields
-    from ..checkpointing import SUMMARY_FILE, RunDirectory
+    from ..checkpointing import SUMMARY_FILE
     from ..data import check_tokenizer_fits_model
     from ..pretrain import build_config, build_model
-    from ..runner import build_training_data, claim_run_directory, load_tokenizer
+    from ..runner import build_training_data, claim_run_directory, load_tokenizer, open_run_directory
     from ..trainer import CausalLMTrainer, make_accelerator
 
-    fields = fingerprint_fields(model_args, data_args, train_args)
-    fields["init_seed"] = init_seed
-    run_dir = RunDirectory(train_args.output_dir, "pretrain", fields)
-    run_dir.check()
-    if run_dir.is_finished():
-        logger.info("reusing the finished run in %s", run_dir.path)
-        return json.loads((run_dir.path / SUMMARY_FILE).read_text(encoding="utf-8"))
-
+    fields = {**fingerprint_fields(model_args, data_args, train_args), "init_seed": init_seed}
     accelerator = make_accelerator(train_args)
-    tokenizer = load_tokenizer(str(tokenizer_dir))
-    config = build_config(model_args, tokenizer)
-    check_tokenizer_fits_model(tokenizer, config, data_args.max_length)
-    train_batches, eval_data, total_steps = build_training_data(data_args, train_args, tokenizer, accelerator)
-    set_seed(init_seed)
-    model = build_model(model_args, config)
-    claim_run_directory(accelerator, run_dir, train_args)
-    trainer = CausalLMTrainer(
-        accelerator=accelerator,
-        model=model,
-        tokenizer=tokenizer,
-        train_args=train_args,
-        train_batches=train_batches,
-        eval_data=eval_data,
-        run_dir=run_dir,
-        block_size=data_args.max_length,
-        total_steps=total_steps,
-    )
-    # A run stopped mid-way (killed study) continues from its last checkpoint.
-    return trainer.train(run_dir.latest_checkpoint())
+    # A finished run is reused; one stopped mid-way (a killed study) continues from its last checkpoint.
+    opened = open_run_directory(accelerator, "pretrain", train_args.output_dir, fields, overwrite=False)
+    with opened as (run_dir, checkpoint, finished):
+        if finished:
+            logger.info("reusing the finished run in %s", run_dir.path)
+            return json.loads((run_dir.path / SUMMARY_FILE).read_text(encoding="utf-8"))
+        tokenizer = load_tokenizer(str(tokenizer_dir))
+        config = build_config(model_args, tokenizer)
+        check_tokenizer_fits_model(tokenizer, config, data_args.max_length)
+        train_batches, eval_data, total_steps = build_training_data(data_args, train_args, tokenizer, accelerator)
+        set_seed(init_seed)
+        model = build_model(model_args, config)
+        claim_run_directory(accelerator, run_dir, train_args)
+        trainer = CausalLMTrainer(
+            accelerator=accelerator,
+            model=model,
+            tokenizer=tokenizer,
+            train_args=train_args,
+            train_batches=train_batches,
+            eval_data=eval_data,
+            run_dir=run_dir,
+            block_size=data_args.max_length,
+            total_steps=total_steps,
+        )
+        return trainer.train(checkpoint)
 
 
 def held_out_text_blocks(tokenizer, block_size: int, max_blocks: int | None) -> torch.Tensor:
