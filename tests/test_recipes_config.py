@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import tiny_config_kwargs
+from safetensors.torch import save_file
 
 from modeling_shishu import ShishuConfig, ShishuForCausalLM
 from modeling_shishu.sizes import applied_parameters
@@ -436,6 +437,8 @@ def test_run_directory_refuses_other_runs(tmp_path):
     (out / "checkpoint-4" / "trainer_state.json").write_text(
         json.dumps({"stage": "pretrain", "fingerprint": same.fingerprint})
     )
+    for name in ("model.safetensors", "optimizer.safetensors"):  # only a loadable checkpoint is resumed from
+        save_file({"weight": torch.zeros(2)}, str(out / "checkpoint-4" / name))
     assert same.checkpoint_to_resume() == same.checkpoint_to_resume(True) == out / "checkpoint-4"
     with pytest.raises(ValueError, match="starts the run over: drop it, or resume_from_checkpoint"):
         same.checkpoint_to_resume(out / "checkpoint-4", overwrite=True)
