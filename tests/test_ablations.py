@@ -1,6 +1,5 @@
-"""The replication-study runner (recipes/ablations/run_study.py) on a micro setting: two arms, a few steps."""
+"""The replication study (`modeling_shishu.training.ablations`) on a micro setting: two arms, a few steps."""
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -8,19 +7,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from modeling_shishu.training import ablations
+
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STUDY_DIR = REPO_ROOT / "recipes" / "ablations"
 
-
-def _load_runner():
-    spec = importlib.util.spec_from_file_location("run_study", STUDY_DIR / "run_study.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-run_study = _load_runner()
 
 MICRO_SHAPE = dict(
     hidden_size=32,
@@ -49,7 +41,7 @@ def micro_tokenizer(tmp_path_factory):
     from modeling_shishu import assets
 
     texts = [text[:40_000] for text in assets.shakespeare_texts("train")[:4]]
-    return run_study.train_tokenizer(300, tmp_path_factory.mktemp("tok") / "bpe", texts)
+    return ablations.train_tokenizer(300, tmp_path_factory.mktemp("tok") / "bpe", texts)
 
 
 def _write_arm(folder: Path, name: str, parent: Path, **layout) -> str:
@@ -111,14 +103,14 @@ def test_micro_study_writes_table_plot_and_json(tmp_path, micro_parent, micro_to
             "recipe": _write_arm(recipes, "pairs", micro_parent, num_mlp_layers=2, share="pairs"),
         },
     ]
-    study = run_study.Study.from_yaml(_write_study(recipes, arms))
+    study = ablations.Study.from_yaml(_write_study(recipes, arms))
     results_dir = tmp_path / "docs"
     results_dir.mkdir()
     (results_dir / "ablations.md").write_text(
         "# Study\n\nHand-written intro.\n\n## Conclusions\nkept\n", encoding="utf-8"
     )
 
-    results = run_study.run_study(study, tmp_path / "runs", results_dir, tokenizer_dir=micro_tokenizer)
+    results = ablations.run_study(study, tmp_path / "runs", results_dir, tokenizer_dir=micro_tokenizer)
 
     saved = json.loads((results_dir / "ablations.json").read_text(encoding="utf-8"))
     assert [row["arm"] for row in saved["arms"]] == ["parent", "pairs"]
@@ -154,10 +146,10 @@ def test_micro_study_writes_table_plot_and_json(tmp_path, micro_parent, micro_to
     # A second invocation reuses the finished runs and rewrites the same block in place.
     finished = tmp_path / "runs" / "pairs" / "seed-1" / "training_summary.json"
     stamp = finished.stat().st_mtime_ns
-    again = run_study.run_study(study, tmp_path / "runs", results_dir, tokenizer_dir=micro_tokenizer)
+    again = ablations.run_study(study, tmp_path / "runs", results_dir, tokenizer_dir=micro_tokenizer)
     assert finished.stat().st_mtime_ns == stamp
     assert again["arms"][1]["bits_per_byte_mean"] == results["arms"][1]["bits_per_byte_mean"]
-    assert (results_dir / "ablations.md").read_text(encoding="utf-8").count(run_study.RESULTS_START) == 1
+    assert (results_dir / "ablations.md").read_text(encoding="utf-8").count(ablations.RESULTS_START) == 1
 
 
 def test_arms_must_share_data_and_trainer(tmp_path, micro_parent):
@@ -165,9 +157,9 @@ def test_arms_must_share_data_and_trainer(tmp_path, micro_parent):
         {"name": "parent", "recipe": _write_arm(tmp_path, "parent", micro_parent)},
         {"name": "other", "recipe": _write_arm(tmp_path, "other", micro_parent, num_mlp_layers=2, learning_rate=1e-3)},
     ]
-    study = run_study.Study.from_yaml(_write_study(tmp_path, arms))
+    study = ablations.Study.from_yaml(_write_study(tmp_path, arms))
     with pytest.raises(ValueError, match="learning_rate"):
-        run_study.load_arm_recipes(study, tmp_path / "runs", [])
+        ablations.load_arm_recipes(study, tmp_path / "runs", [])
 
 
 def test_parameter_matched_arm_is_checked(tmp_path, micro_parent, micro_tokenizer):
@@ -185,33 +177,33 @@ def test_parameter_matched_arm_is_checked(tmp_path, micro_parent, micro_tokenize
             ),
         },
     ]
-    study = run_study.Study.from_yaml(_write_study(tmp_path, arms))
-    recipes = run_study.load_arm_recipes(study, tmp_path / "runs", [])
+    study = ablations.Study.from_yaml(_write_study(tmp_path, arms))
+    recipes = ablations.load_arm_recipes(study, tmp_path / "runs", [])
     tokenizer = load_tokenizer(str(micro_tokenizer))
     with pytest.raises(ValueError, match=r"extra_mlp_layers=3 gives 46,720, but .* sets 1"):
-        run_study.check_parameter_matching(study, recipes, tokenizer)
+        ablations.check_parameter_matching(study, recipes, tokenizer)
     _write_arm(tmp_path, "matched", micro_parent, num_mlp_layers=2, share="pairs", extra_mlp_layers=3)
-    recipes = run_study.load_arm_recipes(study, tmp_path / "runs", [])
-    run_study.check_parameter_matching(study, recipes, tokenizer)
+    recipes = ablations.load_arm_recipes(study, tmp_path / "runs", [])
+    ablations.check_parameter_matching(study, recipes, tokenizer)
 
 
 def test_study_file_errors_name_the_problem(tmp_path):
     path = tmp_path / "study.yaml"
     path.write_text("arms: []\nseedz: [1]\n", encoding="utf-8")
     with pytest.raises(ValueError, match="seedz"):
-        run_study.Study.from_yaml(path)
+        ablations.Study.from_yaml(path)
     path.write_text("arms: [{name: a, recipe: a.yaml}]\n", encoding="utf-8")
     with pytest.raises(ValueError, match="at least two arms"):
-        run_study.Study.from_yaml(path)
+        ablations.Study.from_yaml(path)
     with pytest.raises(FileNotFoundError, match="missing.yaml"):
-        run_study.Study.from_yaml(tmp_path / "missing.yaml")
+        ablations.Study.from_yaml(tmp_path / "missing.yaml")
 
 
 def test_token_byte_lengths_count_utf8_bytes(micro_tokenizer):
     from modeling_shishu.training.runner import load_tokenizer
 
     tokenizer = load_tokenizer(str(micro_tokenizer))
-    lengths = run_study.token_byte_lengths(tokenizer)
+    lengths = ablations.token_byte_lengths(tokenizer)
     text = "Wherefore art thou, Romeo? Ægir’s café — naïve.\n"
     ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     assert int(lengths[ids].sum()) == len(text.encode("utf-8"))
@@ -222,9 +214,9 @@ def test_committed_study_is_consistent_and_parameter_matched(tmp_path):
     """The committed arms share data and trainer settings, and the v2 arm matches the parent's count."""
     from transformers import PreTrainedTokenizerFast
 
-    study = run_study.Study.from_yaml(STUDY_DIR / "study.yaml")
+    study = ablations.Study.from_yaml(STUDY_DIR / "study.yaml")
     assert [arm.name for arm in study.arms][0] == "parent"
-    recipes = run_study.load_arm_recipes(study, tmp_path, [])
+    recipes = ablations.load_arm_recipes(study, tmp_path, [])
     # Only the special-token ids and the vocabulary size of the tokenizer enter the configs.
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=_byte_level_stub(study.tokenizer_vocab_size),
@@ -232,7 +224,7 @@ def test_committed_study_is_consistent_and_parameter_matched(tmp_path):
         bos_token="<|endoftext|>",
         pad_token="<|endoftext|>",
     )
-    run_study.check_parameter_matching(study, recipes, tokenizer)
+    ablations.check_parameter_matching(study, recipes, tokenizer)
     layouts = {
         name: (args[0].num_mlp_layers, args[0].share, args[0].extra_mlp_layers) for name, args in recipes.items()
     }

@@ -7,9 +7,11 @@ per input, on tiny models.
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -107,6 +109,52 @@ def leftovers(folder: Path) -> list[str]:
     return sorted(path.name for path in folder.iterdir() if ".tmp-" in path.name or path.name.endswith(".lock"))
 
 
+TINY_RECIPES = REPO_ROOT / "recipes" / "shishu-tiny"
+
+
+def stage_main(stage: str):
+    from modeling_shishu.training import distill, pretrain, sft
+
+    return {"pretrain": pretrain.main, "distill": distill.main, "sft": sft.main}[stage]
+
+
+def tiny_pretrain_argv(out: Path, *args) -> list[str]:
+    """A pretraining run of the tiny recipe that takes seconds: 8 steps of 2 x 64 tokens, checkpoints every 3."""
+    return [
+        "--config",
+        str(TINY_RECIPES / "pretrain" / "config.yaml"),
+        "--max_length",
+        "64",
+        "--per_device_train_batch_size",
+        "2",
+        "--max_train_samples",
+        "32",
+        "--max_eval_samples",
+        "2",
+        "--max_steps",
+        "8",
+        "--save_steps",
+        "3",
+        "--eval_steps",
+        "8",
+        "--warmup_steps",
+        "2",
+        "--logging_steps",
+        "1",
+        "--progress_bar",
+        "false",
+        "--output_dir",
+        str(out),
+        *map(str, args),
+    ]
+
+
+def train_losses(run_dir: Path) -> dict[int, float]:
+    from modeling_shishu.training.metrics import read_metrics
+
+    return {r["step"]: r["loss"] for r in read_metrics(run_dir / "metrics.jsonl") if "loss" in r}
+
+
 # ----------------------------------------------------------------------------------------------------
 # 1. Output folders are claimed: one writer at a time, a dead writer's claim and temporaries are taken over
 
@@ -186,6 +234,55 @@ def test_other_writers_of_a_claimed_output_are_refused(command, shishu, tmp_path
     }[command]
     holder = hold(out)
     refused(capsys, argv, f"{out} is being written by another process (pid {holder.pid})")
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "distill", "sft"])
+def test_second_training_run_into_a_held_run_folder_is_refused(stage, shishu, tmp_path, capsys, hold):
+    # The holder stands for a live run, or for the rank-0 worker a killed `accelerate launch` left running.
+    out = tmp_path / "run"
+    holder = hold(out)
+    argv = ["--config", TINY_RECIPES / stage / "config.yaml", "--output_dir", out, "--max_steps", "1"]
+    if stage == "sft":
+        argv += ["--model_name_or_path", shishu]
+    capsys.readouterr()
+    assert stage_main(stage)([str(arg) for arg in argv]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if ": error: " in line]
+    assert errors == [
+        f"{stage}: error: {out} is being written by another process (pid {holder.pid}); wait for it to finish"
+    ]
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_a_running_training_run_holds_its_folder_and_a_killed_one_is_taken_over(tmp_path, capsys):
+    from modeling_shishu.training.pretrain import main as pretrain_main
+
+    out = tmp_path / "run"
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO_ROOT / "recipes" / "scripts" / "pretrain.py"),
+            *tiny_pretrain_argv(out, "--max_steps", "100000"),
+        ],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: (tmp_path / ".run.lock").is_file() or first.poll() is not None)
+        assert first.poll() is None
+        capsys.readouterr()
+        assert pretrain_main(tiny_pretrain_argv(out, "--resume_from_checkpoint", "true")) == 2
+        assert (
+            f"pretrain: error: {out} is being written by another process (pid {first.pid})" in capsys.readouterr().err
+        )
+    finally:
+        first.kill()
+        first.wait()
+    # The killed run's lock file is left behind; the next run takes it over.
+    assert pretrain_main(tiny_pretrain_argv(out, "--max_steps", "2", "--overwrite_output_dir")) == 0
+    assert (out / "final" / "config.json").is_file() and leftovers(tmp_path) == []
 
 
 def test_atomic_directory_keeps_a_folder_that_appeared_while_writing(tmp_path):
@@ -461,6 +558,103 @@ def test_unreadable_checkpoint_is_refused(command, fault, parent, shishu, fit_te
     expected = FAULTS[fault](folder)
     refused(capsys, argv(folder, tmp_path / "out", shishu), expected, str(folder))
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.gguf").exists()
+
+
+def truncate_file(name: str):
+    def damage(checkpoint: Path) -> str:
+        os.truncate(checkpoint / name, (checkpoint / name).stat().st_size // 2)
+        return f"{checkpoint / name} is truncated"
+
+    return damage
+
+
+def remove_trainer_state(checkpoint: Path) -> str:
+    (checkpoint / "trainer_state.json").unlink()
+    return f"{checkpoint / 'trainer_state.json'} is missing"
+
+
+CHECKPOINT_DAMAGE = {
+    "truncated model.safetensors": truncate_file("model.safetensors"),
+    "truncated optimizer state": truncate_file("optimizer.safetensors"),
+    "missing trainer state": remove_trainer_state,
+}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_run(tmp_path_factory) -> Path:
+    from modeling_shishu.training.pretrain import main as pretrain_main
+
+    out = tmp_path_factory.mktemp("resume") / "uninterrupted"
+    assert pretrain_main(tiny_pretrain_argv(out)) == 0
+    return out
+
+
+@pytest.mark.parametrize("resume", [["--resume_from_checkpoint", "true"], []], ids=["resume true", "auto-resume"])
+@pytest.mark.parametrize("damage", CHECKPOINT_DAMAGE)
+def test_resume_skips_a_damaged_last_checkpoint(damage, resume, uninterrupted_run, tmp_path, capsys, caplog):
+    from modeling_shishu.training.pretrain import main as pretrain_main
+
+    out = tmp_path / "run"
+    assert pretrain_main(tiny_pretrain_argv(out, "--stop_after_steps", "7")) == 0
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-6"]
+    problem = CHECKPOINT_DAMAGE[damage](out / "checkpoint-6")
+    if damage != "missing trainer state":  # (without its trainer state a folder is no checkpoint at all)
+        capsys.readouterr()
+        assert pretrain_main(tiny_pretrain_argv(out, "--resume_from_checkpoint", out / "checkpoint-6")) == 2
+        errors = [line for line in capsys.readouterr().err.splitlines() if ": error: " in line]
+        assert len(errors) == 1 and problem in errors[0], errors
+
+    caplog.clear()
+    caplog.set_level(logging.INFO, logger="modeling_shishu")
+    assert pretrain_main(tiny_pretrain_argv(out, *resume)) == 0
+    skipped = [r.getMessage() for r in caplog.records if "damaged checkpoint" in r.getMessage()]
+    assert len(skipped) == 1 and str(out / "checkpoint-6") in skipped[0] and problem in skipped[0], skipped
+    assert any(f"resumed from {out / 'checkpoint-3'} at step 3" in r.getMessage() for r in caplog.records)
+    # Steps 4 to 8 were trained again from checkpoint-3: the losses of the uninterrupted run.
+    expected, resumed = train_losses(uninterrupted_run), train_losses(out)
+    assert sorted(resumed) == list(range(1, 9))
+    assert all(abs(resumed[step] - expected[step]) <= 1e-6 for step in expected), (resumed, expected)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.multiprocess
+def test_a_bad_input_under_accelerate_launch_keeps_its_one_line_error(tmp_path):
+    # The workers print the line and exit with code 2; the launcher's closing ChildFailedError report, what the
+    # user sees last, shows the same line as the root cause.
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text((TINY_RECIPES / "pretrain" / "config.yaml").read_text() + "warmup_stpes: 3\n")
+    accelerate = Path(sys.executable).with_name("accelerate")
+    result = subprocess.run(
+        [
+            str(accelerate),
+            "launch",
+            "--config_file",
+            str(REPO_ROOT / "recipes" / "accelerate_configs" / "cpu_ddp.yaml"),
+            "--main_process_port",
+            str(free_port()),
+            str(REPO_ROOT / "recipes" / "scripts" / "pretrain.py"),
+            "--config",
+            str(recipe),
+            "--output_dir",
+            str(tmp_path / "run"),
+        ],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("pretrain: error: ")]
+    assert errors and all("unknown key(s) in" in line and "warmup_stpes" in line for line in errors), result.stderr
+    last = result.stderr.strip().splitlines()
+    assert last[-1].startswith("=====") and last[-2].strip() == f"traceback : {errors[0]}", result.stderr[-3000:]
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.fixture

@@ -11,8 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import tiny_config_kwargs
+from safetensors.torch import save_file
 
 from modeling_shishu import ShishuConfig, ShishuForCausalLM
+from modeling_shishu.sizes import applied_parameters
+from modeling_shishu.sizes import training_flops_per_token as flops_per_token
 from modeling_shishu.training.arguments import (
     DataArguments,
     DistillArguments,
@@ -23,7 +26,7 @@ from modeling_shishu.training.arguments import (
 )
 from modeling_shishu.training.checkpointing import RunDirectory, load_optimizer_state, save_optimizer_state
 from modeling_shishu.training.data import PackedBlocks, ShuffledBatches, StreamingBatches, eval_batches
-from modeling_shishu.training.metrics import applied_parameters, flops_per_token, plot_loss_curve, read_metrics
+from modeling_shishu.training.metrics import plot_loss_curve, read_metrics
 from modeling_shishu.training.trainer import learning_rate_multiplier, resolve_mixed_precision
 
 
@@ -434,6 +437,8 @@ def test_run_directory_refuses_other_runs(tmp_path):
     (out / "checkpoint-4" / "trainer_state.json").write_text(
         json.dumps({"stage": "pretrain", "fingerprint": same.fingerprint})
     )
+    for name in ("model.safetensors", "optimizer.safetensors"):  # only a loadable checkpoint is resumed from
+        save_file({"weight": torch.zeros(2)}, str(out / "checkpoint-4" / name))
     assert same.checkpoint_to_resume() == same.checkpoint_to_resume(True) == out / "checkpoint-4"
     with pytest.raises(ValueError, match="starts the run over: drop it, or resume_from_checkpoint"):
         same.checkpoint_to_resume(out / "checkpoint-4", overwrite=True)

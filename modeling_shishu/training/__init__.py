@@ -8,12 +8,12 @@ Each stage is a module with a `main(argv)` entry point, launched through the thi
 
 Modules: `arguments` (dataclasses + YAML/CLI parser), `data` (loading, packing, data order),
 `trainer` (the accelerate loop), `checkpointing` (run folders, atomic checkpoints, exact resume),
-`metrics` (FLOPs/MFU, metrics.jsonl, loss-curve PNG), `pretrain`, `distill`, `sft`.
+`metrics` (MFU, metrics.jsonl, loss-curve PNG), `runner` (what the stages share: the run folder, data,
+errors), `pretrain`, `distill`, `sft`, and `ablations` (the small-scale layout study).
 Needs the `train` extra: `pip install -e ".[train,plot]"`.
 """
 
 from .arguments import DataArguments, DistillArguments, ModelArguments, TrainArguments, parse_recipe_args
-from .metrics import flops_per_token
 
 
 __all__ = [
@@ -21,6 +21,5 @@ __all__ = [
     "DistillArguments",
     "ModelArguments",
     "TrainArguments",
-    "flops_per_token",
     "parse_recipe_args",
 ]

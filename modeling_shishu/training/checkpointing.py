@@ -23,6 +23,7 @@ import os
 import random
 import re
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -105,26 +106,29 @@ class RunDirectory:
     def checkpoint_to_resume(self, requested: str | os.PathLike | bool | None = None, overwrite: bool = False):
         """The checkpoint a start continues from, checked before anything is trained.
 
-        `requested` (`resume_from_checkpoint`) is a checkpoint folder, or True for the last complete checkpoint
-        in this folder, which must exist. Unset, the last complete checkpoint of this run here is taken, as the
-        alignment-handbook scripts do with `get_last_checkpoint`; None means starting from step 0.
+        `requested` (`resume_from_checkpoint`) is a checkpoint folder, which must be complete and loadable, or
+        True for the newest loadable checkpoint in this folder, which must exist. Unset, the newest loadable
+        checkpoint of this run here is taken, as the alignment-handbook scripts do with `get_last_checkpoint`;
+        None means starting from step 0. Damaged checkpoints (a truncated file, a missing trainer state) are
+        skipped, each with one logged line saying why.
         """
         if overwrite:
             if requested is not None:
                 raise ValueError("overwrite_output_dir starts the run over: drop it, or resume_from_checkpoint")
             return None
-        if requested is None:
-            return self.latest_checkpoint()
-        if requested is True:
-            latest = self.latest_checkpoint()
-            if latest is None:
+        if requested is None or requested is True:
+            newest = self.newest_loadable_checkpoint()
+            if requested is True and newest is None:
                 raise FileNotFoundError(f"resume_from_checkpoint: {self.path} holds no complete checkpoint")
-            return latest
+            return newest
         folder = Path(requested)
         if not (folder / TRAINER_STATE_FILE).is_file():
             raise FileNotFoundError(
                 f"resume_from_checkpoint {folder} is not a complete checkpoint (no {TRAINER_STATE_FILE})"
             )
+        problem = checkpoint_problem(folder, self.stage)
+        if problem is not None:
+            raise ValueError(f"resume_from_checkpoint {folder} cannot be loaded: {problem}")
         state = json.loads((folder / TRAINER_STATE_FILE).read_text(encoding="utf-8"))
         if "fingerprint" in state and (state["fingerprint"] != self.fingerprint or state.get("stage") != self.stage):
             raise FileExistsError(
@@ -132,6 +136,22 @@ class RunDirectory:
                 f"recipe {self.fingerprint}); to start from its weights, load it as the model instead"
             )
         return folder
+
+    def newest_loadable_checkpoint(self) -> Path | None:
+        """The newest `checkpoint-<step>` folder that `checkpoint_problem` finds nothing wrong with."""
+        if not self.path.is_dir():
+            return None
+        folders = sorted(
+            (int(match.group(1)), child)
+            for child in self.path.iterdir()
+            if (match := _CHECKPOINT_RE.match(child.name)) and child.is_dir()
+        )
+        for _, folder in reversed(folders):
+            problem = checkpoint_problem(folder, self.stage)
+            if problem is None:
+                return folder
+            logger.warning("skipping the damaged checkpoint %s: %s", folder.name, problem)
+        return None
 
     def claim(self, overwrite: bool) -> None:
         """Main process, after `check`: clear a replaced run, write `run.json`, drop stale temporaries."""
@@ -191,6 +211,78 @@ def _remove_tree(path: Path) -> None:
     doomed = path.with_name(f".{path.name}.tmp-deleting-{os.getpid()}")
     os.rename(path, doomed)
     shutil.rmtree(doomed, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------- damaged files
+
+
+def checkpoint_problem(folder: Path, stage: str) -> str | None:
+    """What makes `folder` unloadable, naming the file (None: complete and loadable). Reads only file headers:
+    a missing or unparsable trainer state, no model weights, a truncated safetensors or torch file, and for the
+    pretrain / distill loop a missing optimizer state."""
+    state_file = folder / TRAINER_STATE_FILE
+    if not state_file.is_file():
+        return f"{state_file} is missing"
+    try:
+        json.loads(state_file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        return f"{state_file} is not valid JSON ({error})"
+    weights = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors")
+    if not any((folder / name).is_file() for name in weights):
+        return f"{folder} holds no model weights (model.safetensors)"
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (ValueError, KeyError, AttributeError) as error:
+            return f"{index} is not a valid weight index ({error})"
+        missing = [name for name in shards if not (folder / name).is_file()]
+        if missing:
+            return f"{folder / missing[0]} is missing"
+    if stage in ("pretrain", "distill") and not (folder / OPTIMIZER_FILE).is_file():
+        return f"{folder / OPTIMIZER_FILE} is missing"  # the Trainer's sft checkpoints name theirs differently
+    for path in sorted(folder.iterdir()):
+        problem = _damaged_file(path)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _damaged_file(path: Path) -> str | None:
+    if path.suffix == ".safetensors":
+        return _damaged_safetensors(path)
+    if path.suffix in (".pt", ".pth", ".bin"):  # torch.save writes a zip archive, its directory at the end
+        try:
+            with zipfile.ZipFile(path):
+                return None
+        except (zipfile.BadZipFile, OSError) as error:
+            return f"{path} is damaged ({error})"
+    return None
+
+
+def _damaged_safetensors(path: Path) -> str | None:
+    """A safetensors file is an 8-byte header length, a JSON header, then the tensors the header places."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        header_length = int.from_bytes(head, "little") if len(head) == 8 else None
+        if header_length is None or header_length > size - 8:
+            return f"{path} is truncated ({size:,} bytes, not even its header)"
+        try:
+            header = json.loads(handle.read(header_length))
+            data_end = max(
+                (entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0
+            )
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as error:
+            return f"{path} has a damaged header ({error})"
+    expected = 8 + header_length + data_end
+    if size != expected:
+        return (
+            f"{path} is truncated ({size:,} of {expected:,} bytes)"
+            if size < expected
+            else (f"{path} is damaged ({size:,} bytes, its header describes {expected:,})")
+        )
+    return None
 
 
 # --------------------------------------------------------------------------------------- state dicts

@@ -136,40 +136,40 @@ def main(argv: list[str] | None = None) -> int:
 def run(distill_args, data_args, train_args) -> int:
     from accelerate.utils import set_seed
 
-    accelerator, run_dir, checkpoint, finished = open_run("distill", train_args, distill_args, data_args)
-    if finished:
-        return push_final_model(accelerator, run_dir, hub_repo_id(train_args), bool(train_args.hub_private_repo))
+    with open_run("distill", train_args, distill_args, data_args) as (accelerator, run_dir, checkpoint, finished):
+        if finished:
+            return push_final_model(accelerator, run_dir, hub_repo_id(train_args), bool(train_args.hub_private_repo))
 
-    tokenizer = load_tokenizer(
-        distill_args.tokenizer_name or distill_args.teacher_name_or_path, distill_args.trust_remote_code
-    )
-    set_seed(train_args.seed)
-    student, teacher = build_student_and_teacher(distill_args)
-    check_tokenizer_fits_model(tokenizer, student.config, data_args.max_length)
-    train_batches, eval_data, total_steps = build_training_data(data_args, train_args, tokenizer, accelerator)
-    logger.info(
-        "student: %s parameters (teacher %s), layer_types %s",
-        f"{student.num_parameters():,}",
-        f"{teacher.num_parameters():,}",
-        student.config.layer_types,
-    )
-    claim_run_directory(accelerator, run_dir, train_args)
-    trainer = DistillationTrainer(
-        teacher=teacher,
-        distill_args=distill_args,
-        accelerator=accelerator,
-        model=student,
-        tokenizer=tokenizer,
-        train_args=train_args,
-        train_batches=train_batches,
-        eval_data=eval_data,
-        run_dir=run_dir,
-        block_size=data_args.max_length,
-        total_steps=total_steps,
-    )
-    summary = trainer.train(checkpoint)
-    code = 0
-    if summary is not None:  # not stopped by stop_after_steps
-        code = push_final_model(accelerator, run_dir, hub_repo_id(train_args), bool(train_args.hub_private_repo))
-    accelerator.end_training()  # closes the trackers and the process group
-    return code
+        tokenizer = load_tokenizer(
+            distill_args.tokenizer_name or distill_args.teacher_name_or_path, distill_args.trust_remote_code
+        )
+        set_seed(train_args.seed)
+        student, teacher = build_student_and_teacher(distill_args)
+        check_tokenizer_fits_model(tokenizer, student.config, data_args.max_length)
+        train_batches, eval_data, total_steps = build_training_data(data_args, train_args, tokenizer, accelerator)
+        logger.info(
+            "student: %s parameters (teacher %s), layer_types %s",
+            f"{student.num_parameters():,}",
+            f"{teacher.num_parameters():,}",
+            student.config.layer_types,
+        )
+        claim_run_directory(accelerator, run_dir, train_args)
+        trainer = DistillationTrainer(
+            teacher=teacher,
+            distill_args=distill_args,
+            accelerator=accelerator,
+            model=student,
+            tokenizer=tokenizer,
+            train_args=train_args,
+            train_batches=train_batches,
+            eval_data=eval_data,
+            run_dir=run_dir,
+            block_size=data_args.max_length,
+            total_steps=total_steps,
+        )
+        summary = trainer.train(checkpoint)
+        code = 0
+        if summary is not None:  # not stopped by stop_after_steps
+            code = push_final_model(accelerator, run_dir, hub_repo_id(train_args), bool(train_args.hub_private_repo))
+        accelerator.end_training()  # closes the trackers and the process group
+        return code

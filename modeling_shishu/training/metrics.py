@@ -1,4 +1,5 @@
-"""Training metrics: FLOPs per token and MFU, the metrics JSONL and the loss-curve PNG.
+"""Training metrics: peak FLOP/s for MFU, the metrics JSONL and the loss-curve PNG (FLOPs per token come from
+`modeling_shishu.sizes`).
 
 `metrics.jsonl` holds one JSON object per line, each with a `step`; training lines carry `loss`, `lr`,
 `tokens_per_second`, `train_seconds` (optimizer-step time so far; and `mfu` on a GPU), evaluation lines carry `eval_loss`. On resume, lines past the
@@ -11,6 +12,7 @@ import os
 from pathlib import Path
 
 from ..io_utils import atomic_save_figure, atomic_write_text
+from ..sizes import training_flops_per_token as flops_per_token  # noqa: F401  (the name `bench` imports)
 
 
 # Dense bf16 peak FLOP/s per device (vendor datasheets, no sparsity). Matched by substring of
@@ -35,43 +37,6 @@ PEAK_BF16_FLOPS = (
     ("MI300X", 1307e12),
     ("MI250X", 383e12),
 )
-
-
-def _layer_types(config) -> list[str]:
-    # A plain Llama config has no `layer_types`: every layer attends.
-    return list(getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers)
-
-
-def _head_dim(config) -> int:
-    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-
-
-def applied_parameters(config) -> int:
-    """Parameters that take part in the matrix products of one token's forward pass.
-
-    Shared MLP-only blocks count once per layer that runs them (the FLOPs are spent every time), the
-    embedding lookup counts zero and the output projection counts once. Works for a ShishuConfig and for
-    its Llama-family parent's config.
-    """
-    d, ffn, head_dim = config.hidden_size, config.intermediate_size, _head_dim(config)
-    q_and_o = 2 * d * config.num_attention_heads * head_dim
-    k_and_v = 2 * d * config.num_key_value_heads * head_dim
-    mlp = 3 * d * ffn
-    total = 0
-    for layer_type in _layer_types(config):
-        total += mlp + (q_and_o + k_and_v if layer_type == "full_attention" else 0)
-    return total + d * config.vocab_size
-
-
-def flops_per_token(config, seq_len: int) -> float:
-    """Training FLOPs per token (forward + backward): `6 N + 12 L_attn H d_head T` (PaLM appendix B).
-
-    `N` is `applied_parameters(config)`; the attention-score term counts only attention layers, since
-    MLP-only blocks mix no positions.
-    """
-    num_attention_layers = sum(1 for t in _layer_types(config) if t == "full_attention")
-    attention = 12 * num_attention_layers * config.num_attention_heads * _head_dim(config) * seq_len
-    return 6 * applied_parameters(config) + attention
 
 
 def peak_flops(device_name: str | None) -> float | None:

@@ -12,6 +12,7 @@ import logging
 import torch
 
 from ..loading import remote_code_consent
+from ..sizes import layout_string
 from .arguments import DataArguments, ModelArguments, TrainArguments, parse_recipe_args
 from .data import check_tokenizer_fits_model
 from .runner import (
@@ -74,7 +75,7 @@ def build_config(model_args, tokenizer):
 def build_model(model_args, config=None):
     from transformers import AutoModelForCausalLM
 
-    from .. import ShishuForCausalLM
+    from .. import ShishuConfig, ShishuForCausalLM
 
     if model_args.model_name_or_path is not None:
         with remote_code_consent(model_args.model_name_or_path):
@@ -84,7 +85,7 @@ def build_model(model_args, config=None):
                 dtype=torch.float32,
                 attn_implementation=model_args.attn_implementation,
             )
-        if model.config.model_type != "shishu":
+        if model.config.model_type != ShishuConfig.model_type:
             raise ValueError(
                 f"{model_args.model_name_or_path} is a {model.config.model_type!r} model: continued pretraining "
                 f"takes a ShishuLM; convert it first (`shishu convert`) or use config_name for a fresh init"
@@ -106,56 +107,43 @@ def main(argv: list[str] | None = None) -> int:
 def run(model_args, data_args, train_args) -> int:
     from accelerate.utils import set_seed
 
-    accelerator, run_dir, checkpoint, finished = open_run("pretrain", train_args, model_args, data_args)
-    if finished:
-        return push_final_model(accelerator, run_dir, hub_repo_id(train_args), bool(train_args.hub_private_repo))
+    with open_run("pretrain", train_args, model_args, data_args) as (accelerator, run_dir, checkpoint, finished):
+        if finished:
+            return push_final_model(accelerator, run_dir, hub_repo_id(train_args), bool(train_args.hub_private_repo))
 
-    tokenizer = load_tokenizer(
-        model_args.tokenizer_name or model_args.config_name or model_args.model_name_or_path,
-        model_args.trust_remote_code,
-    )
-    config = None if model_args.model_name_or_path else build_config(model_args, tokenizer)
-    if config is not None:
-        check_tokenizer_fits_model(tokenizer, config, data_args.max_length)
-    train_batches, eval_data, total_steps = build_training_data(data_args, train_args, tokenizer, accelerator)
+        tokenizer = load_tokenizer(
+            model_args.tokenizer_name or model_args.config_name or model_args.model_name_or_path,
+            model_args.trust_remote_code,
+        )
+        config = None if model_args.model_name_or_path else build_config(model_args, tokenizer)
+        if config is not None:
+            check_tokenizer_fits_model(tokenizer, config, data_args.max_length)
+        train_batches, eval_data, total_steps = build_training_data(data_args, train_args, tokenizer, accelerator)
 
-    set_seed(train_args.seed)
-    model = build_model(model_args, config)
-    check_tokenizer_fits_model(tokenizer, model.config, data_args.max_length)
-    logger.info(
-        "ShishuLM: %s parameters, layer_types %s, share groups %s",
-        f"{model.num_parameters():,}",
-        _layout(model.config),
-        model.config.mlp_share_groups,
-    )
-    claim_run_directory(accelerator, run_dir, train_args)
-    trainer = CausalLMTrainer(
-        accelerator=accelerator,
-        model=model,
-        tokenizer=tokenizer,
-        train_args=train_args,
-        train_batches=train_batches,
-        eval_data=eval_data,
-        run_dir=run_dir,
-        block_size=data_args.max_length,
-        total_steps=total_steps,
-    )
-    summary = trainer.train(checkpoint)
-    code = 0
-    if summary is not None:  # not stopped by stop_after_steps
-        code = push_final_model(accelerator, run_dir, hub_repo_id(train_args), bool(train_args.hub_private_repo))
-    accelerator.end_training()  # closes the trackers and the process group
-    return code
-
-
-def _layout(config) -> str:
-    """`20xA+10xM` style summary of layer_types."""
-    runs, previous = [], None
-    for layer_type in config.layer_types:
-        symbol = "A" if layer_type == "full_attention" else "M"
-        if symbol == previous:
-            runs[-1][1] += 1
-        else:
-            runs.append([symbol, 1])
-        previous = symbol
-    return "+".join(f"{count}x{symbol}" for symbol, count in runs)
+        set_seed(train_args.seed)
+        model = build_model(model_args, config)
+        check_tokenizer_fits_model(tokenizer, model.config, data_args.max_length)
+        logger.info(
+            "ShishuLM: %s parameters, layer_types %s, share groups %s",
+            f"{model.num_parameters():,}",
+            layout_string(model.config),
+            model.config.mlp_share_groups,
+        )
+        claim_run_directory(accelerator, run_dir, train_args)
+        trainer = CausalLMTrainer(
+            accelerator=accelerator,
+            model=model,
+            tokenizer=tokenizer,
+            train_args=train_args,
+            train_batches=train_batches,
+            eval_data=eval_data,
+            run_dir=run_dir,
+            block_size=data_args.max_length,
+            total_steps=total_steps,
+        )
+        summary = trainer.train(checkpoint)
+        code = 0
+        if summary is not None:  # not stopped by stop_after_steps
+            code = push_final_model(accelerator, run_dir, hub_repo_id(train_args), bool(train_args.hub_private_repo))
+        accelerator.end_training()  # closes the trackers and the process group
+        return code

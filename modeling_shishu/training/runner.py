@@ -1,11 +1,17 @@
-"""Plumbing shared by the stage entry points: resolving model names, building the packed data, claiming
-the run folder and reporting bad input as one clear line."""
+"""Plumbing shared by the stage entry points: resolving model names, building the packed data, holding and
+claiming the run folder, and reporting bad input as one clear line."""
 
+import contextlib
 import functools
+import json
 import logging
 import math
+import os
 import sys
+import time
+from pathlib import Path
 
+from ..io_utils import OutputError, claim_output
 from ..loading import remote_code_consent, resolve_checkpoint
 from .checkpointing import RunDirectory
 from .data import PackedBlocks, ShuffledBatches, StreamingBatches, load_documents
@@ -90,23 +96,66 @@ def build_training_data(data_args, train_args, tokenizer, accelerator):
     return train_batches, eval_data, total_steps
 
 
+@contextlib.contextmanager
 def open_run(stage: str, train_args, *fingerprinted_args):
-    """The accelerator, the checked run folder, the checkpoint to continue from (None: step 0), and whether
-    output_dir already holds this run finished (then there is nothing to train) of a pretrain / distill run."""
+    """`open_run_directory` for a pretrain / distill run, with its accelerator and logging set up first. Yields
+    (accelerator, run_dir, checkpoint, finished)."""
     from .arguments import fingerprint_fields
     from .trainer import make_accelerator, setup_logging
 
     accelerator = make_accelerator(train_args)
     setup_logging(accelerator)
-    run_dir = RunDirectory(train_args.output_dir, stage, fingerprint_fields(*fingerprinted_args, train_args))
-    run_dir.check(train_args.overwrite_output_dir)
-    checkpoint = run_dir.checkpoint_to_resume(train_args.resume_from_checkpoint, train_args.overwrite_output_dir)
-    if train_args.resume_from_checkpoint is None and not train_args.overwrite_output_dir and run_dir.is_finished():
-        logger.info("%s already holds the finished run: nothing to train", run_dir.path)
-        return accelerator, run_dir, None, True
-    if checkpoint is not None:
-        logger.info("continuing this run from %s", checkpoint)
-    return accelerator, run_dir, checkpoint, False
+    with open_run_directory(
+        accelerator,
+        stage,
+        train_args.output_dir,
+        fingerprint_fields(*fingerprinted_args, train_args),
+        overwrite=train_args.overwrite_output_dir,
+        requested=train_args.resume_from_checkpoint,
+    ) as (run_dir, checkpoint, finished):
+        yield accelerator, run_dir, checkpoint, finished
+
+
+@contextlib.contextmanager
+def open_run_directory(state, stage: str, output_dir, fields: dict, overwrite: bool, requested=None):
+    """Hold the run folder for the whole run, check it, and find where to continue: yields the `RunDirectory`,
+    the checkpoint to continue from (None: step 0), and whether the folder already holds this run finished
+    (then there is nothing to train).
+
+    `state` is the accelerator (or accelerate's `PartialState`) of the run: its main process holds the folder's
+    OS lock (`claim_output`), so a second run into it is refused while this one, or an orphaned worker of it,
+    is alive; the other ranks of this run do not take it.
+    """
+    with _claim_on_main_process(state, output_dir):
+        run_dir = RunDirectory(output_dir, stage, fields)
+        run_dir.check(overwrite)
+        checkpoint = run_dir.checkpoint_to_resume(requested, overwrite)
+        finished = requested is None and not overwrite and run_dir.is_finished()
+        if finished:
+            logger.info("%s already holds the finished run: nothing to train", run_dir.path)
+            checkpoint = None
+        elif checkpoint is not None:
+            logger.info("continuing this run from %s", checkpoint)
+        yield run_dir, checkpoint, finished
+
+
+@contextlib.contextmanager
+def _claim_on_main_process(state, output_dir):
+    """The main process claims `output_dir`; a refusal is raised on every rank, so none waits for the others."""
+    from accelerate.utils import broadcast_object_list
+
+    with contextlib.ExitStack() as stack:
+        refusal = [None]
+        if state.is_main_process:
+            try:
+                stack.enter_context(claim_output(output_dir, overwrite=True))
+            except OutputError as error:
+                refusal = [str(error)]
+        if state.num_processes > 1:
+            broadcast_object_list(refusal, from_process=0)
+        if refusal[0] is not None:
+            raise OutputError(refusal[0])
+        yield
 
 
 def push_final_model(accelerator, run_dir: RunDirectory, repo_id: str | None, private: bool = False) -> int:
@@ -146,18 +195,29 @@ def claim_run_directory(accelerator, run_dir: RunDirectory, train_args) -> None:
 
 
 def report_bad_input(stage: str):
-    """Decorator for a stage's `main`: bad input (ValueError, missing or clashing files) is printed as one
-    line naming the problem, with exit code 2, instead of a traceback."""
+    """Decorator for a stage's `main`: bad input (ValueError, missing or clashing files, a run folder held by
+    another run) is printed as one line naming the problem, with exit code 2, instead of a traceback."""
 
     def decorate(main):
         @functools.wraps(main)
         def wrapper(argv=None):
             try:
                 return main(argv) or 0
-            except (ValueError, FileNotFoundError, FileExistsError) as error:
-                print(f"{stage}: error: {error}", file=sys.stderr)
+            except (ValueError, FileNotFoundError, FileExistsError, OutputError) as error:
+                line = f"{stage}: error: {error}"
+                print(line, file=sys.stderr)
+                _record_for_the_launcher(line)
                 return 2
 
         return wrapper
 
     return decorate
+
+
+def _record_for_the_launcher(line: str) -> None:
+    """Under `accelerate launch` (torch elastic), hand the error line to the launcher through the worker's error
+    file: its closing failure report then shows the line as the root cause instead of a link to the docs."""
+    error_file = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if error_file:
+        with contextlib.suppress(OSError):
+            Path(error_file).write_text(json.dumps({"message": line, "timestamp": int(time.time())}))

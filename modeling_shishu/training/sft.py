@@ -30,6 +30,7 @@ from transformers import TrainerCallback
 
 from ..io_utils import atomic_directory, atomic_write_json
 from ..release.push import check_repo_id
+from ..sizes import training_flops_per_token
 from .arguments import RecipeParser, fingerprint_fields, normalize_resume_from_checkpoint
 from .checkpointing import (
     CHECKPOINT_PREFIX,
@@ -42,8 +43,8 @@ from .checkpointing import (
     prepare_for_hub,
 )
 from .data import check_tokenizer_fits_model
-from .metrics import MetricsLogger, detect_peak_flops, flops_per_token
-from .runner import load_tokenizer, push_final_model, report_bad_input, resolve_checkpoint
+from .metrics import MetricsLogger, detect_peak_flops
+from .runner import load_tokenizer, open_run_directory, push_final_model, report_bad_input, resolve_checkpoint
 from .trainer import has_accelerator
 
 
@@ -334,11 +335,39 @@ def main(argv: list[str] | None = None) -> int:
 def run(script_args, training_args, model_args) -> int:
     from accelerate import PartialState
     from transformers import AutoConfig
-    from trl import get_peft_config
 
     logging.basicConfig(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=logging.INFO
     )
+    model_path, repo_id = prepare_arguments(script_args, training_args, model_args)
+    state = PartialState()  # set up by the checks above (`training_args.world_size`)
+    with open_run_directory(
+        state,
+        "sft",
+        training_args.output_dir,
+        fingerprint_fields(script_args, model_args, training_args),
+        overwrite=script_args.overwrite_output_dir,
+        requested=normalize_resume_from_checkpoint(training_args.resume_from_checkpoint),
+    ) as (run_dir, checkpoint, finished):
+        if finished:
+            return push_final_model(state, run_dir, repo_id, bool(training_args.hub_private_repo))
+        tokenizer = load_chat_tokenizer(script_args, training_args, model_path)
+        config = AutoConfig.from_pretrained(model_path, trust_remote_code=bool(training_args.trust_remote_code))
+        train_dataset, eval_dataset = load_training_conversations(script_args, training_args, tokenizer, config)
+        run_dir.claim_on_all_ranks(script_args.overwrite_output_dir, state.is_main_process, state.wait_for_everyone)
+        trainer = build_trainer(
+            run_dir, training_args, model_args, script_args, model_path, config, tokenizer, train_dataset, eval_dataset
+        )
+        summary = train(trainer, run_dir, script_args, model_args, checkpoint, eval_dataset is not None)
+        if summary is None:
+            return 0
+        save_sft_outputs(trainer, run_dir, tokenizer, model_path, model_args, script_args, summary)
+        return push_final_model(trainer.accelerator, run_dir, repo_id, bool(training_args.hub_private_repo))
+
+
+def prepare_arguments(script_args, training_args, model_args) -> tuple[str, str | None]:
+    """Check the settings and complete them as the run needs them (before the run's fingerprint is taken).
+    Returns the model to tune (a checked folder or Hub id) and the Hub repository final/ goes to (or None)."""
     if not model_args.model_name_or_path:
         raise ValueError("model_name_or_path is required: the ShishuLM checkpoint to instruction-tune")
     repo_id = training_args.hub_model_id if training_args.push_to_hub else None
@@ -365,16 +394,13 @@ def run(script_args, training_args, model_args) -> int:
         "dtype": model_args.dtype or "float32",
         **({"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}),
     }
-    run_dir = RunDirectory(training_args.output_dir, "sft", fingerprint_fields(script_args, model_args, training_args))
-    overwrite = script_args.overwrite_output_dir
-    run_dir.check(overwrite)
-    requested = normalize_resume_from_checkpoint(training_args.resume_from_checkpoint)
-    checkpoint = run_dir.checkpoint_to_resume(requested, overwrite)
-    if requested is None and not overwrite and run_dir.is_finished():
-        logger.info("%s already holds the finished run: nothing to train", run_dir.path)
-        return push_final_model(PartialState(), run_dir, repo_id, bool(training_args.hub_private_repo))
+    return model_path, repo_id
 
-    tokenizer = load_tokenizer(script_args.tokenizer_name or model_path, trust)
+
+def load_chat_tokenizer(script_args, training_args, model_path: str):
+    """The model's tokenizer with a chat template: its own, or ChatML (then `<|im_end|>` is its eos); with
+    `assistant_only_loss`, a template that marks the assistant's replies."""
+    tokenizer = load_tokenizer(script_args.tokenizer_name or model_path, bool(training_args.trust_remote_code))
     if tokenizer.chat_template is None and training_args.chat_template_path is None:
         chatml_tokens = ("<|im_start|>", "<|im_end|>")
         missing = [t for t in chatml_tokens if tokenizer.convert_tokens_to_ids(t) in (None, tokenizer.unk_token_id)]
@@ -387,7 +413,12 @@ def run(script_args, training_args, model_args) -> int:
         tokenizer.eos_token = "<|im_end|>"
     if training_args.assistant_only_loss and training_args.chat_template_path is None:
         tokenizer.chat_template = with_generation_markers(tokenizer.chat_template)
-    config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust)
+    return tokenizer
+
+
+def load_training_conversations(script_args, training_args, tokenizer, config):
+    """(train, eval or None) conversations, checked against the model and the batch; evaluation is turned off
+    when there is nothing held out."""
     check_tokenizer_fits_model(tokenizer, config, training_args.max_length)
     train_dataset, eval_dataset = load_conversations(script_args)
     needed = training_args.per_device_train_batch_size * training_args.world_size
@@ -396,14 +427,19 @@ def run(script_args, training_args, model_args) -> int:
             f"training data is too small: {len(train_dataset)} conversations, one batch needs "
             f"per_device_train_batch_size x processes = {needed}"
         )
-
     if eval_dataset is None and training_args.eval_strategy != "no":
         logger.warning(
             "no held-out conversations (num_eval_samples / dataset_test_split / eval_files): evaluation is off"
         )
         training_args.eval_strategy = "no"
-    world_size = training_args.world_size
-    run_dir.claim_on_all_ranks(overwrite, training_args.process_index == 0, lambda: _barrier(world_size))
+    return train_dataset, eval_dataset
+
+
+def build_trainer(
+    run_dir, training_args, model_args, script_args, model_path, config, tokenizer, train_dataset, eval_dataset
+):
+    """TRL's `SFTTrainer` with atomic checkpoints into `run_dir`, metrics.jsonl and the loss PNG."""
+    from trl import get_peft_config
 
     trainer = _atomic_sft_trainer_class()(
         model=model_path,
@@ -415,45 +451,43 @@ def run(script_args, training_args, model_args) -> int:
         callbacks=[
             MetricsCallback(
                 run_dir.path,
-                flops_per_token(config, training_args.max_length or config.max_position_embeddings),
+                training_flops_per_token(config, training_args.max_length or config.max_position_embeddings),
                 detect_peak_flops(),
-                world_size,
+                training_args.world_size,
             )
         ],
     )
     trainer.run_dir = run_dir
     if script_args.stop_after_steps is not None:
         trainer.add_callback(StopAfterStepsCallback(script_args.stop_after_steps))
+    return trainer
+
+
+def train(trainer, run_dir, script_args, model_args, checkpoint, evaluate: bool) -> dict | None:
+    """Train (from `checkpoint`, or step 0) and return the run's summary; None when stopped by
+    `stop_after_steps`."""
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     if script_args.stop_after_steps is not None and trainer.state.global_step < trainer.state.max_steps:
         logger.warning("stop_after_steps=%d: stopping without finishing the run", script_args.stop_after_steps)
-        return 0
+        return None
     summary = {
         "stage": "sft",
         "steps": trainer.state.global_step,
-        "world_size": world_size,
+        "world_size": trainer.args.world_size,
         "train_loss": result.training_loss,
         "train_seconds": time.perf_counter() - started,
         "peft": bool(model_args.use_peft),
         "parameter_digests": _parameter_digests(trainer),
         "fingerprint": run_dir.fingerprint,
     }
-    if eval_dataset is not None:
+    if evaluate:
         evaluations = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
         if evaluations and evaluations[-1].get("step") == trainer.state.global_step:
             summary["final_eval"] = evaluations[-1]  # already evaluated at the last step
         else:
             summary["final_eval"] = trainer.evaluate()
-    save_sft_outputs(trainer, run_dir, tokenizer, model_path, model_args, script_args, summary)
-    return push_final_model(trainer.accelerator, run_dir, repo_id, bool(training_args.hub_private_repo))
-
-
-def _barrier(world_size: int) -> None:
-    from accelerate import PartialState
-
-    if world_size > 1:
-        PartialState().wait_for_everyone()
+    return summary
 
 
 def _parameter_digests(trainer) -> list[str] | None:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..io_utils import atomic_write_json
+from ..sizes import training_flops_per_token
 from .checkpointing import (
     CHECKPOINT_PREFIX,
     FINAL_DIR,
@@ -32,7 +33,7 @@ from .checkpointing import (
     save_final_model,
 )
 from .data import PackedBlocks, eval_batches
-from .metrics import MetricsLogger, detect_peak_flops, flops_per_token
+from .metrics import MetricsLogger, detect_peak_flops
 
 
 logger = logging.getLogger(__name__)
@@ -191,7 +192,7 @@ class CausalLMTrainer:
         self.metrics = MetricsLogger(run_dir.path, enabled=accelerator.is_main_process)
 
         self.model_config = model.config
-        self.flops_per_token = flops_per_token(model.config, block_size)
+        self.flops_per_token = training_flops_per_token(model.config, block_size)
         self.peak_flops = detect_peak_flops(train_args.peak_flops_per_device)
         self.tokens_per_step = train_batches.samples_per_step * block_size
 
