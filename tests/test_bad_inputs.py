@@ -11,14 +11,13 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import save_parent, tiny_llama, tiny_texts
+from conftest import free_port, save_parent, tiny_llama, tiny_texts
 
 from modeling_shishu.cli import main as shishu_main
 from modeling_shishu.conversion.convert import convert_checkpoint
@@ -614,12 +613,6 @@ def test_resume_skips_a_damaged_last_checkpoint(damage, resume, uninterrupted_ru
     expected, resumed = train_losses(uninterrupted_run), train_losses(out)
     assert sorted(resumed) == list(range(1, 9))
     assert all(abs(resumed[step] - expected[step]) <= 1e-6 for step in expected), (resumed, expected)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.multiprocess

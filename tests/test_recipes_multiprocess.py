@@ -5,13 +5,13 @@ shards with torch's `fully_shard` under `torch.distributed.run`)."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 from modeling_shishu.training.checkpointing import parameter_digest
 
@@ -21,12 +21,6 @@ pytestmark = pytest.mark.multiprocess
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
 ACCELERATE = Path(sys.executable).with_name("accelerate")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def run(command: list[str]) -> subprocess.CompletedProcess:

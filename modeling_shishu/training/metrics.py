@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 
 from ..io_utils import atomic_save_figure, atomic_write_text
-from ..sizes import training_flops_per_token as flops_per_token  # noqa: F401  (the name `bench` imports)
 
 
 # Dense bf16 peak FLOP/s per device (vendor datasheets, no sparsity). Matched by substring of
