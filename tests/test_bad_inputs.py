@@ -559,6 +559,46 @@ def test_unreadable_checkpoint_is_refused(command, fault, parent, shishu, fit_te
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.gguf").exists()
 
 
+# A ShishuLM folder whose config.json no longer matches its weights (share groups removed by hand: the
+# model class would otherwise fill the unshared layers with random weights)
+LAYOUT_READERS = {
+    "eval": READERS["eval"][1],
+    "export-llama": READERS["export-llama"][1],
+    "export-gguf": READERS["export-gguf"][1],
+    "bench": lambda bad, out, good: ["bench", "--model", bad, "--baseline", good, "--quick"],
+}
+
+
+@pytest.mark.parametrize("command", LAYOUT_READERS)
+def test_a_checkpoint_whose_config_disagrees_with_its_weights_is_refused(command, shishu, tmp_path, capsys):
+    folder = tmp_path / "checkpoint"
+    shutil.copytree(shishu, folder)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["mlp_share_groups"]
+    config["mlp_share_groups"] = []
+    (folder / "config.json").write_text(json.dumps(config))
+    argv = LAYOUT_READERS[command](folder, tmp_path / "out", shishu)
+    refused(capsys, argv, "do not match the layout in its config.json", "missing model.layers.")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.gguf").exists()
+
+
+def test_distill_refuses_a_student_whose_config_disagrees_with_its_weights(parent, shishu, tmp_path, capsys):
+    from modeling_shishu.training.distill import main as distill_main
+
+    folder = tmp_path / "student"
+    shutil.copytree(shishu, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["mlp_share_groups"] = []
+    (folder / "config.json").write_text(json.dumps(config))
+    argv = ["--config", REPO_ROOT / "recipes" / "shishu-tiny" / "distill" / "config.yaml"]
+    argv += ["--teacher_name_or_path", parent, "--student_name_or_path", folder]
+    argv += ["--output_dir", tmp_path / "run", "--max_steps", "1"]
+    assert distill_main([str(arg) for arg in argv]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("distill: error: ") and "do not match the layout in its config.json" in error
+    assert not (tmp_path / "run").exists()
+
+
 def truncate_file(name: str):
     def damage(checkpoint: Path) -> str:
         os.truncate(checkpoint / name, (checkpoint / name).stat().st_size // 2)
