@@ -3,6 +3,17 @@
 Each case ends in one clear line (exit code 2, no traceback) that names the file or argument and what is
 wrong, or in a correct result, and leaves nothing half-written behind. One test (or parametrized case)
 per input, on tiny models.
+
+Cases that need a stage's own fixtures sit next to them, and belong to this list:
+- recipe values of the wrong type (`per_device_train_batch_size: 2.5`, `true` for a number), unknown keys:
+  test_recipes_config.py::test_bad_values_are_named, ::test_unknown_key_in_the_file_names_it
+- an empty training corpus, a missing data file: test_recipes_pretrain.py::test_bad_inputs_are_reported_in_one_line
+- an empty or missing SFT data file, conversations without an assistant turn:
+  test_recipes_sft.py::test_bad_inputs_are_reported_in_one_line
+- a missing or broken teacher folder, a teacher that is not Llama-family:
+  test_recipes_distill.py::test_a_missing_or_broken_teacher_folder_is_named, ::test_a_non_llama_teacher_is_refused
+- a config.json that disagrees with the weights, for the model class itself (every tool and remote-code user):
+  test_modeling.py::test_a_config_that_disagrees_with_the_weights_is_refused
 """
 
 import contextlib
