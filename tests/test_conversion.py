@@ -301,3 +301,9 @@ def test_cli_variants_table(capsys):
     assert shishu_main(["variants", "--json"]) == 0
     records = json.loads(capsys.readouterr().out)
     assert {r["name"] for r in records} == set(VARIANTS)
+
+
+def test_variant_names_say_instruct_when_the_parent_is_an_instruct_model():
+    for variant in VARIANTS.values():
+        instruct_parent = variant.parent_hub_id.lower().endswith("-instruct")
+        assert ("-instruct-" in variant.name) == instruct_parent, (variant.name, variant.parent_hub_id)
