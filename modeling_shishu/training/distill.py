@@ -27,6 +27,7 @@ from .runner import (
     push_final_model,
     report_bad_input,
     resolve_checkpoint,
+    train_and_publish,
 )
 from .trainer import CausalLMTrainer, shifted_token_losses
 
@@ -167,9 +168,4 @@ def run(distill_args, data_args, train_args) -> int:
             block_size=data_args.max_length,
             total_steps=total_steps,
         )
-        summary = trainer.train(checkpoint)
-        code = 0
-        if summary is not None:  # not stopped by stop_after_steps
-            code = push_final_model(accelerator, run_dir, hub_repo_id(train_args), bool(train_args.hub_private_repo))
-        accelerator.end_training()  # closes the trackers and the process group
-        return code
+        return train_and_publish(trainer, checkpoint, train_args)

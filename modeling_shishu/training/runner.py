@@ -183,6 +183,19 @@ def push_final_model(accelerator, run_dir: RunDirectory, repo_id: str | None, pr
     return code
 
 
+def train_and_publish(trainer, checkpoint, train_args) -> int:
+    """Train (from `checkpoint` when resuming), push the final folder when the recipe asks for it, close the
+    trackers; the exit code of the push (0 when there is nothing to push)."""
+    accelerator = trainer.accelerator
+    code = 0
+    if trainer.train(checkpoint) is not None:  # None: stopped early by stop_after_steps
+        code = push_final_model(
+            accelerator, trainer.run_dir, hub_repo_id(train_args), bool(train_args.hub_private_repo)
+        )
+    accelerator.end_training()  # closes the trackers and the process group
+    return code
+
+
 def hub_repo_id(train_args) -> str | None:
     return train_args.hub_model_id if train_args.push_to_hub else None
 
