@@ -24,9 +24,10 @@ from modeling_shishu.training.arguments import (
     parse_overrides,
     parse_recipe_args,
 )
-from modeling_shishu.training.checkpointing import RunDirectory, load_optimizer_state, save_optimizer_state
+from modeling_shishu.training.checkpointing import load_optimizer_state, save_optimizer_state
 from modeling_shishu.training.data import PackedBlocks, ShuffledBatches, StreamingBatches, eval_batches
 from modeling_shishu.training.metrics import plot_loss_curve, read_metrics
+from modeling_shishu.training.run_directory import RunDirectory
 from modeling_shishu.training.trainer import learning_rate_multiplier, resolve_mixed_precision
 
 

@@ -229,8 +229,7 @@ FSDP_SCRIPT = textwrap.dedent(
     from torch.distributed.fsdp import fully_shard
 
     from modeling_shishu import ShishuConfig, ShishuForCausalLM
-    from modeling_shishu.training.checkpointing import (
-        full_model_state_dict, full_optimizer_state_dict, restore_model_and_optimizer, save_optimizer_state)
+    from modeling_shishu.training.checkpointing import full_model_state_dict, full_optimizer_state_dict, restore_model_and_optimizer, save_optimizer_state
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo")

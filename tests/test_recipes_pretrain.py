@@ -20,9 +20,10 @@ from modeling_shishu.training.arguments import (
     fingerprint_fields,
     parse_recipe_args,
 )
-from modeling_shishu.training.checkpointing import RunDirectory, load_model_weights
+from modeling_shishu.training.checkpointing import load_model_weights
 from modeling_shishu.training.metrics import read_metrics
 from modeling_shishu.training.pretrain import main as pretrain_main
+from modeling_shishu.training.run_directory import RunDirectory
 
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from ..io_utils import OutputError, claim_output
 from ..loading import remote_code_consent, resolve_checkpoint
-from .checkpointing import RunDirectory
 from .data import PackedBlocks, ShuffledBatches, StreamingBatches, load_documents
+from .run_directory import RunDirectory
 
 
 logger = logging.getLogger(__name__)

@@ -32,18 +32,10 @@ from ..io_utils import atomic_directory, atomic_write_json
 from ..release.push import check_repo_id
 from ..sizes import training_flops_per_token
 from .arguments import RecipeParser, fingerprint_fields, normalize_resume_from_checkpoint
-from .checkpointing import (
-    CHECKPOINT_PREFIX,
-    FINAL_DIR,
-    SUMMARY_FILE,
-    RunDirectory,
-    _remove_tree,
-    apply_default_permissions,
-    load_model_weights,
-    prepare_for_hub,
-)
+from .checkpointing import apply_default_permissions, load_model_weights, prepare_for_hub
 from .data import check_tokenizer_fits_model
 from .metrics import MetricsLogger, detect_peak_flops
+from .run_directory import CHECKPOINT_PREFIX, FINAL_DIR, SUMMARY_FILE, RunDirectory, remove_tree
 from .runner import load_tokenizer, open_run_directory, push_final_model, report_bad_input, resolve_checkpoint
 from .trainer import has_accelerator
 
@@ -303,7 +295,7 @@ def _atomic_sft_trainer_class():
             if self.args.should_save:
                 final = run_dir / name
                 if final.exists():
-                    _remove_tree(final)
+                    remove_tree(final)
                 apply_default_permissions(staging / name)
                 os.rename(staging / name, final)
                 shutil.rmtree(staging)  # what is left: TRL's model card for the staging folder

@@ -21,11 +21,6 @@ import torch.nn.functional as F
 from ..io_utils import atomic_write_json
 from ..sizes import training_flops_per_token
 from .checkpointing import (
-    CHECKPOINT_PREFIX,
-    FINAL_DIR,
-    SUMMARY_FILE,
-    TRAINER_STATE_FILE,
-    RunDirectory,
     load_rng_state,
     parameter_digest,
     restore_model_and_optimizer,
@@ -34,6 +29,7 @@ from .checkpointing import (
 )
 from .data import PackedBlocks, eval_batches
 from .metrics import MetricsLogger, detect_peak_flops
+from .run_directory import CHECKPOINT_PREFIX, FINAL_DIR, SUMMARY_FILE, TRAINER_STATE_FILE, RunDirectory
 
 
 logger = logging.getLogger(__name__)

@@ -27,9 +27,9 @@ def train_arm(model_args, data_args, train_args, init_seed: int, tokenizer_dir: 
     from accelerate.utils import set_seed
 
     from ..arguments import fingerprint_fields
-    from ..checkpointing import SUMMARY_FILE
     from ..data import check_tokenizer_fits_model
     from ..pretrain import build_config, build_model
+    from ..run_directory import SUMMARY_FILE
     from ..runner import build_training_data, claim_run_directory, load_tokenizer, open_run_directory
     from ..trainer import CausalLMTrainer, make_accelerator
 
