@@ -62,7 +62,7 @@ def test_demo_stages_are_the_documented_commands(tmp_path):
         "export-gguf",
     ]
     heal = stages[3]
-    assert "-m modeling_shishu.demo.heal" in " ".join(heal.command)
+    assert "-m modeling_shishu.training.distill" in " ".join(heal.command)
     assert heal.env["ACCELERATE_USE_CPU"] == "1"
     assert f"--student_name_or_path={stages[2].output}" in heal.command  # healing starts from the fitted model
     data_free, convert = stages[1].command, stages[2].command
@@ -83,7 +83,7 @@ def test_demo_heal_overrides_parse_with_the_current_field_names(tmp_path, caplog
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     heal = build_stages(parser.parse_args(["--out", str(tmp_path)]), tmp_path / "parent")[3]
-    script = heal.command.index("modeling_shishu.demo.heal")
+    script = heal.command.index("modeling_shishu.training.distill")
     _, data_args, train_args = parse_recipe_args(
         (DistillArguments, DataArguments, TrainArguments), heal.command[script + 1 :]
     )

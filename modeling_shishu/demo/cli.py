@@ -4,7 +4,7 @@
 
 Stages, each a command of the package that the demo prints before running it (`pipeline.build_stages`):
 fetch-parent, analyze (which 10 layers cost least to drop), convert-data-free and convert (fitted), heal
-(distillation from the parent, two processes: `accelerate launch ... -m modeling_shishu.demo.heal --config
+(distillation from the parent, two processes: `accelerate launch ... -m modeling_shishu.training.distill --config
 <package>/demo/heal.yaml`), evaluate (healed against parent) and evaluate-before-healing, benchmark,
 export-gguf, then the release folder with its card. A re-run reuses every stage whose output is complete and
 whose command is unchanged (`stages/<name>.json`); once a stage runs again, every later stage does too.

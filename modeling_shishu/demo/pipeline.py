@@ -72,7 +72,7 @@ def build_stages(args: argparse.Namespace, parent: Path) -> list[Stage]:
     healed = heal / "final"
     heal_command = accelerate_launch(
         args.port,
-        *("-m", "modeling_shishu.demo.heal", "--config", str(HEAL_RECIPE)),
+        *("-m", "modeling_shishu.training.distill", "--config", str(HEAL_RECIPE)),
         *heal_overrides(args, converted, parent, heal),
     )
     held_out = ["--suite", "offline", "--tasks", "offline_shakespeare,offline_sharegpt"]

@@ -11,6 +11,7 @@ recipe, the KL divergence from the teacher's next-token distribution to the stud
 """
 
 import logging
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -169,3 +170,7 @@ def run(distill_args, data_args, train_args) -> int:
             total_steps=total_steps,
         )
         return train_and_publish(trainer, checkpoint, train_args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

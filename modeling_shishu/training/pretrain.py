@@ -8,6 +8,7 @@ ShishuLM with `num_mlp_layers` / `share` / `extra_mlp_layers`; `config_overrides
 """
 
 import logging
+import sys
 
 import torch
 
@@ -143,3 +144,7 @@ def run(model_args, data_args, train_args) -> int:
             total_steps=total_steps,
         )
         return train_and_publish(trainer, checkpoint, train_args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -21,6 +21,7 @@ model, while `adapter/` keeps the adapter alone).
 import logging
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -545,3 +546,7 @@ __all__ = [
     "merge_adapter",
     "with_generation_markers",
 ]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
