@@ -4,7 +4,6 @@ import codecs
 import hashlib
 import os
 import socket
-import this
 from pathlib import Path
 
 
@@ -119,8 +118,15 @@ CHAT_TEMPLATE = (
 )
 
 
-# The Zen of Python: a fixed English text that ships with Python, to train a tiny BPE on.
-TRAINING_TEXT = codecs.decode(this.s, "rot13") + "\n0123456789 3.14 42, 1999 and 2048.\n"
+def training_text() -> str:
+    """The text the tiny BPE is trained on: the Zen of Python (fixed, ships with Python), read without `import this`
+    printing it."""
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        import this
+    return codecs.decode(this.s, "rot13") + "\n0123456789 3.14 42, 1999 and 2048.\n"
 
 
 TINY_LAYER_TYPES = ["full_attention", "full_attention", "mlp", "mlp", "full_attention", "mlp"]
@@ -143,7 +149,7 @@ def tiny_bpe_tokenizer(vocab_size: int = 320) -> PreTrainedTokenizerFast:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    backend.train_from_iterator([TRAINING_TEXT], trainer)
+    backend.train_from_iterator([training_text()], trainer)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         bos_token="<|im_start|>",

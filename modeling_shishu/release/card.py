@@ -29,7 +29,6 @@ from ..io_utils import (
 from .card_context import evaluation_facts, parent_facts, training_facts
 from .checkpoint_facts import (
     checkpoint_facts,
-    count_parameters,
     layout_rows,
     parent_kv_bytes_per_token,
     weights_sha256,
@@ -372,17 +371,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = [
-    "build_eval_result_entries",
-    "build_eval_results",
-    "check_card",
-    "check_repo_id",
-    "checkpoint_facts",
-    "count_parameters",
-    "evaluation_rows",
-    "layout_rows",
-    "official_benchmark",
-    "render_card",
-    "template_macro",
-    "write_card",
-]
+__all__ = ["check_card", "check_repo_id", "render_card", "template_macro", "write_card"]
