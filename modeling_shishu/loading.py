@@ -120,24 +120,26 @@ def resolve_checkpoint(name_or_path: str, trust_remote_code: bool = False, downl
     from .assets import parents
 
     name_or_path = str(name_or_path)
-    path = Path(name_or_path).expanduser()
-    if path.exists():
-        if (path / "config.json").is_file():
-            check_checkpoint_folder(path)
-            check_remote_code(path, trust_remote_code)
-        elif download:
-            raise FileNotFoundError(f"{path} holds no config.json: not a checkpoint folder")
-        return str(path)
-    if name_or_path in parents.PARENTS:
-        return str(parents.fetch_offline_parent(name_or_path))
-    if parents.looks_like_path(name_or_path):
-        raise FileNotFoundError(f"no such checkpoint folder: {name_or_path}")
-    if not parents.HUB_ID_RE.match(name_or_path):
-        raise ValueError(
-            f"unknown checkpoint {name_or_path!r}: give a checkpoint folder, a Hub id (org/name), or one of the "
-            f"offline parents: {', '.join(parents.PARENTS)}"
-        )
-    return str(parents.snapshot_from_hub(name_or_path)) if download else name_or_path
+    folder = Path(name_or_path).expanduser()
+    if not folder.exists():
+        if name_or_path in parents.PARENTS:
+            return str(parents.fetch_offline_parent(name_or_path))  # built and verified once by the package
+        if parents.looks_like_path(name_or_path):
+            raise FileNotFoundError(f"no such checkpoint folder: {name_or_path}")
+        if not parents.HUB_ID_RE.match(name_or_path):
+            raise ValueError(
+                f"unknown checkpoint {name_or_path!r}: give a checkpoint folder, a Hub id (org/name), or one of the "
+                f"offline parents: {', '.join(parents.PARENTS)}"
+            )
+        if not download:
+            return name_or_path
+        folder = parents.snapshot_from_hub(name_or_path)
+    if (folder / "config.json").is_file():
+        check_checkpoint_folder(folder)
+        check_remote_code(folder, trust_remote_code)
+    elif download:
+        raise FileNotFoundError(f"{folder} holds no config.json: not a checkpoint folder")
+    return str(folder)
 
 
 __all__ = [

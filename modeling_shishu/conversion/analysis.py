@@ -386,22 +386,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ..assets import fetch_parent
-    from ..loading import check_checkpoint_folder, check_remote_code, remote_code_consent
+    from ..loading import remote_code_consent, resolve_checkpoint
 
     name = Path(args.model).name if Path(args.model).expanduser().is_dir() else args.model.replace("/", "--")
     out = args.out or f"analysis-{name}"
     check_output_location(out)  # now, not after a download or the analysis
     try:
-        folder = fetch_parent(args.model)
+        folder = resolve_checkpoint(args.model, args.trust_remote_code, download=True)
     except RuntimeError as error:  # Hub unreachable, registry download failed, ...
         raise FileNotFoundError(f"model {args.model!r} is not available: {error}") from error
     texts = read_text_files(args.data) if args.data else default_analysis_texts()
     dtype = getattr(torch, args.dtype, None)
     if not isinstance(dtype, torch.dtype):
         raise ValueError(f"unknown dtype {args.dtype!r}")
-    check_checkpoint_folder(folder)
-    check_remote_code(folder, args.trust_remote_code)
     with remote_code_consent(args.model):
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, trust_remote_code=args.trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=args.trust_remote_code)

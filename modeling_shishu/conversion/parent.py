@@ -3,7 +3,7 @@
 import torch
 
 from ..configuration_shishu import ATTENTION_LAYER
-from ..loading import check_checkpoint_folder, read_config
+from ..loading import read_config
 
 
 # model_type -> class name; everything else is refused with its architecture named.
@@ -57,9 +57,8 @@ def load_parent(parent: str, dtype: str | torch.dtype = "auto", device: str = "c
         folder = fetch_parent(parent)
     except RuntimeError as error:  # Hub unreachable, registry download failed, ...
         raise FileNotFoundError(f"parent {parent!r} is not available: {error}") from error
-    # Checked before transformers reads anything: a parent is always a built-in architecture, so no code
-    # from the folder is ever run (trust_remote_code=False), whatever its config's auto_map says.
-    check_checkpoint_folder(folder)
+    # `fetch_parent` has checked the folder's files. A parent is always a built-in architecture, so no code from
+    # the folder is ever run (trust_remote_code=False), whatever its config's auto_map says.
     raw = read_config(folder)
     check_parent_type(raw.get("model_type"), raw.get("architectures"))
     config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
