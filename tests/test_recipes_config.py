@@ -14,6 +14,7 @@ from conftest import tiny_config_kwargs
 from safetensors.torch import save_file
 
 from modeling_shishu import ShishuConfig, ShishuForCausalLM
+from modeling_shishu.precision import cpu_has_native_bf16, default_device, has_native_bf16
 from modeling_shishu.sizes import applied_parameters
 from modeling_shishu.sizes import training_flops_per_token as flops_per_token
 from modeling_shishu.training.arguments import (
@@ -178,8 +179,12 @@ def test_warmup_steps_counts_steps_or_a_fraction_of_them():
 
 def test_bf16_unset_is_auto_and_false_leaves_it_to_the_launch(monkeypatch):
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
-    expected_auto = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    expected_auto = "bf16" if has_native_bf16(default_device()) else "no"
     assert resolve_mixed_precision(None) == expected_auto
+    assert resolve_mixed_precision(None, device="cpu") == ("bf16" if cpu_has_native_bf16() else "no")
+    monkeypatch.setenv("SHISHU_PRECISION", "float32")
+    assert resolve_mixed_precision(None) == "no"  # the documented override, e.g. to time the float32 path
+    monkeypatch.delenv("SHISHU_PRECISION")
     assert (resolve_mixed_precision(True), resolve_mixed_precision(False), resolve_mixed_precision(None, True)) == (
         "bf16",
         "no",

@@ -1,7 +1,7 @@
 """`SharedContextLM` gives lm-eval's own numbers: the same log-likelihood and greedy flag for every request,
 the same acc / acc_norm, with one forward pass per question instead of one per choice.
 
-Both sides run the real lm-eval (`simple_evaluate`) on the real offline BIG-bench data with tiny float32 models
+Both sides run the real lm-eval (`simple_evaluate`) on the real offline benchmark data with tiny float32 models
 whose attention matters (`initializer_range` 0.2), so a wrong mask or wrong positions change the numbers.
 """
 
@@ -16,12 +16,8 @@ from modeling_shishu import ShishuConfig, ShishuForCausalLM, evaluation
 from modeling_shishu.evaluation.shared_context import SharedContextLM
 
 
-BIGBENCH = [
-    "offline_bigbench_social_iqa",
-    "offline_bigbench_goal_inference",
-    "offline_bigbench_winowhy",
-    "offline_bigbench_strategyqa",
-]
+# lm-eval's own multiple-choice tasks on the offline data: 3, 4, 2 and 2 choices sharing one context
+MULTIPLE_CHOICE = ["social_iqa", "hellaswag", "piqa", "boolq"]
 DOCS = 6
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -72,15 +68,15 @@ def assert_same_numbers(plain, shared, tasks):
 def test_shared_context_gives_lm_evals_numbers(kind, tmp_path):
     path = str(tiny_model(kind, tmp_path / kind, parent_tokenizer()))
     plain = run_lm_eval(
-        HFLM(pretrained=path, dtype="float32", batch_size=4, device="cpu", trust_remote_code=True), BIGBENCH
+        HFLM(pretrained=path, dtype="float32", batch_size=4, device="cpu", trust_remote_code=True), MULTIPLE_CHOICE
     )
     lm = SharedContextLM(pretrained=path, dtype="float32", batch_size=4, device="cpu", trust_remote_code=True)
-    shared = run_lm_eval(lm, BIGBENCH)
-    assert_same_numbers(plain, shared, BIGBENCH)
-    requests = sum(len(sample["resps"]) for task in BIGBENCH for sample in shared["samples"][task])
+    shared = run_lm_eval(lm, MULTIPLE_CHOICE)
+    assert_same_numbers(plain, shared, MULTIPLE_CHOICE)
+    requests = sum(len(sample["resps"]) for task in MULTIPLE_CHOICE for sample in shared["samples"][task])
     # One row per question, every request on the shared path.
     assert lm.stats == {
-        "questions": DOCS * len(BIGBENCH),
+        "questions": DOCS * len(MULTIPLE_CHOICE),
         "requests": requests,
         "tokens": lm.stats["tokens"],
         "plain_requests": 0,
@@ -92,7 +88,7 @@ def test_other_requests_and_models_keep_lm_evals_path(tmp_path):
     """Rolling log-likelihoods (held-out Shakespeare) and a model with a sliding window go through HFLM."""
     tokenizer = parent_tokenizer()
     path = str(tiny_model("shishu", tmp_path / "shishu", tokenizer))
-    tasks = ["offline_bigbench_strategyqa", "offline_shakespeare"]
+    tasks = ["boolq", "offline_shakespeare"]
     lm = SharedContextLM(pretrained=path, dtype="float32", batch_size=4, device="cpu")
     shared = run_lm_eval(lm, tasks, limit=2)
     plain = run_lm_eval(HFLM(pretrained=path, dtype="float32", batch_size=4, device="cpu"), tasks, limit=2)
@@ -105,5 +101,5 @@ def test_other_requests_and_models_keep_lm_evals_path(tmp_path):
     sliding = str(tiny_model("mistral-sliding", tmp_path / "sliding", tokenizer))
     lm = SharedContextLM(pretrained=sliding, dtype="float32", batch_size=4, device="cpu")
     assert not lm.shares_contexts()
-    run_lm_eval(lm, ["offline_bigbench_strategyqa"], limit=2)
+    run_lm_eval(lm, ["boolq"], limit=2)
     assert lm.stats["questions"] == 0

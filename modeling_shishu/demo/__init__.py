@@ -2,7 +2,7 @@
 
 from .cli import add_arguments, build_release, run
 from .pipeline import HEAL_RECIPE, VARIANT, build_stages
-from .report import evaluation_rows, final_table
+from .report import final_table
 from .stages import Stage
 
 
@@ -13,7 +13,6 @@ __all__ = [
     "add_arguments",
     "build_release",
     "build_stages",
-    "evaluation_rows",
     "final_table",
     "run",
 ]

@@ -1,11 +1,12 @@
 """`shishu demo`: the main job end to end on the offline defaults (`make demo`).
 
-    shishu demo [--out outputs/demo] [--heal-steps 80] [--eval-limit 250] [--force STAGE]
+    shishu demo [--out outputs/demo] [--heal-steps 80] [--eval-scale 1.0] [--force STAGE]
 
 Stages, each a command of the package that the demo prints before running it (`pipeline.build_stages`):
 fetch-parent, analyze (which 10 layers cost least to drop), convert-data-free and convert (fitted), heal
 (distillation from the parent, two processes: `accelerate launch ... -m modeling_shishu.training.distill --config
-<package>/demo/heal.yaml`), evaluate (healed against parent) and evaluate-before-healing, benchmark,
+<package>/demo/heal.yaml`), evaluate (healed against parent), fidelity (KL, agreement and greedy answers on held-out
+chat) and evaluate-before-healing, benchmark,
 export-gguf, then the release folder with its card. A re-run reuses every stage whose output is complete and
 whose command is unchanged (`stages/<name>.json`); once a stage runs again, every later stage does too.
 """
@@ -18,6 +19,7 @@ import time
 from pathlib import Path
 
 from ..io_utils import atomic_directory
+from ..precision import native_dtype_name
 from .pipeline import VARIANT, build_stages
 from .report import final_table
 from .stages import shishu
@@ -43,11 +45,9 @@ def build_release(out: Path, healed: Path, converted: Path) -> Path:
         ]:
             if source.exists():
                 shutil.copy2(source, plots / name)
-        # `shishu card` copies the results next to the card (eval_results.json)
-        subprocess.run(
-            shishu("card", str(tmp), "--results", str(out / "eval" / "results.json"), "--name", VARIANT),
-            check=True,
-        )
+        # `shishu card` copies the results next to the card (eval_results.json, fidelity.json)
+        card = shishu("card", str(tmp), "--results", str(out / "eval" / "results.json"), "--name", VARIANT)
+        subprocess.run([*card, "--fidelity", str(out / "fidelity" / "fidelity.json")], check=True)
     return release
 
 
@@ -68,13 +68,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heal-lr", type=float, default=3e-4, help="distillation peak learning rate (default: 3e-4)")
     parser.add_argument("--heal-seq-length", type=int, default=128, help="distillation sequence length (default: 128)")
     parser.add_argument(
-        "--eval-limit",
-        type=int,
-        default=250,
-        help="documents per BIG-bench task (default: 250, one standard error <= 0.032)",
+        "--eval-scale",
+        type=float,
+        default=1.0,
+        help="scale the documents scored per task (default: 1.0, the counts in pipeline.DEMO_TASKS, about six "
+        "minutes for both models)",
     )
     parser.add_argument(
-        "--gsm8k-limit", type=int, default=4, help="GSM8K problems (generation is slow on CPU; default: 4)"
+        "--fidelity-conversations",
+        type=int,
+        default=24,
+        help="held-out chat conversations for KL and top-1 agreement with the parent (default: 24)",
     )
     parser.add_argument(
         "--ppl-limit", type=int, default=12, help="held-out Shakespeare and ShareGPT documents (default: 12)"
@@ -99,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"[demo] fetch-parent: shishu fetch-parent {DEFAULT_PARENT}", flush=True)
     parent = fetch_parent(DEFAULT_PARENT)
     print(f"[demo] parent: {parent}", flush=True)
+    print(f"[demo] precision: {native_dtype_name('cpu')} (what this CPU computes natively)", flush=True)
     stages = build_stages(args, parent)
     unknown = set(args.force) - {stage.name for stage in stages}
     if unknown:

@@ -3,11 +3,23 @@
 import argparse
 from pathlib import Path
 
+from ..precision import native_dtype_name
 from .stages import CPU_DDP_ENV, Stage, accelerate_launch, shishu
 
 
 VARIANT = "shishu-smollm2-135m-instruct-m10"
 HEAL_RECIPE = Path(__file__).resolve().parent / "heal.yaml"
+# The tasks of the offline suite the demo scores, with how many documents of each (a seeded random sample):
+# those on which the parent is clearly above chance, sized so that parent and ShishuLM together take about six
+# minutes on two CPU cores (docs/model_family.md, "Evaluation cost"). Cheap tasks get more documents.
+DEMO_TASKS = {
+    "arc_easy": 600,
+    "piqa": 400,
+    "sciq": 300,
+    "hellaswag": 250,
+    "lambada_openai": 300,
+    "openbookqa": 500,
+}
 
 
 def heal_overrides(args: argparse.Namespace, student: Path, teacher: Path, output_dir: Path) -> list[str]:
@@ -22,9 +34,10 @@ def heal_overrides(args: argparse.Namespace, student: Path, teacher: Path, outpu
         "--gradient_accumulation_steps=1",
         "--warmup_steps=0.1",
         f"--learning_rate={args.heal_lr}",
-        # bf16 autocast and a bf16 teacher: 1.4x faster steps on a CPU with bf16 instructions, the same quality
-        "--bf16=true",
-        "--teacher_dtype=bfloat16",
+        # bf16 autocast and a bf16 teacher where the CPU computes bf16 natively (1.4x faster steps, the same
+        # quality); float32 elsewhere, where emulated bf16 is tens of times slower
+        f"--bf16={'true' if native_dtype_name('cpu') == 'bfloat16' else 'false'}",
+        f"--teacher_dtype={native_dtype_name('cpu')}",
         f"--eval_steps={args.heal_steps}",
         f"--save_steps={args.heal_steps}",
         # read only what the run can use (with room to shuffle): tokenising whole corpora costs more than 20 steps
@@ -34,19 +47,30 @@ def heal_overrides(args: argparse.Namespace, student: Path, teacher: Path, outpu
     ]
 
 
-def evaluate_stage(args: argparse.Namespace, healed: Path, parent: Path, out: Path) -> Stage:
-    """The healed model against its parent on the offline suite; two processes share the documents."""
-    task_limits = {"offline_gsm8k": args.gsm8k_limit, "offline_shakespeare": args.ppl_limit}
-    task_limits["offline_sharegpt"] = args.ppl_limit
+def evaluate_stage(args: argparse.Namespace, model: Path, name: str, parent: Path, out: Path, stage: str) -> Stage:
+    """A model against its parent on the demo's tasks and the held-out bits per byte; two processes share the
+    documents, in the precision the CPU runs natively (`shishu eval --dtype native`, recorded in results.json)."""
+    task_limits = {task: round(count * args.eval_scale) for task, count in DEMO_TASKS.items()}
+    task_limits |= {"offline_shakespeare": args.ppl_limit, "offline_sharegpt": args.ppl_limit}
     command = accelerate_launch(
         args.port + 1,
-        *("-m", "modeling_shishu.cli", "eval", "--model", str(healed), "--name", VARIANT),
+        *("-m", "modeling_shishu.cli", "eval", "--model", str(model), "--name", name),
         *("--baseline", str(parent), "--baseline-name", "smollm2-135m"),
-        *("--suite", "offline", "--limit", str(args.eval_limit), "--dtype", "bfloat16"),
+        *("--suite", "offline", "--tasks", ",".join(task_limits)),
         *(word for task, limit in task_limits.items() for word in ("--task-limit", f"{task}={limit}")),
         *("--out", str(out), "--overwrite"),
     )
-    return Stage("evaluate", command, out, env=dict(CPU_DDP_ENV))
+    return Stage(stage, command, out, env=dict(CPU_DDP_ENV))
+
+
+def fidelity_stage(args: argparse.Namespace, healed: Path, parent: Path, out: Path) -> Stage:
+    """KL, top-1 agreement and assistant-turn bits per byte against the parent on held-out chat; greedy answers."""
+    command = shishu(
+        *("fidelity", "--model", str(healed), "--name", VARIANT, "--parent", str(parent)),
+        *("--parent-name", "smollm2-135m", "--conversations", str(args.fidelity_conversations)),
+        *("--max-length", "768", "--out", str(out), "--overwrite"),
+    )
+    return Stage("fidelity", command, out)
 
 
 def conversion_stages(args: argparse.Namespace, parent: Path, out: Path) -> list[Stage]:
@@ -76,7 +100,7 @@ def build_stages(args: argparse.Namespace, parent: Path) -> list[Stage]:
         *heal_overrides(args, converted, parent, heal),
     )
     held_out = ["--suite", "offline", "--tasks", "offline_shakespeare,offline_sharegpt"]
-    held_out += ["--limit", str(args.ppl_limit), "--dtype", "bfloat16", "--overwrite"]
+    held_out += ["--limit", str(args.ppl_limit), "--overwrite"]
     before = shishu(
         *("eval", "--model", str(converted), "--name", f"{VARIANT} (fitted, not healed)"),
         *("--baseline", str(data_free), "--baseline-name", f"{VARIANT} (data-free, not healed)"),
@@ -89,7 +113,8 @@ def build_stages(args: argparse.Namespace, parent: Path) -> list[Stage]:
     return [
         *conversion_stages(args, parent, out),
         Stage("heal", heal_command, healed, env=dict(CPU_DDP_ENV), workdir=heal),
-        evaluate_stage(args, healed, parent, out / "eval"),
+        evaluate_stage(args, healed, VARIANT, parent, out / "eval", "evaluate"),
+        fidelity_stage(args, healed, parent, out / "fidelity"),
         Stage("evaluate-before-healing", before, out / "eval-converted"),
         Stage("benchmark", bench, out / "bench.json"),
         # f16, not bf16: llama.cpp's CPU kernels run f16 matrices fast on any x86 with F16C and on ARMv8.2,

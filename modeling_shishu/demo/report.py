@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+from ..evaluation.tables import retained_rows
 from .pipeline import VARIANT
 
 
@@ -15,43 +16,16 @@ def _score(results: dict, label: str, task: str, metric: str | None = None):
     return None
 
 
-def _with_stderr(score: dict) -> str:
-    return f"{score['value']:.4f}" + ("" if score["stderr"] is None else f" ± {score['stderr']:.4f}")
-
-
-def evaluation_rows(results: dict, parent: str, shishu_label: str, skip: list[str]) -> list[tuple]:
-    """Task scores (then the suite's means) with their standard errors, and ShishuLM minus parent on the same
-    documents with the paired standard error and whether the difference exceeds two of them."""
-    from ..evaluation.statistics import is_significant
-
-    models = {model["label"]: model for model in results["models"]}
-    comparison = results.get("comparison") or {}
-    paired = {row["task"]: row for row in comparison.get("rows", [])} | {
-        row["id"]: row for row in comparison.get("means", [])
-    }
-    rows = []
-    for key in [task for task in results["tasks"] if task not in skip] + [
-        mean["id"] for mean in comparison.get("means", [])
-    ]:
-        p, s = (models[label]["scores"].get(key) or models[label]["means"][key] for label in (parent, shishu_label))
-        if key in results["tasks"]:
-            name, record, n = key, results["tasks"][key], s["n_samples"]
-        else:
-            name, record = s["name"], results["tasks"][s["tasks"][0]]
-            n = sum(models[shishu_label]["scores"][task]["n_samples"] for task in s["tasks"])
-        change = f"{s['value'] - p['value']:+.4f}"
-        stderr = (paired.get(key) or {}).get("paired_stderr")
-        if stderr is not None:
-            change += f" (paired SE {stderr:.4f}, significant: {'yes' if is_significant(s['value'] - p['value'], stderr) else 'no'})"
-        rows.append(
-            (
-                f"{name} ({record['metric']}, {record.get('num_fewshot', 0)}-shot, n={n})",
-                _with_stderr(p),
-                _with_stderr(s),
-                change,
-            )
-        )
-    return rows
+def _greedy_lines(fidelity: dict) -> list[str]:
+    """Both models' greedy answers to the fixed chat prompts, one block per prompt."""
+    lines = []
+    for row in fidelity["greedy"]:
+        lines += [
+            f"prompt: {row['prompt']}",
+            f"  parent  : {' '.join(row['parent'].split())}",
+            f"  ShishuLM: {' '.join(row['model'].split())}",
+        ]
+    return lines + ([""] if lines else [])
 
 
 def final_table(out: Path, release: Path) -> str:
@@ -62,6 +36,7 @@ def final_table(out: Path, release: Path) -> str:
     conversion = json.loads((out / "converted" / "conversion.json").read_text())
     models = bench["models"]
     shishu_role = "shishu"
+    fidelity = json.loads((out / "fidelity" / "fidelity.json").read_text())
     rows = [("figure", "SmolLM2-135M parent", VARIANT, "ratio / change")]
 
     def add(name, parent_value, shishu_value, relation="", digits=4):
@@ -70,6 +45,28 @@ def final_table(out: Path, release: Path) -> str:
 
         rows.append((name, fmt(parent_value), fmt(shishu_value), relation))
 
+    # first what the conversion keeps of the parent: the headline tasks and their mean, with paired SEs
+    for row in retained_rows(results):
+        name = row["label"] if row["task"] is None else f"{row['label']} ({row['metric']}, n={row['n']})"
+        relation = f"retained {100 * row['retained']:.1f}%"
+        if row["retained_stderr"] is not None:
+            relation += f" ± {100 * row['retained_stderr']:.1f}"
+        add(name, row["baseline"], row["model"], relation)
+    m = fidelity["measures"]
+    chat = f"held-out chat, {m['conversations']} conversations, assistant turns"
+    add(
+        f"{chat}: bits/byte",
+        m["parent_bits_per_byte"],
+        m["model_bits_per_byte"],
+        f"retained {100 * m['retained']:.1f}% ± {100 * (m['retained_stderr'] or 0):.1f}",
+    )
+    add(f"{chat}: KL(parent || model) nats/token", None, m["kl_per_token"], f"± {m['kl_per_token_stderr'] or 0:.4f}")
+    add(
+        f"{chat}: top-1 agreement with parent",
+        None,
+        m["top1_agreement"],
+        f"± {m['top1_agreement_stderr'] or 0:.4f}",
+    )
     p_params, s_params = models["baseline"]["unique_parameters"], models[shishu_role]["unique_parameters"]
     add("unique parameters", p_params, s_params, f"{s_params / p_params - 1:+.2%}")
     p_kv, s_kv = models["baseline"]["kv_cache_bytes_per_token"], models[shishu_role]["kv_cache_bytes_per_token"]
@@ -101,18 +98,21 @@ def final_table(out: Path, release: Path) -> str:
                 healed_value,
                 "" if None in (parent_value, healed_value) else f"{healed_value / parent_value - 1:+.1%}",
             )
-    rows += evaluation_rows(results, "smollm2-135m", VARIANT, skip=list(held_out))
     rows.append(("layers converted", "", ", ".join(map(str, conversion.get("mlp_layers", []))), ""))
     widths = [max(len(str(r[i])) for r in rows) for i in range(4)]
     lines = [" | ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in rows]
     lines.insert(1, "-+-".join("-" * w for w in widths))
     lines += [
         "",
-        "scores: value ± standard error; change: ShishuLM minus parent on the same documents, significant when it "
-        "exceeds 2 paired standard errors",
+        "retained: ShishuLM's score / the parent's on the same documents (bits/byte: parent / ShishuLM) ± its paired "
+        "standard error; the headline tasks are those the parent scores >= 4 standard errors above chance; every "
+        "task's scores, differences and z above chance are in the evaluation summary",
+        "",
+        *_greedy_lines(fidelity),
         "",
         f"release folder : {release}",
-        f"evaluation     : {out / 'eval' / 'results.json'}",
+        f"evaluation     : {out / 'eval' / 'results.json'} (summary.md: every task)",
+        f"chat fidelity  : {out / 'fidelity' / 'fidelity.json'}",
         f"llama.cpp GGUF : {out / f'{VARIANT}.gguf'}",
         f"benchmark      : {out / 'bench.json'}",
         f"layer analysis : {out / 'analysis'}",

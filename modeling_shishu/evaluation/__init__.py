@@ -7,7 +7,6 @@ from .offline_tasks import (
     OFFLINE_DATA_BUILDERS,
     OFFLINE_DATA_VERSION,
     OFFLINE_SHUFFLE_SEED,
-    bigbench_multiple_choice_rows,
     materialize_offline_tasks,
     split_into_documents,
 )
@@ -53,7 +52,6 @@ __all__ = [
     "SuiteTask",
     "add_arguments",
     "available_suites",
-    "bigbench_multiple_choice_rows",
     "build_results",
     "build_task_manager",
     "check_hub_reachable",

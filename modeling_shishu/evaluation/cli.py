@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ..io_utils import atomic_directory, atomic_write_json, atomic_write_text, claim_output
 from ..loading import add_trust_remote_code_argument
+from ..precision import default_device, native_dtype_name
 from . import harness
 from .harness import SCORERS, EvalSettings
 from .models import ModelSpec, resolve_model
@@ -111,7 +112,10 @@ def _add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
         "process)",
     )
     parser.add_argument(
-        "--dtype", default="auto", help="auto (the checkpoint's), bfloat16, float16 or float32 (default: auto)"
+        "--dtype",
+        default="native",
+        help="native (default: bfloat16 where the device computes it natively, else float32; recorded in "
+        "results.json), auto (the checkpoint's), bfloat16, float16 or float32",
     )
 
 
@@ -234,7 +238,7 @@ def _settings(args: argparse.Namespace, suite: Suite) -> EvalSettings:
     settings = EvalSettings(
         batch_size=args.batch_size,
         device=args.device,
-        dtype=args.dtype,
+        dtype=native_dtype_name(args.device or default_device()) if args.dtype == "native" else args.dtype,
         limit=args.limit,
         task_limits=task_limits,
         bootstrap_iters=args.bootstrap_iters,

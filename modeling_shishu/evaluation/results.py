@@ -4,6 +4,7 @@ baseline, and reading it back with every field checked (format "shishu-eval-resu
 
 import datetime
 import json
+import math
 import os
 import platform
 import subprocess
@@ -14,7 +15,7 @@ from ..io_utils import sha256_file
 from .harness import EvalSettings, ModelRun
 from .models import describe_checkpoint
 from .offline_tasks import materialize_offline_tasks
-from .statistics import mean_and_stderr, mean_of_tasks, paired_difference
+from .statistics import mean_and_stderr, mean_of_tasks, paired_ratio, z_above
 from .suites import Suite, SuiteTask, display_path
 
 
@@ -29,17 +30,75 @@ def _number(value):
     return float(value)
 
 
+# corpus-level metrics whose per-document values are lm-eval's (log-likelihood, bytes) pairs
+_PER_BYTE_METRICS = ("bits_per_byte", "byte_perplexity")
+
+
 def document_scores(samples: list[dict] | None, entry: SuiteTask) -> dict | None:
     """Per-document values of a task's per-document metrics (acc, acc_norm, exact_match, ...), from lm-eval's
-    logged samples under the headline filter, ordered by doc_id: `{"doc_id": [...], "acc": [...], ...}`. None
-    when samples were not logged, for groups, and for corpus-level metrics such as bits per byte."""
+    logged samples under the headline filter, ordered by doc_id: `{"doc_id": [...], "acc": [...], ...}`. For
+    bits per byte, the per-document natural-log likelihood and byte count (`loglikelihood`, `bytes`), from which
+    the corpus-level value is computed. None when samples were not logged and for groups."""
     rows = sorted((s for s in samples or [] if s.get("filter", "none") == entry.filter), key=lambda s: s["doc_id"])
     if not rows:
         return None
+    if entry.metric in _PER_BYTE_METRICS:
+        pairs = [row.get(entry.metric) for row in rows]
+        if not all(isinstance(pair, (list, tuple)) and len(pair) == 2 for pair in pairs):
+            return None
+        return {
+            "doc_id": [row["doc_id"] for row in rows],
+            "loglikelihood": [float(pair[0]) for pair in pairs],
+            "bytes": [int(pair[1]) for pair in pairs],
+        }
     metrics = [m for m in rows[0].get("metrics", []) if all(_number(row.get(m)) is not None for row in rows)]
     if entry.metric not in metrics:
         return None
-    return {"doc_id": [row["doc_id"] for row in rows], **{m: [float(row[m]) for row in rows] for m in metrics}}
+    return {
+        "doc_id": [row["doc_id"] for row in rows],
+        **{m: [float(row[m]) for row in rows] for m in metrics},
+        # the number of choices and the gold answer, for the chance level of multiple-choice tasks
+        "choices": [len(row.get("arguments") or ()) for row in rows],
+        "gold": [_gold_index(row.get("target"), row.get("arguments")) for row in rows],
+    }
+
+
+def _gold_index(target, arguments) -> int | None:
+    """The gold choice's index from lm-eval's logged target: the index itself (an int or its digits), or the text of
+    one of the choices (answer letters); None where the choices do not tell (several contexts, one continuation)."""
+    if isinstance(target, bool):
+        return None
+    if isinstance(target, int):
+        return target
+    if not isinstance(target, str):
+        return None
+    if target.strip().isdigit():
+        return int(target)
+    requests = list(arguments.values()) if isinstance(arguments, dict) else list(arguments or ())
+    continuations = [
+        (request.get("arg_1") if isinstance(request, dict) else request[1]) if len(request) > 1 else None
+        for request in requests
+    ]
+    matches = [i for i, text in enumerate(continuations) if isinstance(text, str) and text.strip() == target.strip()]
+    return matches[0] if len(matches) == 1 else None
+
+
+def chance_level(output_type: str | None, documents: dict | None) -> float | None:
+    """The score of guessing on the documents scored. Multiple choice (acc and acc_norm alike): the better of a
+    uniform guess (1 / choices, averaged) and always giving the most frequent gold answer (BoolQ's "yes" is right
+    62% of the time). 0 for a single continuation or a generated answer; None for log-likelihood metrics such as
+    bits per byte."""
+    if output_type == "multiple_choice":
+        if not documents or not documents.get("choices") or min(documents["choices"]) < 1:
+            return None
+        uniform = math.fsum(1 / count for count in documents["choices"]) / len(documents["choices"])
+        gold = [answer for answer in documents.get("gold") or () if answer is not None]
+        if len(gold) != len(documents["choices"]):
+            return uniform
+        return max(uniform, max(gold.count(answer) for answer in set(gold)) / len(gold))
+    if output_type in ("loglikelihood", "generate_until"):
+        return 0.0
+    return None
 
 
 def task_scores(results: dict, suite: Suite, samples: dict | None = None) -> dict[str, dict]:
@@ -57,16 +116,24 @@ def task_scores(results: dict, suite: Suite, samples: dict | None = None) -> dic
             )
         leaves = results.get("group_subtasks", {}).get(entry.task) or [entry.task]
         n_samples = results.get("n-samples", {})
+        documents = document_scores((samples or {}).get(entry.task), entry)
+        config = results["configs"].get(entry.task) or {}
+        value = _number(row[entry.result_key])
+        stderr = _number(row.get(f"{entry.metric}_stderr,{entry.filter}"))
+        chance = chance_level(config.get("output_type"), documents)
         scores[entry.task] = {
             "metric": entry.metric,
             "filter": entry.filter,
-            "value": _number(row[entry.result_key]),
-            "stderr": _number(row.get(f"{entry.metric}_stderr,{entry.filter}")),
+            "value": value,
+            "stderr": stderr,
+            # guessing's score on the same documents, and how many standard errors above it this score lies
+            "chance": chance,
+            "z_above_chance": None if chance is None or value is None else z_above(value, chance, stderr),
             "num_fewshot": results["n-shot"].get(entry.task),
             "n_samples": sum(n_samples.get(leaf, {}).get("effective", 0) for leaf in leaves),
             "n_samples_total": sum(n_samples.get(leaf, {}).get("original", 0) for leaf in leaves),
             "metrics": {key: _number(value) for key, value in row.items() if "," in key},
-            "documents": document_scores((samples or {}).get(entry.task), entry),
+            "documents": documents,
         }
     return scores
 
@@ -238,17 +305,84 @@ def build_results(
     return results
 
 
+# A task is in the headline when the baseline (the parent) scores at least this many standard errors above chance
+# on the documents used: nearer to chance, what a model keeps of the parent's score is noise.
+HEADLINE_MIN_Z = 4.0
+
+
+def _paired_documents(model: dict, baseline: dict, field: str) -> tuple[list, list]:
+    """The two models' per-document `field` over the same documents, in doc_id order."""
+    pairs = []
+    for record in (model, baseline):
+        if len(set(record["doc_id"])) != len(record["doc_id"]) or len(record["doc_id"]) != len(record[field]):
+            raise ValueError(f"per-document {field} records need one value per distinct doc_id")
+        pairs.append(dict(zip(record["doc_id"], record[field])))
+    if pairs[0].keys() != pairs[1].keys():
+        raise ValueError("the two models were scored on different documents; a paired comparison needs the same ones")
+    docs = sorted(pairs[0])
+    return [pairs[0][doc] for doc in docs], [pairs[1][doc] for doc in docs]
+
+
+def paired_comparison(model: dict, baseline: dict, record: dict) -> dict:
+    """Model against baseline on one task's per-document values: the difference of the headline metric and its
+    paired standard error, and the share of the baseline's score the model retains (model / baseline for a score,
+    baseline / model for bits per byte, which is lower-better) with its paired standard error."""
+    metric = record["metric"]
+    if metric in _PER_BYTE_METRICS:
+        a, b = _paired_documents(model, baseline, "loglikelihood")
+        size, _ = _paired_documents(model, baseline, "bytes")
+        # bits per byte is a ratio of sums: -sum(loglikelihood) / (ln 2 * sum(bytes)); so is its difference
+        difference, stderr = paired_ratio([(y - x) / math.log(2) for x, y in zip(a, b)], size)
+        retained, retained_stderr = paired_ratio([-y for y in b], [-x for x in a])
+        if metric != "bits_per_byte":  # byte perplexity: no difference of exponentials is reported
+            difference = stderr = None
+    else:
+        a, b = _paired_documents(model, baseline, metric)
+        difference, stderr = mean_and_stderr([x - y for x, y in zip(a, b)])
+        retained = retained_stderr = None
+        if record.get("higher_is_better") and math.fsum(b) > 0:
+            retained, retained_stderr = paired_ratio(a, b)
+    return {
+        "n": len(a),
+        "difference": difference,
+        "stderr": stderr,
+        "retained": retained,
+        "retained_stderr": retained_stderr,
+    }
+
+
+def reported_tasks(results: dict, model: dict) -> list[str]:
+    """The tasks a card reports for `model` (its table, `model-index` and `.eval_results`): the bits-per-byte
+    tasks, and the tasks a model can be told apart on. With a comparison in which `model` is the model, those are
+    the headline tasks (the baseline, its parent, at least `HEADLINE_MIN_Z` standard errors above chance); otherwise
+    the tasks `model` itself scores that far above chance. A score at chance measures nothing."""
+    comparison = results.get("comparison")
+    if comparison and comparison.get("model") == model["label"] and "retained" in comparison:
+        rows = {row["task"]: row for row in comparison["rows"]}
+        return [task for task in results["tasks"] if rows[task]["headline"] or rows[task]["chance"] is None]
+    reported = []
+    for task in results["tasks"]:
+        score = model["scores"][task]
+        z = score.get("z_above_chance")
+        if score.get("chance") is None or (z is not None and z >= HEADLINE_MIN_Z):
+            reported.append(task)
+    return reported
+
+
 def compare(results: dict) -> dict:
-    """Model minus baseline on every task's headline metric and on every suite mean. Where both models have
-    per-document values, the difference also gets its paired standard error over the same documents."""
+    """Model against baseline on every task's headline metric and on every suite mean. Where both models have
+    per-document values: the paired standard error of the difference, the share of the baseline's score retained
+    with its paired standard error, and the headline (the tasks the baseline scores at least `HEADLINE_MIN_Z`
+    standard errors above chance) with the mean share retained over them."""
     model = next(m for m in results["models"] if m["role"] == "model")
     baseline = next(m for m in results["models"] if m["role"] == "baseline")
     rows = []
     for task, record in results["tasks"].items():
         a, b = model["scores"][task], baseline["scores"][task]
-        paired = {"n": None, "stderr": None}
+        paired = {"n": None, "stderr": None, "retained": None, "retained_stderr": None}
         if a.get("documents") and b.get("documents"):
-            paired = paired_difference(a["documents"], b["documents"], record["metric"])
+            paired = paired_comparison(a["documents"], b["documents"], record)
+        baseline_z = b.get("z_above_chance")
         rows.append(
             {
                 "task": task,
@@ -258,6 +392,11 @@ def compare(results: dict) -> dict:
                 "difference": None if a["value"] is None or b["value"] is None else a["value"] - b["value"],
                 "paired_n": paired["n"],
                 "paired_stderr": paired["stderr"],
+                "retained": paired["retained"],
+                "retained_stderr": paired["retained_stderr"],
+                "chance": b.get("chance"),
+                "baseline_z": baseline_z,
+                "headline": baseline_z is not None and baseline_z >= HEADLINE_MIN_Z and paired["retained"] is not None,
                 "higher_is_better": record["higher_is_better"],
             }
         )
@@ -280,7 +419,17 @@ def compare(results: dict) -> dict:
                 "higher_is_better": members[0]["higher_is_better"],
             }
         )
-    return {"model": model["label"], "baseline": baseline["label"], "rows": rows, "means": means}
+    headline = [row for row in rows if row["headline"]]
+    retained = {"min_z": HEADLINE_MIN_Z, "tasks": [row["task"] for row in headline], "mean": None, "stderr": None}
+    if headline:
+        retained["mean"], retained["stderr"] = mean_of_tasks([(r["retained"], r["retained_stderr"]) for r in headline])
+    return {
+        "model": model["label"],
+        "baseline": baseline["label"],
+        "rows": rows,
+        "means": means,
+        "retained": retained,
+    }
 
 
 _REQUIRED_RESULT_FIELDS = (
@@ -352,6 +501,9 @@ def _check_documents(score: dict, where: str) -> None:
     documents = score.get("documents")
     if documents is None:
         return
+    if score["metric"] in _PER_BYTE_METRICS:
+        _check_byte_documents(score, documents, where)
+        return
     values = documents.get(score["metric"]) if isinstance(documents, dict) else None
     if not isinstance(values, list) or not isinstance(documents.get("doc_id"), list):
         raise ValueError(f"{where}: per-document records need 'doc_id' and '{score['metric']}' lists")
@@ -365,6 +517,25 @@ def _check_documents(score: dict, where: str) -> None:
         raise ValueError(f"{where}: per-document {score['metric']} averages {mean}, not the reported {score['value']}")
 
 
+def _check_byte_documents(score: dict, documents: dict, where: str) -> None:
+    """Per-document log-likelihoods and byte counts must give the reported bits per byte."""
+    fields = [
+        documents.get(key) if isinstance(documents, dict) else None for key in ("doc_id", "loglikelihood", "bytes")
+    ]
+    if not all(isinstance(field, list) for field in fields) or len({len(field) for field in fields}) != 1:
+        raise ValueError(
+            f"{where}: per-document records need equally long 'doc_id', 'loglikelihood' and 'bytes' lists"
+        )
+    if len(fields[0]) != score.get("n_samples") or sum(fields[2]) <= 0:
+        raise ValueError(f"{where}: per-document records hold {len(fields[0])} documents for {score.get('n_samples')}")
+    if score["metric"] == "bits_per_byte":
+        value = -math.fsum(fields[1]) / (math.log(2) * sum(fields[2]))
+        if abs(value - score["value"]) > 1e-6 * max(1.0, abs(value)):
+            raise ValueError(
+                f"{where}: per-document records give {value} bits per byte, not the reported {score['value']}"
+            )
+
+
 def _check_comparison(data: dict, where: str) -> None:
     """Each paired standard error must be the one the per-document values give."""
     models = {model["label"]: model for model in data["models"]}
@@ -374,7 +545,7 @@ def _check_comparison(data: dict, where: str) -> None:
     model, baseline = models[comparison["model"]], models[comparison["baseline"]]
     for row in comparison.get("rows", []):
         a, b = model["scores"][row["task"]].get("documents"), baseline["scores"][row["task"]].get("documents")
-        expected = paired_difference(a, b, row["metric"])["stderr"] if a and b else None
+        expected = paired_comparison(a, b, data["tasks"][row["task"]])["stderr"] if a and b else None
         recorded = row.get("paired_stderr")
         if (expected is None) != (recorded is None) or (expected is not None and abs(expected - recorded) > 1e-9):
             raise ValueError(

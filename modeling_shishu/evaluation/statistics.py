@@ -44,6 +44,35 @@ def paired_difference(model: dict, baseline: dict, metric: str) -> dict:
     return {"n": len(differences), "difference": difference, "stderr": stderr}
 
 
+def paired_ratio(numerators: Sequence[float], denominators: Sequence[float]) -> tuple[float, float | None]:
+    """sum(numerators) / sum(denominators) over paired documents, with its standard error by the delta method.
+
+    With r the ratio and d_i = x_i - r y_i, the standard error is sd(d) / (sqrt(n) mean(y)): the paired analogue of
+    `paired_difference` for a ratio of two models' scores on the same documents (model / parent accuracy, or
+    parent / model log-loss). Identical inputs give exactly 1 with standard error 0.
+    """
+    n = len(numerators)
+    if n != len(denominators) or n == 0:
+        raise ValueError("a paired ratio needs one numerator and one denominator per document")
+    total = math.fsum(denominators)
+    if total == 0:
+        raise ValueError("a paired ratio needs a denominator that does not sum to zero")
+    ratio = math.fsum(numerators) / total
+    if list(numerators) == list(denominators):
+        return 1.0, 0.0 if n > 1 else None
+    if n < 2:
+        return ratio, None
+    _, stderr = mean_and_stderr([x - ratio * y for x, y in zip(numerators, denominators)])
+    return ratio, stderr / (total / n)
+
+
+def z_above(value: float, reference: float, stderr: float | None) -> float | None:
+    """How many standard errors `value` lies above `reference` (None without a usable standard error)."""
+    if stderr is None or stderr <= 0:
+        return None
+    return (value - reference) / stderr
+
+
 def mean_of_tasks(estimates: Sequence[tuple[float, float | None]]) -> tuple[float, float | None]:
     """Unweighted mean of per-task `(value, stderr)` estimates from independent tasks, and its standard error
     sqrt(sum se_t^2) / T."""
@@ -62,4 +91,12 @@ def is_significant(difference: float, stderr: float | None, z: float = SIGNIFICA
     return abs(difference) > z * stderr
 
 
-__all__ = ["SIGNIFICANCE_Z", "is_significant", "mean_and_stderr", "mean_of_tasks", "paired_difference"]
+__all__ = [
+    "SIGNIFICANCE_Z",
+    "is_significant",
+    "mean_and_stderr",
+    "mean_of_tasks",
+    "paired_difference",
+    "paired_ratio",
+    "z_above",
+]

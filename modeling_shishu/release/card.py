@@ -10,6 +10,7 @@ model of the card). The results entry of the card is the one whose recorded weig
 """
 
 import argparse
+import json
 import os
 import shlex
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from ..evaluation import read_results
+from ..evaluation.results import reported_tasks
 from ..io_utils import (
     atomic_directory,
     atomic_write_json,
@@ -48,6 +50,26 @@ from .public_records import publish_records, unpublished_paths
 CARD_FILE = "README.md"
 EVAL_RESULTS_DIR = ".eval_results"
 RESULTS_COPY = "eval_results.json"
+FIDELITY_COPY = "fidelity.json"
+
+
+def read_fidelity(path: str | os.PathLike) -> dict:
+    """A `shishu fidelity` report, checked; its labels and models are the card's to state."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such fidelity report: {path}")
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"fidelity report {path} is not valid JSON: {error}") from None
+    if not isinstance(report, dict) or report.get("format") != "shishu-fidelity" or "measures" not in report:
+        raise ValueError(f'{path} is not a `shishu fidelity` report (no "format": "shishu-fidelity")')
+    # the machine's paths stay out of a published card: labels name the models
+    for role in ("model", "parent"):
+        report[role] = {"label": report[role]["label"]}
+    return report
+
+
 CARD_TAGS = ["shishulm", "hybrid", "mlp-only", "weight-sharing", "custom_code"]
 
 
@@ -115,7 +137,14 @@ def _change(new: int | None, old: int | None) -> float | None:
 
 
 def card_context(
-    folder: Path, name: str, facts: dict, results: dict, model: dict, parent: dict, repo_id: str | None
+    folder: Path,
+    name: str,
+    facts: dict,
+    results: dict,
+    model: dict,
+    parent: dict,
+    repo_id: str | None,
+    fidelity: dict | None = None,
 ) -> dict:
     """Everything the template states, as values: names, counts, sizes, rows and flags."""
     parent_layers = parent.get("num_hidden_layers")
@@ -145,6 +174,7 @@ def card_context(
         "parent": parent,
         "training": training_facts(facts),
         "evaluation": evaluation_facts(results, model, command),
+        "fidelity": fidelity,
     }
 
 
@@ -155,8 +185,10 @@ def render_card(
     repo_id: str | None = None,
     license: str | None = None,
     template: str | os.PathLike | None = None,
+    fidelity: dict | None = None,
 ):
-    """Build the ModelCard and the `.eval_results` entries of `folder` from a results dict."""
+    """Build the ModelCard and the `.eval_results` entries of `folder` from a results dict (and the chat fidelity
+    report of `shishu fidelity`, when given)."""
     from huggingface_hub import ModelCard, ModelCardData
 
     folder = Path(folder)
@@ -182,7 +214,7 @@ def render_card(
     template = Path(template) if template else default_template()
     if not template.is_file():
         raise FileNotFoundError(f"no card template at {template} (set SHISHU_CARD_TEMPLATE or pass --template)")
-    context = card_context(folder, name, facts, results, model, parent, repo_id)
+    context = card_context(folder, name, facts, results, model, parent, repo_id, fidelity)
     card = ModelCard.from_template(card_data, template_path=str(template), **context)
     return card, build_eval_result_entries(results, model), model
 
@@ -195,8 +227,10 @@ def write_card(
     repo_id: str | None = None,
     license: str | None = None,
     template: str | os.PathLike | None = None,
+    fidelity_path: str | os.PathLike | None = None,
 ) -> Path:
-    """Render and write README.md, .eval_results/*.yaml and eval_results.json into `out` (default: `folder`)."""
+    """Render and write README.md, .eval_results/*.yaml and eval_results.json into `out` (default: `folder`), and
+    fidelity.json when a `shishu fidelity` report is given."""
     from huggingface_hub import eval_result_entries_to_yaml
 
     if repo_id is not None:
@@ -206,12 +240,15 @@ def write_card(
         if out.is_dir():
             check_writable(out)
         results = read_results(results_path)
+        fidelity = read_fidelity(fidelity_path) if fidelity_path is not None else None
         card, entry_files, model = render_card(
-            folder, results, label=label, repo_id=repo_id, license=license, template=template
+            folder, results, label=label, repo_id=repo_id, license=license, template=template, fidelity=fidelity
         )
         out.mkdir(parents=True, exist_ok=True)
         # The copy says which of the evaluated models the card is for, so the pair can be checked anywhere.
         atomic_write_json(out / RESULTS_COPY, {**results, "card": {"model": model["label"], "repo_id": repo_id}})
+        if fidelity is not None:
+            atomic_write_json(out / FIDELITY_COPY, fidelity)
         publish_records(out)  # the records name Hub ids and folder names, not this machine's paths
         with atomic_directory(out / EVAL_RESULTS_DIR, overwrite=True) as tmp:
             for task, entries in entry_files.items():
@@ -265,7 +302,8 @@ def _model_index_problems(card, results: dict, model: dict) -> list[str]:
     """The card's `model-index`: one result per task, with the results' metric, value and shots."""
     problems = []
     found = {(result.dataset_type, result.dataset_config): result for result in card.data.eval_results or []}
-    for task, record in results["tasks"].items():
+    for task in reported_tasks(results, model):
+        record = results["tasks"][task]
         identity = task_identity(task, record, model["scores"][task])
         value = model["scores"][task]["value"]
         result = found.pop(identity, None)
@@ -292,9 +330,8 @@ def _table_problems(card, results: dict, model: dict) -> list[str]:
     problems = []
     lines = [line for line in card.text.splitlines() if line.startswith("| ")]
     for row in evaluation_rows(results, model, baseline):
-        line = next((line for line in lines if line.startswith(f"| {row['task']} | ")), None)
         cells = f"| {row['difference']} | {row['paired_se']} |"
-        if line is None or not line.endswith(cells):
+        if not any(line.startswith(f"| {row['task']} | ") and line.endswith(cells) for line in lines):
             problems.append(
                 f"README.md evaluation table: the {row['task']} row does not end with {cells} as the results say"
             )
@@ -307,7 +344,8 @@ def _entry_file_problems(entry_dir: Path, results: dict, model: dict) -> list[st
 
     problems = []
     present = {path.stem: path for path in entry_dir.glob("*.yaml")} if entry_dir.is_dir() else {}
-    for task, record in results["tasks"].items():
+    for task in reported_tasks(results, model):
+        record = results["tasks"][task]
         value = model["scores"][task]["value"]
         hub = official_benchmark(record, model["scores"][task])
         if not hub:
@@ -345,6 +383,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--license", help="licence id (default: the parent's)")
     parser.add_argument("--template", help="card template (default: the one shipped in the package, card_template.md)")
+    parser.add_argument(
+        "--fidelity",
+        metavar="FIDELITY_JSON",
+        help="fidelity.json written by `shishu fidelity` (chat fidelity section)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -359,6 +402,7 @@ def run(args: argparse.Namespace) -> int:
         repo_id=args.repo_id,
         license=args.license,
         template=args.template,
+        fidelity_path=args.fidelity,
     )
     out = path.parent
     shown = final_path(out)  # the folder as users will see it, also when written inside an atomic write

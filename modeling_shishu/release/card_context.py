@@ -4,9 +4,10 @@ evaluation. Values only (numbers, names, lists, flags); the sentences are in `ca
 import os
 from pathlib import Path
 
+from ..evaluation.tables import retained_table
 from ..io_utils import final_name
 from .checkpoint_facts import read_json
-from .eval_results import evaluation_rows, is_limited
+from .eval_results import evaluation_rows, is_limited, unreported_tasks
 
 
 TRAINING_RECIPE_KEYS = (
@@ -151,6 +152,12 @@ def evaluation_facts(results: dict, model: dict, command: str) -> dict:
         "suite": results["suite"],
         "baseline": baseline["label"] if baseline is not None else None,
         "rows": evaluation_rows(results, model, baseline),
+        # the share of the parent's score kept, first: only when the card's model was compared with a baseline
+        "retained_table": retained_table(results)
+        if (results.get("comparison") or {}).get("model") == model["label"]
+        else "",
+        "retained": (results.get("comparison") or {}).get("retained"),
+        "unreported": unreported_tasks(results, model),
         "environment": results["environment"],
         "settings": {"scorer": "lm-eval", **results["settings"]},
         "dtype": model.get("dtype"),

@@ -3,6 +3,8 @@
 
 from pathlib import Path
 
+from ..evaluation.results import reported_tasks
+
 
 METRIC_NAMES = {
     "acc": "accuracy",
@@ -79,7 +81,8 @@ def build_eval_results(results: dict, model: dict) -> list:
     from huggingface_hub import EvalResult
 
     entries, seen = [], {}
-    for task, record in results["tasks"].items():
+    for task in reported_tasks(results, model):
+        record = results["tasks"][task]
         score = model["scores"][task]
         identity = task_identity(task, record, score)
         if identity in seen:
@@ -110,7 +113,8 @@ def build_eval_result_entries(results: dict, model: dict) -> dict[str, list]:
     from huggingface_hub import EvalResultEntry
 
     files = {}
-    for task, record in results["tasks"].items():
+    for task in reported_tasks(results, model):
+        record = results["tasks"][task]
         score = model["scores"][task]
         hub = official_benchmark(record, score)
         if not hub:
@@ -148,15 +152,19 @@ def _table_row(record: dict, name: str, shots: int, examples: str, score: dict, 
 
 
 def evaluation_rows(results: dict, model: dict, baseline: dict | None) -> list[dict]:
-    """The card's evaluation table: one row per task, then one per suite mean; with a baseline, its scores, the
+    """The card's evaluation table: one row per reported task (`reported_tasks`), then one per suite mean; with a baseline, its scores, the
     difference and the difference's paired standard error."""
     rows = []
-    for task, record in results["tasks"].items():
+    for task in reported_tasks(results, model):
+        record = results["tasks"][task]
         score = model["scores"][task]
         rows.append(
             _table_row(record, record["pretty_name"], record["num_fewshot"], examples_scored(score), score, task)
         )
+    reported = set(reported_tasks(results, model))
     for mean_id, mean in (model.get("means") or {}).items():
+        if not set(mean["tasks"]) <= reported:
+            continue
         record = results["tasks"][mean["tasks"][0]]
         examples = str(sum(model["scores"][task]["n_samples"] for task in mean["tasks"]))
         rows.append(_table_row(record, mean["name"], record["num_fewshot"], examples, mean, mean_id))
@@ -169,10 +177,27 @@ def evaluation_rows(results: dict, model: dict, baseline: dict | None) -> list[d
             other = baseline["scores"].get(row["key"]) or baseline["means"][row["key"]]
             mine = model["scores"].get(row["key"]) or model["means"][row["key"]]
             stderr = (paired.get(row["key"]) or {}).get("paired_stderr")
+            retained = (paired.get(row["key"]) or {}).get("retained")
+            retained_se = (paired.get(row["key"]) or {}).get("retained_stderr")
+            row["retained"] = "n/a" if retained is None else f"{100 * retained:.1f}%"
+            row["retained_se"] = "n/a" if retained_se is None else f"{100 * retained_se:.1f}%"
             row["baseline"] = value_with_stderr(other)
             row["difference"] = f"{mine['value'] - other['value']:+.4f}"
             row["paired_se"] = "n/a" if stderr is None else f"{stderr:.4f}"
     return rows
+
+
+def unreported_tasks(results: dict, model: dict) -> list[dict]:
+    """The tasks scored but not reported, each `{task, baseline_z}` (the z of the model's parent, or its own)."""
+    reported = set(reported_tasks(results, model))
+    rows = {row["task"]: row for row in (results.get("comparison") or {}).get("rows", [])}
+    left = []
+    for task in results["tasks"]:
+        if task in reported:
+            continue
+        z = rows[task]["baseline_z"] if task in rows else model["scores"][task].get("z_above_chance")
+        left.append({"task": task, "z": "n/a" if z is None else f"{z:.1f}"})
+    return left
 
 
 __all__ = [
@@ -184,4 +209,5 @@ __all__ = [
     "official_benchmark",
     "select_model",
     "task_identity",
+    "unreported_tasks",
 ]

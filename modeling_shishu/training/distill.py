@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..loading import remote_code_consent
+from ..precision import default_device, native_dtype
 from .arguments import DataArguments, DistillArguments, TrainArguments, parse_recipe_args
 from .data import check_tokenizer_fits_model
 from .runner import (
@@ -79,7 +80,7 @@ class DistillationTrainer(CausalLMTrainer):
 
 def _teacher_dtype(name: str) -> torch.dtype:
     if name == "auto":
-        return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+        return native_dtype(default_device())
     return getattr(torch, name)
 
 

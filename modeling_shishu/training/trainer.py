@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..io_utils import atomic_write_json
+from ..precision import default_device, has_native_bf16
 from ..sizes import training_flops_per_token
 from .checkpointing import (
     load_rng_state,
@@ -41,11 +42,12 @@ def has_accelerator() -> bool:
     return accelerator_api.is_available() if accelerator_api is not None else torch.cuda.is_available()
 
 
-def resolve_mixed_precision(bf16: bool | None, fp16: bool = False) -> str | None:
+def resolve_mixed_precision(bf16: bool | None, fp16: bool = False, device: str | None = None) -> str | None:
     """`Accelerator(mixed_precision=...)` for TrainingArguments' `bf16` / `fp16` flags.
 
     True forces that precision; False leaves it to `accelerate launch` (else none), as the Trainer does;
-    bf16 unset (None) is auto: the launch setting, else bf16 on a GPU that supports it, else none.
+    bf16 unset (None) is auto: the launch setting, else bf16 where the training device (`device`, default: the
+    GPU if any, else the CPU) runs it natively (`precision.has_native_bf16`), else none.
     """
     if fp16:
         return "fp16"
@@ -53,7 +55,7 @@ def resolve_mixed_precision(bf16: bool | None, fp16: bool = False) -> str | None
         return "bf16"
     if os.environ.get("ACCELERATE_MIXED_PRECISION"):
         return None  # let the launch configuration decide
-    if bf16 is None and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+    if bf16 is None and has_native_bf16(device or default_device()):
         return "bf16"
     return "no"
 
@@ -70,7 +72,9 @@ def make_accelerator(train_args):
 
     accelerator = Accelerator(
         cpu=not has_accelerator(),
-        mixed_precision=resolve_mixed_precision(train_args.bf16, train_args.fp16),
+        mixed_precision=resolve_mixed_precision(
+            train_args.bf16, train_args.fp16, device=None if has_accelerator() else "cpu"
+        ),
         log_with=make_trackers(train_args) or None,
     )
     launched = int(os.environ.get("WORLD_SIZE", "1"))
