@@ -138,21 +138,30 @@ def chat_fidelity(model, parent, tokenizer, conversations: list[list[dict]], max
 def greedy_answers(model, tokenizer, prompts=CHAT_PROMPTS, max_new_tokens: int = 48) -> list[str]:
     """The model's greedy reply to each prompt, as a single user turn in the chat template."""
     device = next(model.parameters()).device
-    answers = []
-    for prompt in prompts:
-        text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-        )
-        input_ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"].to(device)
-        output = model.generate(
-            input_ids,
-            attention_mask=torch.ones_like(input_ids),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
-        )
-        answers.append(tokenizer.decode(output[0, input_ids.shape[1] :], skip_special_tokens=True).strip())
-    return answers
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        # A small model's decode step is too small to split across CPU threads: on a busy 2-core CPU one thread
+        # decoded 6x faster than two (measured: 3.7 s against 23 s for 48 tokens of SmolLM2-135M).
+        torch.set_num_threads(1)
+    try:
+        return [_greedy_answer(model, tokenizer, prompt, max_new_tokens, device) for prompt in prompts]
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _greedy_answer(model, tokenizer, prompt: str, max_new_tokens: int, device) -> str:
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+    )
+    input_ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"].to(device)
+    output = model.generate(
+        input_ids,
+        attention_mask=torch.ones_like(input_ids),
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+    )
+    return tokenizer.decode(output[0, input_ids.shape[1] :], skip_special_tokens=True).strip()
 
 
 __all__ = [
