@@ -429,12 +429,16 @@ class ShishuPreTrainedModel(PreTrainedModel):
         # transformers fills weights a checkpoint lacks with fresh ones and only mentions it in its load report.
         # For a ShishuLM, layer weights that are missing or unexpected mean `layer_types` / `mlp_share_groups` in
         # config.json disagree with the weights (an edited config, another layout's weights): refuse to load.
+        # transformers' own initialisation paths stay as they are for Llama: no folder (`from_pretrained(None,
+        # config=..., state_dict={})`), or a checkpoint that holds none of this model's layer weights at all.
         wants_loading_info = kwargs.get("output_loading_info", False)
         model, loading_info = super().from_pretrained(*args, **{**kwargs, "output_loading_info": True})
+        source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
         missing = sorted(key for key in loading_info.get("missing_keys", ()) if _LAYER_WEIGHT.search(key))
         unexpected = sorted(key for key in loading_info.get("unexpected_keys", ()) if _LAYER_WEIGHT.search(key))
-        if missing or unexpected:
-            source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+        layer_weights = {name for name in model.state_dict() if _LAYER_WEIGHT.search(name)}
+        nothing_loaded = layer_weights.issubset(missing) and not unexpected
+        if source is not None and not nothing_loaded and (missing or unexpected):
             found = [
                 f"{label} {', '.join(keys[:4])}{f' (+{len(keys) - 4} more)' if len(keys) > 4 else ''}"
                 for label, keys in (("missing", missing), ("unexpected", unexpected))
@@ -505,6 +509,7 @@ class ShishuModel(ShishuPreTrainedModel):
             return ShishuDecoderLayer(config, layer_idx)
         return ShishuMLPBlock(config, layer_idx)
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -645,6 +650,7 @@ class ShishuForCausalLM(ShishuPreTrainedModel, GenerationMixin):
             cache=pick_cache(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            return_dict=True,
             **kwargs,
         )
 

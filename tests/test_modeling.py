@@ -426,7 +426,7 @@ def test_compiled_static_cache_generation_compiles_once():
     "edit, named",
     [
         (lambda c: c.update(mlp_share_groups=[]), "missing model.layers.4.mlp.down_proj.weight"),
-        (lambda c: c["layer_types"].__setitem__(2, "mlp"), "unexpected model.layers.2.input_layernorm.weight"),
+        (lambda c: c["block_types"].__setitem__(2, "mlp"), "unexpected model.layers.2.input_layernorm.weight"),
     ],
 )
 def test_a_config_that_disagrees_with_the_weights_is_refused(tmp_path, edit, named):
