@@ -48,6 +48,21 @@ for _registry in ("LAYER_TYPE_CACHE_MAPPING", "DYNAMIC_LAYER_TYPE_MAPPING", "STA
     if isinstance(_mapping, dict) and "moe" in _mapping and MLP_LAYER not in _mapping:
         _mapping[MLP_LAYER] = _mapping["moe"]
 
+# - From 5.25 on, "mlp" layers get a `DummyLayer`, which cannot tell a length, while `generate()` asks the cache for
+#   layer 0's: with an MLP-only first layer, the length is asked of the first layer that holds keys and values.
+_DummyLayer = getattr(cache_utils, "DummyLayer", None)
+if _DummyLayer is not None and not hasattr(_DummyLayer, "get_seq_length"):
+    _cache_seq_length = cache_utils.Cache.get_seq_length
+
+    def _seq_length_of_a_holding_layer(self, layer_idx: int = 0) -> int:
+        layers = getattr(self, "layers", None) or []
+        if layer_idx < len(layers) and isinstance(layers[layer_idx], _DummyLayer):
+            holding = [i for i, layer in enumerate(layers) if not isinstance(layer, _DummyLayer)]
+            layer_idx = holding[0] if holding else len(layers)
+        return _cache_seq_length(self, layer_idx)
+
+    cache_utils.Cache.get_seq_length = _seq_length_of_a_holding_layer
+
 if hasattr(cache_utils, "LinearAttentionLayer"):
 
     class KeyValueFreeStaticLayer(cache_utils.LinearAttentionLayer):
@@ -553,7 +568,9 @@ class ShishuModel(ShishuPreTrainedModel):
         free_static_mlp_layers(cache, self.config, inputs_embeds.shape[0])
 
         if position_ids is None:
-            past_seen_tokens = cache.get_seq_length() if cache is not None else 0
+            # asked of an attention layer: from 5.25 on, key/value-free layers cannot tell their length
+            first_attention = self.config.attention_layer_indices[0]
+            past_seen_tokens = cache.get_seq_length(first_attention) if cache is not None else 0
             position_ids = torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device) + past_seen_tokens
             position_ids = position_ids.unsqueeze(0)
 
