@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import current_umask
 
 from modeling_shishu.training.metrics import read_metrics
