@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install test quality style test-transformers test-llamacpp demo bench gpu-carry clean
+.PHONY: install test quality style modular test-transformers test-upstream test-llamacpp demo bench gpu-carry clean
 
 $(VENV)/.installed: requirements-dev.txt setup.cfg
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ quality: install
 style: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+# modeling_shishu.py expanded from modular_shishu.py by transformers' utils/modular_model_converter.py, taken from a
+# transformers checkout in $$SHISHU_CACHE/upstream/transformers-* (see docs/compatibility.md) or MODULAR_SOURCE=DIR
+modular: install
+	$(PY) -m pip install --quiet libcst
+	$(PY) utils/expand_modular.py $(if $(MODULAR_SOURCE),--source $(MODULAR_SOURCE))
 
 # the remote code under every supported transformers release (each pip-installed into its own cached folder)
 test-transformers: install
