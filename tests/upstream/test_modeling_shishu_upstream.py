@@ -15,7 +15,14 @@ from transformers.testing_utils import require_torch
 
 
 if is_torch_available():
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_MAPPING_NAMES
+
     from modeling_shishu import ShishuConfig, ShishuForCausalLM, ShishuModel
+
+    # The tester tells base models from heads (labels, training) by transformers' static name tables, which list
+    # in-tree models only: ShishuLM (remote code) is entered there as an in-tree model would be.
+    MODEL_MAPPING_NAMES.setdefault("shishu", "ShishuModel")
+    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.setdefault("shishu", "ShishuForCausalLM")
 
 
 class ShishuModelTester(CausalLMModelTester):
@@ -32,6 +39,14 @@ class ShishuModelTester(CausalLMModelTester):
         super().__init__(parent, **kwargs)
         self.num_hidden_layers = len(self.layer_types)
 
+    def get_config(self):
+        # the layout sets the depth (test_attention_outputs counts attention layers in `num_hidden_layers`)
+        num_hidden_layers, self.num_hidden_layers = self.num_hidden_layers, len(self.layer_types)
+        try:
+            return super().get_config()
+        finally:
+            self.num_hidden_layers = num_hidden_layers
+
 
 class ShishuUpstreamTestMixin:
     def _num_attention_layers(self):
@@ -46,6 +61,21 @@ class ShishuUpstreamTestMixin:
             super().test_attention_outputs()
         finally:
             tester.num_hidden_layers = num_hidden_layers
+
+    def _check_past_key_values_for_generate(self, batch_size, past_key_values, seq_length, config):
+        # MLP-only blocks keep no keys or values (their cache layer stays empty), as Jamba's and Bamba's Mamba layers
+        self.assertEqual(len(past_key_values), config.num_hidden_layers)
+        k_shape, v_shape = self._get_attention_shape(batch_size, seq_length, config)
+        for layer_type, layer in zip(config.layer_types, past_key_values.layers):
+            if layer_type == "mlp":
+                self.assertIsNone(getattr(layer, "keys", None))
+            else:
+                self.assertEqual(layer.keys.shape, k_shape)
+                self.assertEqual(layer.values.shape, v_shape)
+
+    def test_num_layers_is_small(self):
+        # the smallest hybrid with a shared pair has 3 layers (one attention, two MLP-only), as Lfm3's one per type
+        self.assertLessEqual(self.model_tester.num_hidden_layers, 3)
 
 
 @require_torch
