@@ -13,6 +13,10 @@ from transformers.modeling_rope_utils import RopeParameters
 ATTENTION_LAYER = "full_attention"
 MLP_LAYER = "mlp"
 SHISHU_LAYER_TYPES = (ATTENTION_LAYER, MLP_LAYER)
+# config.json keeps `layer_types` under this key. `AutoTokenizer.from_pretrained(folder)` without remote code parses
+# every config.json with transformers' base config class, whose validation refuses "mlp" in `layer_types`; under
+# its own key the layout is ours alone (as Bamba's `layers_block_type`). Both keys are read.
+SAVED_LAYOUT_KEY = "block_types"
 
 
 @strict
@@ -26,7 +30,7 @@ class ShishuConfig(PreTrainedConfig):
 
     layer_types (`list[str]`, *optional*):
         One entry per layer: `"full_attention"` (a normal decoder block) or `"mlp"` (an MLP-only block).
-        Defaults to all `"full_attention"`, which is exactly Llama.
+        Defaults to all `"full_attention"`, which is exactly Llama. Saved in config.json as `block_types`.
     mlp_share_groups (`list[list[int]]`, *optional*):
         Groups of adjacent `"mlp"` layer indices that run one after the other with ONE set of MLP and
         norm weights, e.g. `[[20, 21], [22, 23]]`. The first layer of a group owns the weights.
@@ -83,6 +87,9 @@ class ShishuConfig(PreTrainedConfig):
     mlp_share_groups: list[list[int]] | None = None
 
     def __post_init__(self, **kwargs):
+        saved_layout = kwargs.pop(SAVED_LAYOUT_KEY, None)
+        if saved_layout is not None:
+            self.layer_types = saved_layout
         if self.head_dim is None:
             self.head_dim = self.hidden_size // self.num_attention_heads
         if self.num_key_value_heads is None:
@@ -163,6 +170,12 @@ class ShishuConfig(PreTrainedConfig):
 
     def validate_architecture(self):
         self.check_layout()
+
+    def to_dict(self) -> dict:
+        output = super().to_dict()
+        if "layer_types" in output:
+            output[SAVED_LAYOUT_KEY] = output.pop("layer_types")
+        return output
 
     # ----------------------------------------------------------------------------------------------
     # Layout helpers used by the model, the converters and the analysis tools.

@@ -166,7 +166,7 @@ def atomic_directory(final_path: str | os.PathLike, overwrite: bool = False):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    os.chmod(tmp, _default_mode(0o777))
+    finish_output(tmp)
     if final_path.exists():
         old = final_path.with_name(f".{final_path.name}.old-{os.getpid()}")
         os.rename(final_path, old)
@@ -174,6 +174,37 @@ def atomic_directory(final_path: str | os.PathLike, overwrite: bool = False):
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.rename(tmp, final_path)
+
+
+# Written by `tokenizer.save_pretrained` after a load from a local folder: they describe this machine's load, and a
+# user's `from_pretrained` of the published folder would inherit them (offline mode from a Hub download).
+MACHINE_LOCAL_TOKENIZER_KEYS = ("is_local", "local_files_only")
+
+
+def finish_output(folder: str | os.PathLike) -> None:
+    """Make a staged output folder what users should receive: the permissions an ordinary mkdir/open would give
+    (transformers writes `model.safetensors` through a private temporary file, mode 0600) and tokenizer configs
+    without this machine's loading flags."""
+    folder = Path(folder)
+    os.chmod(folder, _default_mode(0o777))
+    for path in folder.rglob("*"):
+        if path.is_symlink():
+            continue
+        if path.is_dir():
+            os.chmod(path, _default_mode(0o777))
+        else:
+            executable = path.stat().st_mode & 0o111
+            os.chmod(path, _default_mode(0o777 if executable else 0o666))
+            if path.name == "tokenizer_config.json":
+                strip_machine_local_keys(path)
+
+
+def strip_machine_local_keys(tokenizer_config: Path) -> None:
+    config = json.loads(tokenizer_config.read_text(encoding="utf-8"))
+    if any(key in config for key in MACHINE_LOCAL_TOKENIZER_KEYS):
+        for key in MACHINE_LOCAL_TOKENIZER_KEYS:
+            config.pop(key, None)
+        atomic_write_json(tokenizer_config, config)
 
 
 _TEMPORARY_NAME = re.compile(r"^\.(?P<name>.+)\.tmp-[A-Za-z0-9_]+$")

@@ -1,23 +1,22 @@
+# This file was generated from modular_shishu.py by transformers' utils/modular_model_converter.py
+# (transformers 5.16.0.dev0 at commit decba1d2), with Llama's code from transformers 5.23.0.
+# Do not edit it: edit modular_shishu.py and run `make modular` (utils/expand_modular.py).
+# modular_shishu.py sha256: 75b9398195b414f2a963e626d45a085e27d36756e0c4848bdae7aee040fb1c5c
+# expanded body sha256: 92d2a99e869d3e8eb4ceab6f1b4787d5c11bade0eb4e1ae5510ac4d2b4bc869a
+# --- end of generated header ---
 # Copyright 2026 The ShishuLM authors. Licensed under the Apache License, Version 2.0.
-# The attention, RoPE, norm and MLP code follows transformers' `models/llama/modeling_llama.py`
-# (Copyright 2022 EleutherAI and the HuggingFace Inc. team, Apache-2.0) so that a ShishuLM whose layers
-# are all "full_attention" computes exactly what `LlamaForCausalLM` computes.
-"""PyTorch ShishuLM: a Llama-style decoder whose top layers are MLP-only blocks with paired weight sharing.
-
-Imports only torch, transformers and `configuration_shishu` (relative), so this file works as
-`trust_remote_code` next to a checkpoint.
-"""
 
 import inspect
 import re
 from collections.abc import Callable
 
 import torch
+import transformers.cache_utils as cache_utils
 from torch import nn
-from transformers import cache_utils
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.generation import GenerationMixin
+from transformers.integrations import use_kernel_forward_from_hub
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
@@ -32,89 +31,13 @@ from .configuration_shishu import ATTENTION_LAYER, MLP_LAYER, ShishuConfig
 
 logger = logging.get_logger(__name__)
 
-# This file runs on whatever transformers release a user has (5.10 onwards), so it only uses entry points that
-# all of them share, and adapts to two renames:
-# - transformers 5.24 renamed the cache argument and output field `past_key_values` -> `cache` (the old name is
-#   deprecated). Every forward accepts both names; outputs use the installed release's field name.
-CACHE_OUTPUT_FIELD = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
-_MASK_CACHE_ARGUMENT = "cache" if "cache" in inspect.signature(create_causal_mask).parameters else "past_key_values"
-# - An MLP-only block needs a cache layer without keys and values, or caches read the sequence length from an
-#   empty layer. From 5.15 on, transformers gives "mlp" layers such a layer; 5.10-5.14 give it to their other
-#   attention-free layer name, "moe", only (5.14 refuses "mlp" outright), so "mlp" is registered the same way
-#   here. The static cache of 5.10-5.13 ignores that mapping: `ShishuModel.forward` swaps its key/value layers
-#   of MLP-only blocks for key/value-free ones.
-for _registry in ("LAYER_TYPE_CACHE_MAPPING", "DYNAMIC_LAYER_TYPE_MAPPING", "STATIC_LAYER_TYPE_MAPPING"):
-    _mapping = getattr(cache_utils, _registry, None)
-    if isinstance(_mapping, dict) and "moe" in _mapping and MLP_LAYER not in _mapping:
-        _mapping[MLP_LAYER] = _mapping["moe"]
 
-if hasattr(cache_utils, "LinearAttentionLayer"):
-
-    class KeyValueFreeStaticLayer(cache_utils.LinearAttentionLayer):
-        """A cache layer without keys and values that still answers a static cache's size questions."""
-
-        def __init__(self, max_batch_size: int, max_cache_len: int):
-            super().__init__()
-            self.max_batch_size = max_batch_size
-            self.max_cache_len = max_cache_len
-
-else:
-    KeyValueFreeStaticLayer = None
-
-
-def free_static_mlp_layers(cache: Cache | None, config: ShishuConfig, batch_size: int) -> None:
-    """Swap the key/value layers a 5.10-5.13 static cache built for MLP-only blocks for key/value-free ones."""
-    layers = getattr(cache, "layers", None)
-    if layers is None or KeyValueFreeStaticLayer is None:
-        return
-    for layer_idx in config.mlp_layer_indices:
-        layer = layers[layer_idx] if layer_idx < len(layers) else None
-        if isinstance(layer, cache_utils.StaticLayer) and not layer.is_initialized:
-            layers[layer_idx] = KeyValueFreeStaticLayer(batch_size, layer.max_cache_len)
-
-
-def pick_cache(cache: Cache | None, past_key_values: Cache | None) -> Cache | None:
-    """The cache passed under either name (`cache` from transformers 5.24 on, `past_key_values` before)."""
-    if cache is not None and past_key_values is not None and cache is not past_key_values:
-        raise ValueError("got two different caches: pass it once, as `cache` or as `past_key_values`")
-    return cache if cache is not None else past_key_values
-
-
-def causal_attention_mask(
-    config: ShishuConfig,
-    inputs_embeds: torch.Tensor,
-    attention_mask: torch.Tensor | dict | None,
-    cache: Cache | None,
-    position_ids: torch.Tensor | None,
-) -> torch.Tensor | None:
-    """The mask of the attention layers (every attention layer is causal and full, so they share one)."""
-    if isinstance(attention_mask, dict):
-        # generate() hands over the masks it prepared for a static cache, keyed by layer type
-        attention_mask = attention_mask.get(ATTENTION_LAYER)
-    return create_causal_mask(
-        config=config,
-        inputs_embeds=inputs_embeds,
-        attention_mask=attention_mask,
-        position_ids=position_ids,
-        **{_MASK_CACHE_ARGUMENT: cache},
-    )
-
-
-def slice_logits_to_keep(hidden_states: torch.Tensor, logits_to_keep: int | torch.Tensor) -> torch.Tensor:
-    """Keep the positions whose logits are needed: the last `logits_to_keep` (0 keeps all), the positions a 1-D or
-    2-D integer tensor names, or the `True` positions of a boolean mask (flattened). transformers has this helper
-    from 5.21 on only."""
-    if isinstance(logits_to_keep, torch.Tensor) and logits_to_keep.ndim == 2:
-        if logits_to_keep.dtype == torch.bool:
-            return hidden_states[logits_to_keep]
-        return torch.take_along_dim(hidden_states, logits_to_keep[..., None], dim=1)
-    if isinstance(logits_to_keep, int):
-        logits_to_keep = slice(-logits_to_keep, None)
-    return hidden_states[:, logits_to_keep, :]
-
-
+@use_kernel_forward_from_hub("RMSNorm")
 class ShishuRMSNorm(nn.Module):
     def __init__(self, hidden_size, eps: float = 1e-6) -> None:
+        """
+        ShishuRMSNorm is equivalent to T5LayerNorm
+        """
         super().__init__()
         self.weight = nn.Parameter(torch.ones(hidden_size))
         self.variance_epsilon = eps
@@ -131,36 +54,68 @@ class ShishuRMSNorm(nn.Module):
 
 
 class ShishuRotaryEmbedding(nn.Module):
-    # `inv_freq` is a non-persistent buffer: transformers 5.x re-computes it in `_init_weights` after
-    # `from_pretrained` (it matches "RotaryEmbedding" modules that keep `original_inv_freq`).
     def __init__(self, config: ShishuConfig):
         super().__init__()
         self.max_seq_len_cached = config.max_position_embeddings
         self.original_max_seq_len = config.max_position_embeddings
+
         self.config = config
+
         self.rope_type = self.config.rope_parameters["rope_type"]
         rope_init_fn: Callable = self.compute_default_rope_parameters
         if self.rope_type != "default":
             rope_init_fn = ROPE_INIT_FUNCTIONS[self.rope_type]
         inv_freq, self.attention_scaling = rope_init_fn(self.config)
+
         self.inv_freq = nn.Buffer(inv_freq, persistent=False)
         self.original_inv_freq = nn.Buffer(inv_freq.clone(), persistent=False)
 
     @staticmethod
     def compute_default_rope_parameters(config: ShishuConfig, **kwargs) -> tuple[torch.Tensor, float]:
+        """
+        Computes the inverse frequencies according to the original RoPE implementation
+        Args:
+            config ([`~transformers.PreTrainedConfig`]):
+                The model configuration.
+        Returns:
+            Tuple of (`torch.Tensor`, `float`), containing the inverse frequencies for the RoPE embeddings and the
+            post-processing scaling factor applied to the computed cos/sin (unused in this type of RoPE).
+        """
         base = config.rope_parameters["rope_theta"]
         dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+        attention_factor = 1.0  # Unused in this type of RoPE
+        # Compute the inverse frequencies
         inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))
-        return inv_freq, 1.0
+        return inv_freq, attention_factor
 
     @torch.no_grad()
-    @dynamic_rope_update
+    @dynamic_rope_update  # power user: used with advanced RoPE types (e.g. dynamic rope)
     def forward(self, x, position_ids):
         freqs = position_ids[..., None].float() * self.inv_freq.to(device=x.device, dtype=torch.float)
         emb = torch.cat((freqs, freqs), dim=-1)
         cos = emb.cos() * self.attention_scaling
         sin = emb.sin() * self.attention_scaling
+
         return cos.to(dtype=x.dtype), sin.to(dtype=x.dtype)
+
+
+class ShishuMLP(nn.Module):
+    """SwiGLU feed-forward: `down(act(gate(x)) * up(x))`."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.hidden_size = config.hidden_size
+        self.intermediate_size = config.intermediate_size
+        self.gate_proj = nn.Linear(self.hidden_size, self.intermediate_size, bias=config.mlp_bias)
+        self.up_proj = nn.Linear(self.hidden_size, self.intermediate_size, bias=config.mlp_bias)
+        self.down_proj = nn.Linear(self.intermediate_size, self.hidden_size, bias=config.mlp_bias)
+        self.act_fn = ACT2FN[config.hidden_act]
+
+    def forward(self, x):
+        down_proj = self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+        return down_proj
 
 
 def rotate_half(x):
@@ -170,8 +125,25 @@ def rotate_half(x):
     return torch.cat((-x2, x1), dim=-1)
 
 
+@use_kernel_forward_from_hub("rotary_pos_emb")
 def apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):
-    """Applies RoPE to q and k of shape (batch, heads, seq, head_dim); cos/sin are (batch, seq, head_dim)."""
+    """Applies Rotary Position Embedding to the query and key tensors.
+
+    Args:
+        q (`torch.Tensor`): The query tensor.
+        k (`torch.Tensor`): The key tensor.
+        cos (`torch.Tensor`): The cosine part of the rotary embedding.
+        sin (`torch.Tensor`): The sine part of the rotary embedding.
+        unsqueeze_dim (`int`, *optional*, defaults to 1):
+            The 'unsqueeze_dim' argument specifies the dimension along which to unsqueeze cos[position_ids] and
+            sin[position_ids] so that they can be properly broadcasted to the dimensions of q and k. For example, note
+            that cos[position_ids] and sin[position_ids] have the shape [batch_size, seq_len, head_dim]. Then, if q and
+            k have the shape [batch_size, heads, seq_len, head_dim], then setting unsqueeze_dim=1 makes
+            cos[position_ids] and sin[position_ids] broadcastable to the shapes of q and k. Similarly, if q and k have
+            the shape [batch_size, seq_len, heads, head_dim], then set unsqueeze_dim=2.
+    Returns:
+        `tuple(torch.Tensor)` comprising of the query and key tensors rotated using the Rotary Position Embedding.
+    """
     cos = cos.unsqueeze(unsqueeze_dim)
     sin = sin.unsqueeze(unsqueeze_dim)
     q_embed = (q * cos) + (rotate_half(q) * sin)
@@ -179,24 +151,11 @@ def apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):
     return q_embed, k_embed
 
 
-class ShishuMLP(nn.Module):
-    """SwiGLU feed-forward: `down(act(gate(x)) * up(x))`."""
-
-    def __init__(self, config: ShishuConfig):
-        super().__init__()
-        self.hidden_size = config.hidden_size
-        self.intermediate_size = config.intermediate_size
-        self.gate_proj = nn.Linear(self.hidden_size, self.intermediate_size, bias=config.mlp_bias)
-        self.up_proj = nn.Linear(self.hidden_size, self.intermediate_size, bias=config.mlp_bias)
-        self.down_proj = nn.Linear(self.intermediate_size, self.hidden_size, bias=config.mlp_bias)
-        self.act_fn = ACT2FN[config.hidden_act]
-
-    def forward(self, x):
-        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
-
-
 def repeat_kv(hidden_states: torch.Tensor, n_rep: int) -> torch.Tensor:
-    """(batch, num_key_value_heads, seq, head_dim) -> (batch, num_attention_heads, seq, head_dim)."""
+    """
+    This is the equivalent of torch.repeat_interleave(x, dim=1, repeats=n_rep). The hidden states go from (batch,
+    num_key_value_heads, seqlen, head_dim) to (batch, num_attention_heads, seqlen, head_dim)
+    """
     batch, num_key_value_heads, slen, head_dim = hidden_states.shape
     if n_rep == 1:
         return hidden_states
@@ -225,6 +184,7 @@ def eager_attention_forward(
     attn_weights = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
     attn_output = torch.matmul(attn_weights, value_states)
     attn_output = attn_output.transpose(1, 2).contiguous()
+
     return attn_output, attn_weights
 
 
@@ -329,6 +289,13 @@ class ShishuAttention(nn.Module):
         return attn_output, attn_weights
 
 
+def pick_cache(cache: Cache | None, past_key_values: Cache | None) -> Cache | None:
+    """The cache passed under either name (`cache` from transformers 5.24 on, `past_key_values` before)."""
+    if cache is not None and past_key_values is not None and cache is not past_key_values:
+        raise ValueError("got two different caches: pass it once, as `cache` or as `past_key_values`")
+    return cache if cache is not None else past_key_values
+
+
 class ShishuDecoderLayer(GradientCheckpointingLayer):
     """A full decoder block: `x + Attn(RMSNorm(x))`, then `x + MLP(RMSNorm(x))`."""
 
@@ -408,6 +375,29 @@ class ShishuSharedMLPBlock(nn.Module):
         return f"runs model.layers[{self.owner_idx}]"
 
 
+_MASK_CACHE_ARGUMENT = "cache" if "cache" in inspect.signature(create_causal_mask).parameters else "past_key_values"
+
+
+def causal_attention_mask(
+    config: ShishuConfig,
+    inputs_embeds: torch.Tensor,
+    attention_mask: torch.Tensor | dict | None,
+    cache: Cache | None,
+    position_ids: torch.Tensor | None,
+) -> torch.Tensor | None:
+    """The mask of the attention layers (every attention layer is causal and full, so they share one)."""
+    if isinstance(attention_mask, dict):
+        # generate() hands over the masks it prepared for a static cache, keyed by layer type
+        attention_mask = attention_mask.get(ATTENTION_LAYER)
+    return create_causal_mask(
+        config=config,
+        inputs_embeds=inputs_embeds,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        **{_MASK_CACHE_ARGUMENT: cache},
+    )
+
+
 _LAYER_WEIGHT = re.compile(r"(^|\.)layers\.\d+\.")
 
 
@@ -429,12 +419,16 @@ class ShishuPreTrainedModel(PreTrainedModel):
         # transformers fills weights a checkpoint lacks with fresh ones and only mentions it in its load report.
         # For a ShishuLM, layer weights that are missing or unexpected mean `layer_types` / `mlp_share_groups` in
         # config.json disagree with the weights (an edited config, another layout's weights): refuse to load.
+        # transformers' own initialisation paths stay as they are for Llama: no folder (`from_pretrained(None,
+        # config=..., state_dict={})`), or a checkpoint that holds none of this model's layer weights at all.
         wants_loading_info = kwargs.get("output_loading_info", False)
         model, loading_info = super().from_pretrained(*args, **{**kwargs, "output_loading_info": True})
+        source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
         missing = sorted(key for key in loading_info.get("missing_keys", ()) if _LAYER_WEIGHT.search(key))
         unexpected = sorted(key for key in loading_info.get("unexpected_keys", ()) if _LAYER_WEIGHT.search(key))
-        if missing or unexpected:
-            source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+        layer_weights = {name for name in model.state_dict() if _LAYER_WEIGHT.search(name)}
+        nothing_loaded = layer_weights.issubset(missing) and not unexpected
+        if source is not None and not nothing_loaded and (missing or unexpected):
             found = [
                 f"{label} {', '.join(keys[:4])}{f' (+{len(keys) - 4} more)' if len(keys) > 4 else ''}"
                 for label, keys in (("missing", missing), ("unexpected", unexpected))
@@ -477,11 +471,78 @@ class ShishuPreTrainedModel(PreTrainedModel):
         return {ATTENTION_LAYER: mask}
 
 
+# This file runs on whatever transformers release a user has (5.10 onwards), so it only uses entry points that
+# all of them share, and adapts to two renames:
+# - transformers 5.24 renamed the cache argument and output field `past_key_values` -> `cache` (the old name is
+#   deprecated). Every forward accepts both names; outputs use the installed release's field name.
+CACHE_OUTPUT_FIELD = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+# - An MLP-only block needs a cache layer without keys and values, or caches read the sequence length from an
+#   empty layer. From 5.15 on, transformers gives "mlp" layers such a layer; 5.10-5.14 give it to their other
+#   attention-free layer name, "moe", only (5.14 refuses "mlp" outright), so "mlp" is registered the same way
+#   here. The static cache of 5.10-5.13 ignores that mapping: `ShishuModel.forward` swaps its key/value layers
+#   of MLP-only blocks for key/value-free ones.
+def adapt_cache_utils() -> None:
+    """Registers "mlp" cache layers where the release lacks them, and lets a cache answer its length from a layer
+    that holds keys and values. Runs when a model is built (idempotent): a cache is only ever made after that."""
+    for registry in ("LAYER_TYPE_CACHE_MAPPING", "DYNAMIC_LAYER_TYPE_MAPPING", "STATIC_LAYER_TYPE_MAPPING"):
+        mapping = getattr(cache_utils, registry, None)
+        if isinstance(mapping, dict) and "moe" in mapping and MLP_LAYER not in mapping:
+            mapping[MLP_LAYER] = mapping["moe"]
+
+    # - From 5.25 on, "mlp" layers get a `DummyLayer`, which cannot tell a length, while `generate()` asks the cache
+    #   for layer 0's: with an MLP-only first layer, the length is asked of the first layer that holds keys and values.
+    dummy_layer = getattr(cache_utils, "DummyLayer", None)
+    cache_seq_length = cache_utils.Cache.get_seq_length
+    if dummy_layer is None or hasattr(dummy_layer, "get_seq_length") or hasattr(cache_seq_length, "holding_layer"):
+        return
+
+    def seq_length_of_a_holding_layer(self, layer_idx: int = 0) -> int:
+        layers = getattr(self, "layers", None) or []
+        if layer_idx < len(layers) and isinstance(layers[layer_idx], dummy_layer):
+            holding = [i for i, layer in enumerate(layers) if not isinstance(layer, dummy_layer)]
+            layer_idx = holding[0] if holding else len(layers)
+        return cache_seq_length(self, layer_idx)
+
+    seq_length_of_a_holding_layer.holding_layer = True
+    cache_utils.Cache.get_seq_length = seq_length_of_a_holding_layer
+
+
+def key_value_free_static_layer_class() -> type | None:
+    """A cache layer without keys and values that still answers a static cache's size questions (None where
+    transformers has no `LinearAttentionLayer`). Built with `type`: the modular converter would hoist a nested class."""
+    if not hasattr(cache_utils, "LinearAttentionLayer"):
+        return None
+
+    def __init__(self, max_batch_size: int, max_cache_len: int):
+        cache_utils.LinearAttentionLayer.__init__(self)
+        self.max_batch_size = max_batch_size
+        self.max_cache_len = max_cache_len
+
+    return type("KeyValueFreeStaticLayer", (cache_utils.LinearAttentionLayer,), {"__init__": __init__})
+
+
+KEY_VALUE_FREE_STATIC_LAYER = key_value_free_static_layer_class()
+
+
+def free_static_mlp_layers(cache: Cache | None, config: ShishuConfig, batch_size: int) -> None:
+    """Swap the key/value layers a 5.10-5.13 static cache built for MLP-only blocks for key/value-free ones."""
+    layers = getattr(cache, "layers", None)
+    if layers is None or KEY_VALUE_FREE_STATIC_LAYER is None:
+        return
+    for layer_idx in config.mlp_layer_indices:
+        layer = layers[layer_idx] if layer_idx < len(layers) else None
+        if isinstance(layer, cache_utils.StaticLayer) and not layer.is_initialized:
+            layers[layer_idx] = KEY_VALUE_FREE_STATIC_LAYER(batch_size, layer.max_cache_len)
+
+
 class ShishuModel(ShishuPreTrainedModel):
     def __init__(self, config: ShishuConfig):
         # Fields can be edited after the config was built (e.g. `num_hidden_layers`): refuse a layout that no
         # longer adds up before any layer is built from it.
         config.check_layout()
+        adapt_cache_utils()
         super().__init__(config)
         self.padding_idx = config.pad_token_id
         self.vocab_size = config.vocab_size
@@ -505,6 +566,7 @@ class ShishuModel(ShishuPreTrainedModel):
             return ShishuDecoderLayer(config, layer_idx)
         return ShishuMLPBlock(config, layer_idx)
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -548,7 +610,9 @@ class ShishuModel(ShishuPreTrainedModel):
         free_static_mlp_layers(cache, self.config, inputs_embeds.shape[0])
 
         if position_ids is None:
-            past_seen_tokens = cache.get_seq_length() if cache is not None else 0
+            # asked of an attention layer: from 5.25 on, key/value-free layers cannot tell their length
+            first_attention = self.config.attention_layer_indices[0]
+            past_seen_tokens = cache.get_seq_length(first_attention) if cache is not None else 0
             position_ids = torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device) + past_seen_tokens
             position_ids = position_ids.unsqueeze(0)
 
@@ -601,6 +665,19 @@ class ShishuModel(ShishuPreTrainedModel):
         ]
 
 
+def slice_logits_to_keep(hidden_states: torch.Tensor, logits_to_keep: int | torch.Tensor) -> torch.Tensor:
+    """Keep the positions whose logits are needed: the last `logits_to_keep` (0 keeps all), the positions a 1-D or
+    2-D integer tensor names, or the `True` positions of a boolean mask (flattened). transformers has this helper
+    from 5.21 on only."""
+    if isinstance(logits_to_keep, torch.Tensor) and logits_to_keep.ndim == 2:
+        if logits_to_keep.dtype == torch.bool:
+            return hidden_states[logits_to_keep]
+        return torch.take_along_dim(hidden_states, logits_to_keep[..., None], dim=1)
+    if isinstance(logits_to_keep, int):
+        logits_to_keep = slice(-logits_to_keep, None)
+    return hidden_states[:, logits_to_keep, :]
+
+
 class ShishuForCausalLM(ShishuPreTrainedModel, GenerationMixin):
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
     _tp_plan = {"lm_head": "colwise_gather_output"}
@@ -645,6 +722,7 @@ class ShishuForCausalLM(ShishuPreTrainedModel, GenerationMixin):
             cache=pick_cache(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            return_dict=True,
             **kwargs,
         )
 

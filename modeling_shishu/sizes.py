@@ -6,12 +6,14 @@ conversion report, the variants table, the model card, the benchmark and the tra
 
 import torch
 
-from .configuration_shishu import ATTENTION_LAYER, MLP_LAYER
+from .configuration_shishu import ATTENTION_LAYER, MLP_LAYER, SAVED_LAYOUT_KEY
 
 
 def layer_types(config) -> list[str]:
-    # A plain Llama config has no `layer_types`: every layer attends.
-    return list(getattr(config, "layer_types", None) or [ATTENTION_LAYER] * config.num_hidden_layers)
+    # A plain Llama config has no `layer_types`: every layer attends. A config.json read as a dict holds them
+    # under `block_types` (see configuration_shishu.SAVED_LAYOUT_KEY).
+    types = getattr(config, "layer_types", None) or getattr(config, SAVED_LAYOUT_KEY, None)
+    return list(types or [ATTENTION_LAYER] * config.num_hidden_layers)
 
 
 def head_dim(config) -> int:

@@ -21,7 +21,7 @@ sys.modules["modeling_shishu"] = None  # the package must not be needed: only th
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
-from transformers import AutoModelForCausalLM, CompileConfig, LlamaForCausalLM  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer, CompileConfig, LlamaForCausalLM  # noqa: E402
 
 
 NEW_TOKENS = 12
@@ -109,6 +109,34 @@ def check_layout_mismatch_is_refused(folder: Path, scratch: Path) -> str:
     return ""
 
 
+def check_tokenizer_without_remote_code(folder: Path) -> dict:
+    """`AutoTokenizer.from_pretrained(folder)` as most users call it: no `trust_remote_code` (stdin is closed, so
+    transformers' question about the config's code gets no answer)."""
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    trusted = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+    text = "w4 w5 w98"
+    return {
+        "class": type(tokenizer).__name__,
+        "same_ids_as_trusted": tokenizer(text).input_ids == trusted(text).input_ids,
+    }
+
+
+def check_transformers_conventions(folder: Path, input_ids: torch.Tensor) -> dict:
+    """What transformers' common model tests expect of every model."""
+    model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).eval()
+    with torch.no_grad():
+        base_output = model.model(input_ids, return_dict=False)
+        model.config.return_dict = False
+        config_output = model(input_ids)
+        model.config.return_dict = True
+    fresh = type(model).from_pretrained(None, config=model.config, state_dict={})
+    return {
+        "return_dict_false": type(base_output).__name__,
+        "config_return_dict_false": type(config_output).__name__,
+        "init_without_weights": type(fresh).__name__,
+    }
+
+
 def check_all_attention(shishu_folder: Path, llama_folder: Path, input_ids: torch.Tensor) -> dict:
     shishu = AutoModelForCausalLM.from_pretrained(shishu_folder, trust_remote_code=True).eval()
     llama = LlamaForCausalLM.from_pretrained(llama_folder).eval()
@@ -122,10 +150,13 @@ def main(folder: Path) -> None:
     report = {"transformers": transformers.__version__, "torch": torch.__version__}
     report["hybrid"] = check_hybrid(folder / "hybrid", reference)
     report["layout_mismatch_error"] = check_layout_mismatch_is_refused(folder / "hybrid", Path.cwd() / "edited")
+    report["tokenizer_without_remote_code"] = check_tokenizer_without_remote_code(folder / "hybrid")
+    report["conventions"] = check_transformers_conventions(folder / "hybrid", torch.tensor(reference["input_ids"]))
     report["all_attention"] = check_all_attention(
         folder / "all_attention", folder / "llama", torch.tensor(reference["input_ids"])
     )
-    print(json.dumps(report))
+    # on a line of its own: transformers prints its remote-code question without a newline
+    print("\n" + json.dumps(report))
 
 
 if __name__ == "__main__":

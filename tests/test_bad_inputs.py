@@ -884,7 +884,7 @@ def test_unknown_layer_type_name_is_refused(shishu, tmp_path, capsys):
     folder = tmp_path / "shishu"
     shutil.copytree(shishu, folder)
     config = json.loads((folder / "config.json").read_text())
-    config["layer_types"][0] = "attention"  # transformers' legacy alias of "full_attention": not a ShishuLM name
+    config["block_types"][0] = "attention"  # transformers' legacy alias of "full_attention": not a ShishuLM name
     (folder / "config.json").write_text(json.dumps(config))
     refused(
         capsys,

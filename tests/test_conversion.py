@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import INPUT_IDS, logits, save_parent, tiny_config_kwargs, tiny_llama, tiny_qwen2
+from conftest import INPUT_IDS, current_umask, logits, save_parent, tiny_config_kwargs, tiny_llama, tiny_qwen2
 from transformers import (
     AutoModelForCausalLM,
     GemmaConfig,
@@ -209,6 +209,21 @@ def test_checkpoint_folder_reloads_with_remote_code(tmp_path):
         convert_checkpoint(parent_dir, out, num_mlp_layers=2)
     convert_checkpoint(parent_dir, out, num_mlp_layers=2, overwrite=True)
     assert json.loads((out / "conversion.json").read_text())["mlp_layers"] == [4, 5]
+
+
+def test_output_folder_is_readable_and_portable(tmp_path):
+    """Every file gets the permissions a plain `open` gives (transformers writes model.safetensors through a
+    private temporary file), the tokenizer config keeps none of this machine's loading flags, and the tokenizer
+    loads as Llama's does: without remote code."""
+    from transformers import AutoTokenizer
+
+    parent_dir = save_parent(tiny_llama(), tmp_path / "parent")
+    out = convert_checkpoint(parent_dir, tmp_path / "shishu", num_mlp_layers=2)
+    modes = {path.name: path.stat().st_mode & 0o777 for path in out.iterdir()}
+    assert set(modes.values()) == {0o666 & ~current_umask()}, modes
+    tokenizer_config = json.loads((out / "tokenizer_config.json").read_text())
+    assert not {"is_local", "local_files_only"} & tokenizer_config.keys()
+    assert AutoTokenizer.from_pretrained(out)("w4 w5").input_ids == [4, 5]
 
 
 def test_shishu_checkpoint_is_not_a_parent(tmp_path):

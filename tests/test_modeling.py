@@ -426,7 +426,7 @@ def test_compiled_static_cache_generation_compiles_once():
     "edit, named",
     [
         (lambda c: c.update(mlp_share_groups=[]), "missing model.layers.4.mlp.down_proj.weight"),
-        (lambda c: c["layer_types"].__setitem__(2, "mlp"), "unexpected model.layers.2.input_layernorm.weight"),
+        (lambda c: c["block_types"].__setitem__(2, "mlp"), "unexpected model.layers.2.input_layernorm.weight"),
     ],
 )
 def test_a_config_that_disagrees_with_the_weights_is_refused(tmp_path, edit, named):
@@ -445,3 +445,28 @@ def test_loading_info_is_returned_when_asked(tmp_path):
     model, info = ShishuForCausalLM.from_pretrained(tmp_path, output_loading_info=True)
     assert isinstance(model, ShishuForCausalLM) and not info["missing_keys"] and not info["unexpected_keys"]
     assert isinstance(AutoModel.from_pretrained(tmp_path, trust_remote_code=True), ShishuModel)
+
+
+def test_return_dict_false_gives_tuples_as_llama():
+    """`return_dict=False`, as an argument or in the config, gives tuples from the base model and the LM."""
+    model = hybrid_model()
+    input_ids = torch.randint(3, 99, (2, 7))
+    with torch.no_grad():
+        assert isinstance(model.model(input_ids, return_dict=False), tuple)
+        assert isinstance(model(input_ids, return_dict=False), tuple)
+        model.config.return_dict = False
+        assert isinstance(model.model(input_ids), tuple) and isinstance(model(input_ids), tuple)
+
+
+def test_transformers_init_paths_load_as_for_llama(tmp_path):
+    """No folder, or a folder holding none of the model's weights: a fresh model with transformers' report, as for
+    Llama; the strict refusal is for a folder whose weights disagree with its layout."""
+    from safetensors.torch import save_file
+
+    model = hybrid_model()
+    fresh = ShishuForCausalLM.from_pretrained(None, config=model.config, state_dict={})
+    assert isinstance(fresh, ShishuForCausalLM)
+    model.save_pretrained(tmp_path)
+    save_file({"tensor": torch.tensor([1, 2])}, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    _, info = ShishuForCausalLM.from_pretrained(tmp_path, output_loading_info=True)
+    assert {name for name in model.state_dict() if ".layers." in name} <= set(info["missing_keys"])

@@ -118,8 +118,12 @@ def test_distillation_lowers_the_kl_to_the_teacher(tiny_parent, tmp_path):
     final = out / "final"
     config = json.loads((final / "config.json").read_text())
     assert config["model_type"] == "shishu"
-    assert config["layer_types"] == ["full_attention", "full_attention", "mlp", "mlp"]
+    assert config["block_types"] == ["full_attention", "full_attention", "mlp", "mlp"]
     assert config["mlp_share_groups"] == [[2, 3]]
+    # the healed model keeps the record of its layout, which its card reads
+    conversion = json.loads((final / "conversion.json").read_text())
+    assert conversion["mlp_layers"] == [2, 3] and conversion["mlp_share_groups"] == [[2, 3]]
+    assert conversion["layer_selection"]["rule"] == "top"
     student = AutoModelForCausalLM.from_pretrained(final, trust_remote_code=True)
     teacher = AutoModelForCausalLM.from_pretrained(tiny_parent)
     # Attention layers were trained too: the student's weights moved away from the parent's.

@@ -130,7 +130,7 @@ def test_loss_falls_and_the_final_folder_is_hub_ready(tmp_path):
     model = AutoModelForCausalLM.from_pretrained(final, trust_remote_code=True)
     config = json.loads((final / "config.json").read_text())
     assert config["model_type"] == "shishu" and "AutoModelForCausalLM" in config["auto_map"]
-    assert config["layer_types"] == ["full_attention", "full_attention", "mlp", "mlp"]
+    assert config["block_types"] == ["full_attention", "full_attention", "mlp", "mlp"]
     assert config["mlp_share_groups"] == [[2, 3]]
     assert model.config.use_cache is True
     assert model.generation_config.eos_token_id == tokenizer.eos_token_id

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import current_umask
 
 from modeling_shishu.training.metrics import read_metrics
 from modeling_shishu.training.sft import LLAMA_LORA_TARGETS
@@ -43,7 +44,12 @@ def tiny_shishu(tmp_path_factory):
     folder = tmp_path_factory.mktemp("base") / "tiny-shishu"
     ShishuForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    # as `shishu convert` leaves it: the fine-tuned model must carry the record over
+    (folder / "conversion.json").write_text(json.dumps(CONVERSION_RECORD))
     return folder
+
+
+CONVERSION_RECORD = {"mlp_layers": [2, 3], "mlp_share_groups": [[2, 3]], "share": "pairs", "pair_init": "mean"}
 
 
 SMALL = [
@@ -118,6 +124,10 @@ def test_lora_adapter_merges_into_a_model_that_reloads_with_remote_code(tiny_shi
     assert "<|im_start|>" in tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
     summary = json.loads((out / "training_summary.json").read_text())
     assert summary["world_size"] == 1 and summary["peft"] is True and summary["steps"] == 4
+    assert json.loads((out / "final" / "conversion.json").read_text()) == CONVERSION_RECORD
+    tokenizer_config = json.loads((out / "final" / "tokenizer_config.json").read_text())
+    assert not {"is_local", "local_files_only"} & tokenizer_config.keys()
+    assert (out / "final" / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~current_umask()
 
 
 def test_resume_after_a_stop_equals_the_uninterrupted_run(tiny_shishu, tmp_path):

@@ -194,7 +194,7 @@ def convert_checkpoint(
         with atomic_directory(out, overwrite=overwrite) as tmp:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
-            atomic_write_json(tmp / "conversion.json", record)
+            atomic_write_json(tmp / CONVERSION_RECORD, record)
     logger.info("wrote %s", out)
     return out
 
@@ -223,6 +223,41 @@ def _conversion_record(
         "dtype": str(model.dtype).removeprefix("torch."),
         "sizes": layout_sizes(parent_model.config, config),
     }
+
+
+CONVERSION_RECORD = "conversion.json"
+
+
+def read_conversion_record(folder: str | Path | None) -> dict | None:
+    """The conversion.json of a local ShishuLM folder (None where there is none): a model trained from a
+    converted one carries it over, so its card still says which layers were converted and how."""
+    path = Path(folder or "") / CONVERSION_RECORD
+    return json.loads(path.read_text(encoding="utf-8")) if folder and path.is_file() else None
+
+
+def in_process_conversion_record(
+    parent: str, parent_model, model, *, explicit_layers: bool, share, pair_init, extra_mlp_layers
+) -> dict:
+    """conversion.json for a model `convert_model` made in memory (the distillation student)."""
+    num_parent_layers = parent_model.config.num_hidden_layers
+    num_mlp_layers = len([i for i in model.config.mlp_layer_indices if i < num_parent_layers])
+    selection = (
+        {"rule": "explicit", "description": "layer indices given by the user"}
+        if explicit_layers
+        else {"rule": "top", "description": f"the top {num_mlp_layers} parent layers (the paper's choice)"}
+    )
+    return _conversion_record(
+        parent,
+        Path(getattr(parent_model, "name_or_path", "") or parent),
+        parent_model,
+        model,
+        variant=None,
+        selection=selection,
+        share=share,
+        pair_init=pair_init,
+        extra_mlp_layers=extra_mlp_layers,
+        fit_record=None,
+    )
 
 
 def _check_options(out: Path, overwrite: bool, share: str, pair_init: str, dtype):

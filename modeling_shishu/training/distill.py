@@ -100,7 +100,12 @@ def load_float32_model(name_or_path: str, distill_args):
 
 def build_student_and_teacher(distill_args):
     """Load the teacher in float32, convert it (or load the given student), then cast the teacher."""
-    from ..conversion.convert import check_parent_config, convert_model
+    from ..conversion.convert import (
+        check_parent_config,
+        convert_model,
+        in_process_conversion_record,
+        read_conversion_record,
+    )
 
     teacher = load_float32_model(distill_args.teacher_name_or_path, distill_args)
     if distill_args.student_name_or_path is not None:
@@ -109,6 +114,7 @@ def build_student_and_teacher(distill_args):
             raise ValueError(
                 f"student {distill_args.student_name_or_path} is a {student.config.model_type!r} model, not a ShishuLM"
             )
+        student.conversion_record = read_conversion_record(student.name_or_path)
     else:
         check_parent_config(teacher.config, type(teacher).__name__)
         student = convert_model(
@@ -118,6 +124,15 @@ def build_student_and_teacher(distill_args):
             share=distill_args.share,
             extra_mlp_layers=distill_args.extra_mlp_layers,
             pair_init=distill_args.pair_init,
+        )
+        student.conversion_record = in_process_conversion_record(
+            distill_args.teacher_name_or_path,
+            teacher,
+            student,
+            explicit_layers=distill_args.mlp_layers is not None,
+            share=distill_args.share,
+            pair_init=distill_args.pair_init,
+            extra_mlp_layers=distill_args.extra_mlp_layers,
         )
     if student.config.vocab_size != teacher.config.vocab_size:
         raise ValueError(
@@ -170,6 +185,9 @@ def run(distill_args, data_args, train_args) -> int:
             block_size=data_args.max_length,
             total_steps=total_steps,
         )
+        if student.conversion_record is not None:
+            # the healed model keeps the record of its layout: the card reads it
+            trainer.carried_files["conversion.json"] = student.conversion_record
         return train_and_publish(trainer, checkpoint, train_args)
 
 

@@ -510,20 +510,25 @@ def save_sft_outputs(trainer, run_dir, tokenizer, model_path, model_args, script
                 apply_default_permissions(tmp)
             if script_args.merge_adapter:
                 merged = merge_adapter(model_path, run_dir.path / ADAPTER_DIR, bool(trainer.args.trust_remote_code))
-                _write_final(run_dir, merged, merged.state_dict(), tokenizer, summary)
+                _write_final(run_dir, merged, merged.state_dict(), tokenizer, summary, model_path)
         else:
-            _write_final(run_dir, model, state_dict, tokenizer, summary)
+            _write_final(run_dir, model, state_dict, tokenizer, summary, model_path)
         atomic_write_json(run_dir.path / SUMMARY_FILE, summary)
         logger.info("finished: %s", run_dir.path / FINAL_DIR)
     accelerator.wait_for_everyone()
 
 
-def _write_final(run_dir, model, state_dict, tokenizer, summary) -> None:
+def _write_final(run_dir, model, state_dict, tokenizer, summary, model_path) -> None:
+    from ..conversion.convert import CONVERSION_RECORD, read_conversion_record
+
+    conversion = read_conversion_record(model_path)
     with atomic_directory(run_dir.path / FINAL_DIR, overwrite=True) as tmp:
         prepare_for_hub(model, tokenizer)
         model.save_pretrained(tmp, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
         atomic_write_json(tmp / "training_summary.json", summary)
+        if conversion is not None:  # the fine-tuned model keeps the record of its layout: the card reads it
+            atomic_write_json(tmp / CONVERSION_RECORD, conversion)
         apply_default_permissions(tmp)
 
 

@@ -190,6 +190,8 @@ class CausalLMTrainer:
         self.block_size = block_size
         self.total_steps = total_steps
         self.metrics = MetricsLogger(run_dir.path, enabled=accelerator.is_main_process)
+        # JSON records of the model's origin written next to the final model (e.g. conversion.json)
+        self.carried_files: dict[str, dict] = {}
 
         self.model_config = model.config
         self.flops_per_token = training_flops_per_token(model.config, block_size)
@@ -511,7 +513,11 @@ class CausalLMTrainer:
             self.run_dir.path / FINAL_DIR,
             self.model,
             self.tokenizer,
-            extra_files={"training_summary.json": summary, "training_config.json": self.run_dir.config},
+            extra_files={
+                **self.carried_files,
+                "training_summary.json": summary,
+                "training_config.json": self.run_dir.config,
+            },
         )
         if accelerator.is_main_process:
             self.metrics.plot(title=f"{self.stage}: {self.run_dir.path.name}")
