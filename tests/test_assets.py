@@ -52,7 +52,7 @@ def test_download_rejects_malformed_pin(monkeypatch, tmp_path):
 
 def test_download_failure_names_the_package(monkeypatch, tmp_path):
     monkeypatch.setenv("SHISHU_CACHE", str(tmp_path))
-    with pytest.raises(RuntimeError, match=r"filelock==0\.0\.0\.dev0"):
+    with pytest.raises(assets.MissingPackageError, match=r"does not serve filelock==0\.0\.0\.dev0"):
         assets.download_registry_package("filelock", "0.0.0.dev0")
     # Nothing half-written is left behind.
     assert not list((tmp_path / "packages").iterdir())

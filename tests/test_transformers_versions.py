@@ -194,3 +194,9 @@ def test_declared_transformers_range_is_the_tested_one():
     oldest, newest = SUPPORTED_RELEASES[0], SUPPORTED_RELEASES[-1]
     assert declared == f">={oldest}", declared
     assert _version_key(oldest) <= _version_key(transformers.__version__) <= _version_key(newest)
+
+
+def test_the_card_names_the_newest_release_of_the_matrix():
+    from modeling_shishu.release.card import NEWEST_TESTED_TRANSFORMERS
+
+    assert NEWEST_TESTED_TRANSFORMERS == SUPPORTED_RELEASES[-1]

@@ -118,8 +118,14 @@ def public_command(command: str, model_id: str, baseline_id: str | None) -> str:
     return shlex.join(words)
 
 
+# The newest transformers release the remote code's version matrix (tests/test_transformers_versions.py) checks;
+# the package declares no upper bound, so the card names where testing stops.
+NEWEST_TESTED_TRANSFORMERS = "5.25.0"
+
+
 def supported_transformers_range() -> str:
-    """The transformers releases the remote code is tested on, as the installed package declares them."""
+    """The transformers releases the remote code is tested on: the installed package's requirement, and the newest
+    release tested when the requirement has no upper bound."""
     from importlib.metadata import requires
 
     from packaging.requirements import Requirement
@@ -128,7 +134,10 @@ def supported_transformers_range() -> str:
         requirement = Requirement(line)
         if requirement.name == "transformers" and requirement.marker is None:
             lower_bounds_first = sorted(requirement.specifier, key=lambda spec: spec.operator.startswith("<"))
-            return ",".join(str(spec) for spec in lower_bounds_first)
+            declared = ",".join(str(spec) for spec in lower_bounds_first)
+            if any(spec.operator.startswith("<") for spec in requirement.specifier):
+                return declared
+            return f"{declared},<={NEWEST_TESTED_TRANSFORMERS}"
     raise ValueError("the installed shishulm package declares no transformers requirement")
 
 

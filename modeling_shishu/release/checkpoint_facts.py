@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
-from ..configuration_shishu import ATTENTION_LAYER, MLP_LAYER
+from ..configuration_shishu import ATTENTION_LAYER, MLP_LAYER, SAVED_LAYOUT_KEY
 from ..io_utils import sha256_file
 from ..sizes import head_dim, kv_bytes_per_token, layer_types
 
@@ -145,7 +145,9 @@ def weights_sha256(folder: Path) -> dict[str, str]:
 
 def parent_kv_bytes_per_token(config: dict, parent_layers: int) -> int:
     """The KV bytes per token of the all-attention parent the checkpoint was converted from."""
-    return kv_bytes_per_token(config_view(config, num_hidden_layers=parent_layers, layer_types=None))
+    # every parent layer attends: neither key of the ShishuLM's own layout applies
+    view = config_view(config, num_hidden_layers=parent_layers, layer_types=None, **{SAVED_LAYOUT_KEY: None})
+    return kv_bytes_per_token(view)
 
 
 __all__ = ["checkpoint_facts", "count_parameters", "layout_rows", "parent_kv_bytes_per_token", "read_json"]
