@@ -341,15 +341,17 @@ def test_per_document_scores_back_the_aggregates_and_the_paired_differences(comp
                 assert {"doc_id", "acc", "choices", "gold"} <= set(documents)
                 metric = documents[score["metric"]]
                 assert statistics.stdev(metric) / LIMIT**0.5 == pytest.approx(score["stderr"], abs=1e-12)
-                # chance: the better of a uniform guess and always the most frequent gold answer (where the logged
-                # target names the gold choice; WinoGrande's choices are contexts, not continuations)
+                # chance: the better of a uniform guess and always giving the most frequent gold choice text
+                # (WinoGrande's choices are contexts sharing one continuation: uniform only)
                 uniform = statistics.fmean(1 / k for k in documents["choices"])
                 if task == "winogrande":
                     assert documents["gold"] == [None] * LIMIT and score["chance"] == pytest.approx(uniform)
                     continue
-                assert all(isinstance(gold, int) for gold in documents["gold"]), task
+                assert all(isinstance(gold, str) for gold in documents["gold"]), task
                 frequent = max(documents["gold"].count(g) for g in documents["gold"]) / LIMIT
                 assert score["chance"] == pytest.approx(max(uniform, frequent))
+                if task == "boolq":
+                    assert set(documents["gold"]) <= {"yes", "no"}
 
     rows = {row["task"]: row for row in results["comparison"]["rows"]}
     for corpus in ("offline_shakespeare", "offline_sharegpt"):

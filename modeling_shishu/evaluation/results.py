@@ -57,37 +57,38 @@ def document_scores(samples: list[dict] | None, entry: SuiteTask) -> dict | None
     return {
         "doc_id": [row["doc_id"] for row in rows],
         **{m: [float(row[m]) for row in rows] for m in metrics},
-        # the number of choices and the gold answer, for the chance level of multiple-choice tasks
+        # the number of choices and the gold choice's text, for the chance level of multiple-choice tasks
         "choices": [len(row.get("arguments") or ()) for row in rows],
-        "gold": [_gold_index(row.get("target"), row.get("arguments")) for row in rows],
+        "gold": [_gold_choice(row.get("target"), row.get("arguments")) for row in rows],
     }
 
 
-def _gold_index(target, arguments) -> int | None:
-    """The gold choice's index from lm-eval's logged target: the index itself (an int or its digits), or the text of
-    one of the choices (answer letters); None where the choices do not tell (several contexts, one continuation)."""
-    if isinstance(target, bool):
-        return None
-    if isinstance(target, int):
-        return target
-    if not isinstance(target, str):
-        return None
-    if target.strip().isdigit():
-        return int(target)
+def _gold_choice(target, arguments) -> str | None:
+    """The text of the gold choice, from lm-eval's logged target (the gold index, as an int or its digits, or the
+    choice's own text, e.g. an answer letter) and the logged requests (context, continuation) of every choice. None
+    where the choices share one continuation after different contexts (WinoGrande)."""
     requests = list(arguments.values()) if isinstance(arguments, dict) else list(arguments or ())
     continuations = [
         (request.get("arg_1") if isinstance(request, dict) else request[1]) if len(request) > 1 else None
         for request in requests
     ]
-    matches = [i for i, text in enumerate(continuations) if isinstance(text, str) and text.strip() == target.strip()]
-    return matches[0] if len(matches) == 1 else None
+    if len(set(continuations)) != len(continuations) or not all(isinstance(text, str) for text in continuations):
+        return None
+    if isinstance(target, str) and target.strip().isdigit():
+        target = int(target)
+    if isinstance(target, int) and not isinstance(target, bool):
+        return continuations[target].strip() if 0 <= target < len(continuations) else None
+    if isinstance(target, str):
+        matches = [text for text in continuations if text.strip() == target.strip()]
+        return matches[0].strip() if len(matches) == 1 else None
+    return None
 
 
 def chance_level(output_type: str | None, documents: dict | None) -> float | None:
     """The score of guessing on the documents scored. Multiple choice (acc and acc_norm alike): the better of a
-    uniform guess (1 / choices, averaged) and always giving the most frequent gold answer (BoolQ's "yes" is right
-    62% of the time). 0 for a single continuation or a generated answer; None for log-likelihood metrics such as
-    bits per byte."""
+    uniform guess (1 / choices, averaged) and always giving the same answer, the most frequent gold choice text
+    (BoolQ's "yes" is right 62% of the time; where the choices are a question's own texts, this is rare). 0 for a
+    single continuation or a generated answer; None for log-likelihood metrics such as bits per byte."""
     if output_type == "multiple_choice":
         if not documents or not documents.get("choices") or min(documents["choices"]) < 1:
             return None
