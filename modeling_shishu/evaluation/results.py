@@ -72,7 +72,7 @@ def _gold_choice(target, arguments) -> str | None:
         (request.get("arg_1") if isinstance(request, dict) else request[1]) if len(request) > 1 else None
         for request in requests
     ]
-    if len(set(continuations)) != len(continuations) or not all(isinstance(text, str) for text in continuations):
+    if not all(isinstance(text, str) for text in continuations) or len(set(continuations)) != len(continuations):
         return None
     if isinstance(target, str) and target.strip().isdigit():
         target = int(target)
