@@ -3,7 +3,8 @@
 import argparse
 from pathlib import Path
 
-from .stages import CPU_DDP_ENV, Stage, accelerate_launch, shishu
+from ..conversion.export_gguf import quantized_path
+from .stages import CPU_DDP_ENV, Stage, accelerate_launch, llama_cpp_available, shishu
 
 
 VARIANT = "shishu-smollm2-135m-instruct-m10"
@@ -86,7 +87,7 @@ def build_stages(args: argparse.Namespace, parent: Path) -> list[Stage]:
     bench = shishu("bench", "--model", str(healed), "--baseline", str(parent), "--quick")
     bench += ["--json", str(out / "bench.json"), "--plot", str(out / "bench.png")]
     gguf = out / f"{VARIANT}.gguf"
-    return [
+    stages = [
         *conversion_stages(args, parent, out),
         Stage("heal", heal_command, healed, env=dict(CPU_DDP_ENV), workdir=heal),
         evaluate_stage(args, healed, parent, out / "eval"),
@@ -101,3 +102,8 @@ def build_stages(args: argparse.Namespace, parent: Path) -> list[Stage]:
             gguf,
         ),
     ]
+    if llama_cpp_available():  # the file llama.cpp users download; the demo never compiles llama.cpp itself
+        q8 = quantized_path(gguf, "q8_0")
+        quantize = shishu("export-gguf", str(gguf), "--quant", "q8_0", "--out", str(q8), "--overwrite")
+        stages.append(Stage("quantize-gguf", quantize, q8))
+    return stages
