@@ -19,7 +19,6 @@ generic GPT-2 BPE writer (`_set_vocab_gpt2`) and names the pre-tokenizer as `shi
 converter's hash table does not know this vocabulary). Config and weights are read by the converter unchanged.
 """
 
-import os
 import subprocess
 import sys
 import tarfile
@@ -355,7 +354,6 @@ def convert_with_llamacpp(folder: Path, out: Path) -> Path:
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
-        env={**os.environ, "NO_LOCAL_GGUF": "1"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     return out
@@ -370,7 +368,6 @@ def test_llamacpp_converter_unpatched_stops_only_at_the_tokenizer(tmp_path):
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
-        env={**os.environ, "NO_LOCAL_GGUF": "1"},
     )
     assert result.returncode != 0 and "Cannot find Llama BPE tokenizer" in result.stderr
 

@@ -17,6 +17,7 @@ its attention. `configuration_decilm.py` goes beside the weights for the readers
 
 import argparse
 import datetime
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -151,6 +152,17 @@ def nemotron_nas_tensors(model, progress=None) -> dict[str, torch.Tensor]:
 # ----------------------------------------------------------------------------------------- export
 
 
+def _record_added_special_tokens(tokenizer, tokenizer_config: Path) -> None:
+    """Write `add_bos_token` / `add_eos_token` as the tokenizer behaves: llama.cpp's converter reads them from
+    tokenizer_config.json only, and tokenizers saved by transformers 5 often leave them out."""
+    settings = json.loads(tokenizer_config.read_text(encoding="utf-8"))
+    plain, encoded = tokenizer("a", add_special_tokens=False).input_ids, tokenizer("a").input_ids
+    added = len(encoded) > len(plain)
+    settings.setdefault("add_bos_token", added and encoded[0] == tokenizer.bos_token_id)
+    settings.setdefault("add_eos_token", added and encoded[-1] == tokenizer.eos_token_id)
+    atomic_write_json(tokenizer_config, settings)
+
+
 def _load(folder: Path, dtype: torch.dtype | None):
     """A ShishuLM from a ShishuLM folder, or the all-attention ShishuLM of a Llama-family folder."""
     from ..modeling_shishu import ShishuForCausalLM
@@ -200,6 +212,7 @@ def export_nemotron_nas(
             atomic_write_json(tmp / "config.json", nemotron_nas_config(config, weights_dtype))
             shutil.copyfile(configuration_decilm.__file__, tmp / "configuration_decilm.py")
             tokenizer.save_pretrained(tmp)
+            _record_added_special_tokens(tokenizer, tmp / "tokenizer_config.json")
             model.generation_config.save_pretrained(tmp)
             atomic_write_json(
                 tmp / "export.json",
