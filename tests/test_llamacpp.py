@@ -450,3 +450,21 @@ def test_write_quantized_beside(tmp_path, capsys):
     assert shishu_main(["export-gguf", str(folder), "--quant", "q4_k_m", "--out", str(tmp_path / "q4.gguf")]) == 2
     assert "already exists" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m-q8_0.gguf", "m.gguf", "q4.gguf", "tiny"]
+
+
+def test_llamacpp_bench_reports_kv_both_ways_and_bits_per_byte(tmp_path):
+    from modeling_shishu.bench.llamacpp import LlamaCppBenchSettings, format_llamacpp_report, run_llamacpp_benchmark
+
+    with torch.no_grad():
+        folder = save_tiny_hybrid(tmp_path / "tiny", intermediate_size=256)
+        parent = save_tiny_hybrid(
+            tmp_path / "parent", layer_types=["full_attention"] * 6, share_groups=(), intermediate_size=256
+        )
+    settings = LlamaCppBenchSettings(contexts=(64,), decode_tokens=4, repeats=1, threads=2, bits_per_byte_chars=3000)
+    report = run_llamacpp_benchmark(str(folder), str(parent), settings, log=lambda message: None)
+    print("\n" + format_llamacpp_report(report))
+    assert report["kv_cache_ratio"] == pytest.approx(3 / 6, abs=1e-3)  # flash attention on
+    # off: the MLP-only layers' V cache is padded back, only their K cache is saved
+    assert report["kv_cache_ratio_flash_attn_other"] == pytest.approx(0.75, abs=1e-3)
+    for entry in report["models"].values():
+        assert 0 < entry["heldout"]["bits_per_byte"] < 10 and entry["heldout"]["bytes"] > 2000
