@@ -463,8 +463,9 @@ def test_llamacpp_bench_reports_kv_both_ways_and_bits_per_byte(tmp_path):
     settings = LlamaCppBenchSettings(contexts=(64,), decode_tokens=4, repeats=1, threads=2, bits_per_byte_chars=3000)
     report = run_llamacpp_benchmark(str(folder), str(parent), settings, log=lambda message: None)
     print("\n" + format_llamacpp_report(report))
-    assert report["kv_cache_ratio"] == pytest.approx(3 / 6, abs=1e-3)  # flash attention on
+    # (a tiny cache: llama.cpp reports MiB with two decimals)
+    assert report["kv_cache_ratio"] == pytest.approx(3 / 6, abs=0.05)  # flash attention on
     # off: the MLP-only layers' V cache is padded back, only their K cache is saved
-    assert report["kv_cache_ratio_flash_attn_other"] == pytest.approx(0.75, abs=1e-3)
+    assert report["kv_cache_ratio_flash_attn_other"] == pytest.approx(0.75, abs=0.05)
     for entry in report["models"].values():
         assert 0 < entry["heldout"]["bits_per_byte"] < 10 and entry["heldout"]["bytes"] > 2000
