@@ -30,6 +30,10 @@ COMMANDS = {
         "modeling_shishu.conversion.export_gguf",
         "write a GGUF for llama.cpp whose MLP-only layers have no attention or KV cache",
     ),
+    "export-nemotron-nas": (
+        "modeling_shishu.conversion.export_nemotron_nas",
+        "write a Nemotron-NAS (DeciLM) folder for vLLM / SGLang / MLX-LM / llama.cpp, MLP-only layers without KV cache",
+    ),
     "eval": ("modeling_shishu.evaluation.cli", "run an lm-eval suite and write results.json"),
     "fidelity": (
         "modeling_shishu.evaluation.fidelity_cli",

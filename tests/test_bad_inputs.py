@@ -14,6 +14,8 @@ Cases that need a stage's own fixtures sit next to them, and belong to this list
   test_recipes_distill.py::test_a_missing_or_broken_teacher_folder_is_named, ::test_a_non_llama_teacher_is_refused
 - a config.json that disagrees with the weights, for the model class itself (every tool and remote-code user):
   test_modeling.py::test_a_config_that_disagrees_with_the_weights_is_refused
+- a layout the Nemotron-NAS readers cannot represent (MLP-only layer 0, an MLP width off ffn_mult's grid, ...):
+  test_export_nemotron_nas.py::test_unrepresentable_layouts_are_refused_in_one_line
 """
 
 import contextlib

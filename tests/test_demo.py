@@ -12,6 +12,7 @@ import pytest
 from conftest import save_tiny_hybrid
 
 from modeling_shishu.demo import VARIANT, Stage, add_arguments, build_stages
+from modeling_shishu.demo.stages import llama_cpp_available
 from modeling_shishu.precision import native_dtype_name
 
 
@@ -63,6 +64,7 @@ def test_demo_stages_are_the_documented_commands(tmp_path):
         "evaluate-before-healing",
         "benchmark",
         "export-gguf",
+        *(["quantize-gguf"] if llama_cpp_available() else []),  # only where llama-cpp-python is installed
     ]
     heal = stages[3]
     assert "-m modeling_shishu.training.distill" in " ".join(heal.command)

@@ -10,9 +10,20 @@ the built wheel in its cache), so `make test` does not install it and these test
 
 The real-parent test converts the offline SmolLM2-135M-Instruct (`shishu-smollm2-135m-instruct-m10`, the top 10
 layers MLP-only, pairs shared) and exports it and the parent at f32.
+
+The Nemotron-NAS tests run llama.cpp's own `convert_hf_to_gguf.py` (from the llama-cpp-python sdist, fetched
+with `pip download` once into the shishu cache) on `shishu export-nemotron-nas` folders. Its DeciLM class reads
+the tokenizer only in two shapes (Llama-3's 128,256-token BPE, or a SentencePiece-style byte-fallback BPE) and
+raises "Cannot find Llama BPE tokenizer" for SmolLM2's byte-level BPE: the run swaps in the converter's own
+generic GPT-2 BPE writer (`_set_vocab_gpt2`) and names the pre-tokenizer as `shishu export-gguf` does (the
+converter's hash table does not know this vocabulary). Config and weights are read by the converter unchanged.
 """
 
+import subprocess
+import sys
+import tarfile
 import zipfile
+from pathlib import Path
 
 import gguf
 import numpy as np
@@ -20,7 +31,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from modeling_shishu.conversion.export_gguf import export_gguf
+from modeling_shishu.conversion.export_gguf import export_gguf, quantize_gguf, write_quantized_beside
+from modeling_shishu.conversion.export_nemotron_nas import export_nemotron_nas
 
 
 llama_cpp = pytest.importorskip("llama_cpp")
@@ -294,3 +306,166 @@ def test_real_parent_tokenizer_metadata_matches_its_original_gguf(real_m10, tmp_
         expected = tokenizer(text, add_special_tokens=False).input_ids
         for name, llm in vocab.items():
             assert llm.tokenize(text.encode("utf-8"), add_bos=False, special=True) == expected, (name, text)
+
+
+# ------------------------------------------------------------------------------ Nemotron-NAS round trip
+
+CONVERTER = """
+import json, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import convert_hf_to_gguf
+from conversion.base import TextModel
+from conversion.deci import DeciModel
+from modeling_shishu.conversion.export_gguf import pre_tokenizer_name
+
+DeciModel.set_vocab = TextModel._set_vocab_gpt2
+DeciModel.get_vocab_base_pre = lambda self, tokenizer: pre_tokenizer_name(
+    json.loads((Path(self.dir_model) / "tokenizer.json").read_text(encoding="utf-8"))
+)
+sys.argv = ["convert_hf_to_gguf.py", *sys.argv[2:]]
+convert_hf_to_gguf.main()
+"""
+
+
+def llama_cpp_sources() -> Path:
+    """llama.cpp's sources as vendored in the llama-cpp-python sdist of the installed version."""
+    from modeling_shishu.assets import cache_dir
+
+    version = llama_cpp.__version__
+    folder = cache_dir() / "llama-cpp-python-sdist"
+    root = folder / f"llama_cpp_python-{version}" / "vendor" / "llama.cpp"
+    if not (root / "convert_hf_to_gguf.py").is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+             f"llama-cpp-python=={version}", "-d", str(folder)],
+            check=True,
+        )  # fmt: skip
+        with tarfile.open(folder / f"llama_cpp_python-{version}.tar.gz") as archive:
+            archive.extractall(folder, filter="data")
+    return root
+
+
+def convert_with_llamacpp(folder: Path, out: Path) -> Path:
+    """`convert_hf_to_gguf.py FOLDER --outtype f32` (llama.cpp's converter, see the module docstring)."""
+    result = subprocess.run(
+        [sys.executable, "-c", CONVERTER, str(llama_cpp_sources()), str(folder), "--outfile", str(out), "--outtype", "f32"],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def test_llamacpp_converter_unpatched_stops_only_at_the_tokenizer(tmp_path):
+    """Without the vocabulary swap, llama.cpp's converter reads the config and fails in `set_vocab`."""
+    folder = export_nemotron_nas(save_tiny_hybrid(tmp_path / "tiny", intermediate_size=256), tmp_path / "nas")["path"]
+    sources = llama_cpp_sources()
+    result = subprocess.run(
+        [sys.executable, str(sources / "convert_hf_to_gguf.py"), folder, "--outfile", str(tmp_path / "x.gguf")],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode != 0 and "Cannot find Llama BPE tokenizer" in result.stderr
+
+
+def test_tiny_nemotron_nas_through_llamacpp_converter(tmp_path):
+    with torch.no_grad():
+        folder = save_tiny_hybrid(tmp_path / "tiny", intermediate_size=256)
+        parent = save_tiny_hybrid(
+            tmp_path / "parent", layer_types=["full_attention"] * 6, share_groups=(), intermediate_size=256
+        )
+    shishu_gguf = convert_with_llamacpp(export_nemotron_nas(folder, tmp_path / "nas")["path"], tmp_path / "nas.gguf")
+    parent_gguf = convert_with_llamacpp(export_nemotron_nas(parent, tmp_path / "pnas")["path"], tmp_path / "p.gguf")
+    reader = gguf.GGUFReader(shishu_gguf)
+    assert reader.get_field("general.architecture").contents() == "deci"
+    assert reader.get_field("deci.attention.head_count").contents() == [4, 4, 0, 0, 4, 0]
+    assert reader.get_field("deci.attention.head_count_kv").contents() == [2, 2, 0, 0, 2, 0]
+    assert reader.get_field("deci.feed_forward_length").contents() == [256] * 6
+
+    tokenizer = tiny_bpe_tokenizer()
+    prompt_ids = tokenizer("Beautiful is better than ugly. Explicit is", add_special_tokens=False).input_ids
+    _, llama_tokens, hf_tokens, error, scale = compare_with_transformers(shishu_gguf, folder, prompt_ids, n_ctx=256)
+    print(
+        f"\ntiny via convert_hf_to_gguf.py: {NEW_TOKENS} tokens equal: {llama_tokens == hf_tokens}; max |logit difference| {error:.2e}"
+    )
+    assert llama_tokens[:32] == hf_tokens[:32]
+    assert error < 1e-4 * scale
+    shishu, base = load_gguf(shishu_gguf, n_ctx=8192, threads=2), load_gguf(parent_gguf, n_ctx=8192, threads=2)
+    print(kv_line(base), kv_line(shishu), sep="\n")
+    assert shishu.kv_cache["size_mib"] / base.kv_cache["size_mib"] == pytest.approx(3 / 6, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_real_m10_nemotron_nas_through_llamacpp_converter(real_m10, tmp_path):
+    folder = export_nemotron_nas(real_m10["shishu_dir"], tmp_path / "nas", dtype="float32")["path"]
+    shishu_gguf = convert_with_llamacpp(folder, tmp_path / "m10-nas.gguf")
+    tokenizer = AutoTokenizer.from_pretrained(real_m10["shishu_dir"], trust_remote_code=True)
+    prompt_ids = tokenizer(PROMPT, add_special_tokens=False).input_ids
+    _, llama_tokens, hf_tokens, error, scale = compare_with_transformers(
+        shishu_gguf, real_m10["shishu_dir"], prompt_ids, n_ctx=512
+    )
+    agree = sum(a == b for a, b in zip(llama_tokens[:32], hf_tokens[:32]))
+    print(f"\nm10 via convert_hf_to_gguf.py: {agree}/32 greedy tokens equal; max |logit difference| {error:.2e}")
+    assert llama_tokens[:32] == hf_tokens[:32]
+    assert error < 1e-4 * scale
+    n_ctx = 1024
+    shishu = load_gguf(shishu_gguf, n_ctx=n_ctx, threads=2)
+    parent = load_gguf(real_m10["parent_gguf"], n_ctx=n_ctx, threads=2)
+    no_fa = load_gguf(shishu_gguf, n_ctx=n_ctx, threads=2, flash_attn=False)
+    print("parent  :", kv_line(parent), "\nShishuLM:", kv_line(shishu), "\nno flash attention:", kv_line(no_fa))
+    assert shishu.kv_cache["size_mib"] / parent.kv_cache["size_mib"] == pytest.approx(20 / 30, abs=1e-4)
+
+
+# ------------------------------------------------------------------------------------------ quantization
+
+
+@pytest.mark.parametrize("quant", ["q8_0", "q4_k_m"])
+def test_quantized_tiny_keeps_token_embedding_at_q8_0_and_runs(tmp_path, quant):
+    folder = save_tiny_hybrid(tmp_path / "tiny", intermediate_size=256)
+    f32 = export_gguf(folder, tmp_path / "tiny.gguf")["path"]
+    summary = quantize_gguf(f32, tmp_path / f"tiny-{quant}.gguf", quant)
+    reader = gguf.GGUFReader(summary["path"])
+    types = {tensor.name: tensor.tensor_type for tensor in reader.tensors}
+    assert types["token_embd.weight"] == gguf.GGMLQuantizationType.Q8_0
+    expected = {"q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_k_m": gguf.GGMLQuantizationType.Q4_K}
+    assert types["blk.0.ffn_down.weight"] in (expected[quant], gguf.GGMLQuantizationType.Q6_K)
+    assert summary["bytes"] < Path(f32).stat().st_size / 3
+    loaded = load_gguf(summary["path"], n_ctx=128, threads=2)
+    tokens, _ = greedy_generate(loaded.llm, [5, 6, 7], 4)
+    assert len(tokens) == 4
+
+
+def test_write_quantized_beside(tmp_path, capsys):
+    from modeling_shishu.cli import main as shishu_main
+
+    folder = save_tiny_hybrid(tmp_path / "tiny", intermediate_size=256)
+    f16 = export_gguf(folder, tmp_path / "m.gguf", dtype="f16")["path"]
+    assert write_quantized_beside(f16) == tmp_path / "m-q8_0.gguf"
+    # the CLI: a checkpoint folder is exported at f32 and quantized; an existing output is refused
+    assert shishu_main(["export-gguf", str(folder), "--quant", "q4_k_m", "--out", str(tmp_path / "q4.gguf")]) == 0
+    assert shishu_main(["export-gguf", str(folder), "--quant", "q4_k_m", "--out", str(tmp_path / "q4.gguf")]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m-q8_0.gguf", "m.gguf", "q4.gguf", "tiny"]
+
+
+def test_llamacpp_bench_reports_kv_both_ways_and_bits_per_byte(tmp_path):
+    from modeling_shishu.bench.llamacpp import LlamaCppBenchSettings, format_llamacpp_report, run_llamacpp_benchmark
+
+    with torch.no_grad():
+        folder = save_tiny_hybrid(tmp_path / "tiny", intermediate_size=256)
+        parent = save_tiny_hybrid(
+            tmp_path / "parent", layer_types=["full_attention"] * 6, share_groups=(), intermediate_size=256
+        )
+    settings = LlamaCppBenchSettings(contexts=(64,), decode_tokens=4, repeats=1, threads=2, bits_per_byte_chars=3000)
+    report = run_llamacpp_benchmark(str(folder), str(parent), settings, log=lambda message: None)
+    print("\n" + format_llamacpp_report(report))
+    # (a tiny cache: llama.cpp reports MiB with two decimals)
+    assert report["kv_cache_ratio"] == pytest.approx(3 / 6, abs=0.05)  # flash attention on
+    # off: the MLP-only layers' V cache is padded back, only their K cache is saved
+    assert report["kv_cache_ratio_flash_attn_other"] == pytest.approx(0.75, abs=0.05)
+    for entry in report["models"].values():
+        assert 0 < entry["heldout"]["bits_per_byte"] < 10 and entry["heldout"]["bytes"] > 2000

@@ -51,6 +51,22 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["pytorch", "llama.cpp"],
         help="pytorch (default), or llama.cpp: GGUF exports in llama-cpp-python (modeling_shishu/bench/llamacpp.py)",
     )
+    llama = parser.add_argument_group("llama.cpp only")
+    llama.add_argument(
+        "--quant", choices=["q8_0", "q4_k_m"], help="quantize checkpoint exports with llama.cpp's quantizer"
+    )
+    llama.add_argument(
+        "--bits-per-byte",
+        type=int,
+        default=0,
+        metavar="CHARS",
+        help="also score both models on this many characters of held-out Shakespeare (bits/byte)",
+    )
+    llama.add_argument(
+        "--no-flash-attn",
+        action="store_true",
+        help="time with flash attention off (the KV cache is reported both ways in any case)",
+    )
     parser.add_argument(
         "--model",
         default=None,
@@ -233,6 +249,13 @@ def run(args: argparse.Namespace) -> int:
         from .llamacpp import run_from_args
 
         return run_from_args(args)
+    llama_only = [
+        ("--quant", args.quant),
+        ("--bits-per-byte", args.bits_per_byte),
+        ("--no-flash-attn", args.no_flash_attn),
+    ]
+    if any(value for _, value in llama_only):
+        raise ValueError(f"{', '.join(f for f, v in llama_only if v)} only with --engine llama.cpp")
     settings = settings_from_args(args)
     settings.check()
     check_report_outputs(args.json, args.plot)

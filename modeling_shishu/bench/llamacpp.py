@@ -15,7 +15,11 @@ same process and every timing alternates between them (the order rotates every r
 The KV cache of each model is read from llama.cpp's own report (`llama_kv_cache: size = ...`), and the
 state llama.cpp saves for a sequence after the longest prompt is read from its state API. Ratios are
 ShishuLM / parent tokens/s (> 1: ShishuLM is faster) and ShishuLM / parent bytes. Flash attention is
-on: without it llama.cpp pads every layer's V cache to the widest layer's (see `export_gguf`).
+on: without it llama.cpp pads every layer's V cache to the widest layer's (see `export_gguf`), so the KV
+cache is also reported as llama.cpp allocates it with flash attention off.
+
+`--quant q8_0|q4_k_m` quantizes checkpoint exports with llama.cpp's quantizer; `--bits-per-byte CHARS` scores
+both models in llama.cpp on the first CHARS characters of the held-out Shakespeare test split.
 """
 
 import contextlib
@@ -77,6 +81,7 @@ def load_gguf(
     flash_attn: bool = True,
     kv_type: str = "f16",
     n_batch: int = 512,
+    logits_all: bool = False,
 ) -> LoadedGGUF:
     """Load `path` in llama.cpp, capturing its log (llama-cpp-python prints it to `sys.stderr`).
 
@@ -100,6 +105,7 @@ def load_gguf(
             flash_attn=flash_attn,
             type_k=cache_type,
             type_v=cache_type,
+            logits_all=logits_all,
             verbose=True,
         )
     _logger.set_verbose(False)  # the log level is process-wide: keep the timed runs quiet
@@ -141,6 +147,43 @@ def greedy_generate(llm, prompt_ids: list[int], max_new_tokens: int) -> tuple[li
     return tokens, logits
 
 
+def bits_per_byte(llm, text: str, window: int = 512) -> dict:
+    """Bits per UTF-8 byte of `text` in llama.cpp: non-overlapping windows of `window` tokens, every token
+    after a window's first scored from llama.cpp's logits (the model must be loaded with `logits_all=True`
+    and `n_ctx >= window`). Bytes are those of the scored tokens, so the figure does not depend on the tokenizer."""
+    from tqdm.auto import tqdm
+
+    tokens = llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+    nats, scored_bytes, scored = 0.0, 0, 0
+    starts = range(0, len(tokens) - 1, window)
+    for start in tqdm(starts, desc="bits/byte", unit="window", disable=None):
+        chunk = tokens[start : start + window]
+        if len(chunk) < 2:
+            break
+        llm.reset()
+        llm.eval(chunk)
+        logits = np.asarray(llm.scores[: len(chunk) - 1], dtype=np.float64)
+        peak = logits.max(axis=1, keepdims=True)
+        log_norm = np.log(np.exp(logits - peak).sum(axis=1)) + peak[:, 0]
+        targets = np.asarray(chunk[1:])
+        nats += float((log_norm - logits[np.arange(len(targets)), targets]).sum())
+        scored_bytes += len(llm.detokenize(chunk[1:]))
+        scored += len(targets)
+    return {
+        "bits_per_byte": nats / np.log(2) / scored_bytes,
+        "tokens": scored,
+        "bytes": scored_bytes,
+        "window": window,
+    }
+
+
+def heldout_text(chars: int) -> str:
+    """The first `chars` characters of the held-out Shakespeare test split (its works joined)."""
+    from ..assets.corpora import shakespeare_texts
+
+    return "\n\n".join(shakespeare_texts("test"))[:chars]
+
+
 def sequence_state_bytes(llm, prompt_ids: list[int]) -> int:
     """Bytes of the state llama.cpp saves for sequence 0 after evaluating `prompt_ids` (its KV cells)."""
     import llama_cpp
@@ -160,25 +203,32 @@ class LlamaCppBenchSettings:
     repeats: int = 5
     threads: int | None = None
     dtype: str = "f32"
+    quant: str | None = None  # quantize checkpoint exports with llama.cpp (q8_0, q4_k_m)
     flash_attn: bool = True
+    bits_per_byte_chars: int = 0  # > 0: score both models on this much held-out text
 
     @classmethod
     def quick(cls, **overrides):
         return cls(**{"contexts": (256,), "decode_tokens": 16, "repeats": 3, **overrides})
 
 
-def _as_gguf(source: str, dtype: str, folder: Path, role: str, log) -> Path:
-    """A GGUF file for `source`: the file itself, or an export of a checkpoint folder / offline parent."""
+def _as_gguf(source: str, dtype: str, folder: Path, role: str, log, quant: str | None = None) -> Path:
+    """A GGUF file for `source`: the file itself, or an export of a checkpoint folder / offline parent
+    (quantized by llama.cpp when `quant` is given)."""
     path = Path(source)
     if path.is_file() and path.suffix == ".gguf":
         return path
     from ..assets import fetch_parent
-    from ..conversion.export_gguf import export_gguf
+    from ..conversion.export_gguf import export_gguf, quantize_gguf
 
     checkpoint = fetch_parent(source)
     out = folder / f"{role}.gguf"
-    log(f"exporting {checkpoint} to GGUF ({dtype})")
-    export_gguf(checkpoint, out, dtype=dtype)
+    log(f"exporting {checkpoint} to GGUF ({'f32' if quant else dtype})")
+    export_gguf(checkpoint, out, dtype="f32" if quant else dtype)
+    if quant:
+        quantize_gguf(out, folder / f"{role}-{quant}.gguf", quant, log=log)
+        out.unlink()
+        out = folder / f"{role}-{quant}.gguf"
     return out
 
 
@@ -196,11 +246,25 @@ def run_llamacpp_benchmark(model: str, baseline: str, settings: LlamaCppBenchSet
     generator = np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix="shishu-bench-gguf-") as folder:
         paths = {
-            "shishu": _as_gguf(model, settings.dtype, Path(folder), "shishu", log),
-            "baseline": _as_gguf(baseline, settings.dtype, Path(folder), "baseline", log),
+            "shishu": _as_gguf(model, settings.dtype, Path(folder), "shishu", log, settings.quant),
+            "baseline": _as_gguf(baseline, settings.dtype, Path(folder), "baseline", log, settings.quant),
         }
         loaded = {role: load_gguf(path, n_ctx, settings.threads, settings.flash_attn) for role, path in paths.items()}
         gguf_bytes = {role: path.stat().st_size for role, path in paths.items()}  # exports live until here (mmapped)
+        # The KV cache as llama.cpp allocates it with flash attention the other way (not timed)
+        other_kv = {}
+        for role, path in paths.items():
+            other = load_gguf(path, n_ctx, settings.threads, not settings.flash_attn)
+            other_kv[role] = other.kv_cache
+            other.llm.close()
+        scores = {}
+        if settings.bits_per_byte_chars:
+            text = heldout_text(settings.bits_per_byte_chars)
+            for role, path in paths.items():
+                log(f"bits/byte of the {role} on {len(text):,} held-out characters")
+                scorer = load_gguf(path, 512, settings.threads, settings.flash_attn, logits_all=True)
+                scores[role] = bits_per_byte(scorer.llm, text)
+                scorer.llm.close()
     vocab = min(entry.llm.n_vocab() for entry in loaded.values())
     # Plain text ids (the special tokens sit at the start of a BPE vocabulary); the values do not change the speed.
     token_ids = generator.integers(vocab // 4, vocab, size=n_ctx).tolist()
@@ -214,6 +278,8 @@ def run_llamacpp_benchmark(model: str, baseline: str, settings: LlamaCppBenchSet
             "gguf_bytes": gguf_bytes[role],
             "weights": weights_type(entry.llm),
             "kv_cache": entry.kv_cache,
+            f"kv_cache_flash_attn_{'off' if settings.flash_attn else 'on'}": other_kv[role],
+            **({"heldout": scores[role]} if role in scores else {}),
             "sequence_state_bytes": {"context": len(longest), "bytes": sequence_state_bytes(entry.llm, longest)},
         }
     return {
@@ -228,6 +294,7 @@ def run_llamacpp_benchmark(model: str, baseline: str, settings: LlamaCppBenchSet
         "machine": {"cpu_count": os.cpu_count(), "python": sys.version.split()[0]},
         "models": models,
         "kv_cache_ratio": models["shishu"]["kv_cache"]["size_mib"] / models["baseline"]["kv_cache"]["size_mib"],
+        "kv_cache_ratio_flash_attn_other": other_kv["shishu"]["size_mib"] / other_kv["baseline"]["size_mib"],
         "rows": _rows(samples, settings),
     }
 
@@ -305,14 +372,24 @@ def format_llamacpp_report(report: dict) -> str:
             f"{name:<32} | {speeds['baseline']['median']:>12.1f} | {speeds['shishu']['median']:>14.1f} | {ratio:>6}"
         )
     parent, shishu = report["models"]["baseline"], report["models"]["shishu"]
+    other = f"kv_cache_flash_attn_{'off' if settings['flash_attn'] else 'on'}"
     lines += [
         "",
         f"KV cache (llama.cpp's report, {parent['kv_cache']['cells']} cells): "
         f"parent {parent['kv_cache']['size_mib']:.2f} MiB, "
         f"ShishuLM {shishu['kv_cache']['size_mib']:.2f} MiB (x{report['kv_cache_ratio']:.3f})",
+        f"KV cache with flash attention {'off' if settings['flash_attn'] else 'on'}: "
+        f"parent {parent[other]['size_mib']:.2f} MiB, ShishuLM {shishu[other]['size_mib']:.2f} MiB "
+        f"(x{report['kv_cache_ratio_flash_attn_other']:.3f})",
+        f"GGUF files: parent {parent['gguf_bytes']:,} B, ShishuLM {shishu['gguf_bytes']:,} B",
         f"sequence state after {parent['sequence_state_bytes']['context']} tokens: parent "
         f"{parent['sequence_state_bytes']['bytes']:,} B, ShishuLM {shishu['sequence_state_bytes']['bytes']:,} B",
     ]
+    if "heldout" in parent:
+        lines.append(
+            f"held-out bits/byte ({parent['heldout']['bytes']:,} bytes): parent {parent['heldout']['bits_per_byte']:.4f}, "
+            f"ShishuLM {shishu['heldout']['bits_per_byte']:.4f}"
+        )
     return "\n".join(lines)
 
 
@@ -344,6 +421,9 @@ def run_from_args(args) -> int:
         "decode_tokens": args.decode_tokens,
         "repeats": args.repeats,
         "threads": args.threads,
+        "quant": args.quant,
+        "bits_per_byte_chars": args.bits_per_byte,
+        "flash_attn": False if args.no_flash_attn else None,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     overrides["dtype"] = GGUF_DTYPES[args.dtype]
@@ -358,6 +438,7 @@ def run_from_args(args) -> int:
 
 __all__ = [
     "LlamaCppBenchSettings",
+    "bits_per_byte",
     "format_llamacpp_report",
     "greedy_generate",
     "kv_cache_report",

@@ -14,8 +14,12 @@ llama.cpp"); run the file with flash attention on.
 """
 
 import argparse
+import contextlib
+import importlib.util
 import json
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,6 +35,9 @@ GGUF_ARCH = "deci"
 
 # --dtype -> (type of 2-D weight tensors, the file type recorded in the header)
 DTYPES = ("f32", "f16", "bf16", "q8_0")
+
+# --quant -> llama.cpp's file type (`llama_ftype`), quantized by llama.cpp itself (through llama-cpp-python)
+QUANTS = {"q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M"}
 
 
 def _gguf_types(dtype: str):
@@ -293,7 +300,7 @@ def _write_gguf(folder: Path, out: Path, dtype: str, qtype, file_type, name: str
         log(f"writing {num_tensors} tensors ({data_bytes / 2**20:,.1f} MiB, {dtype}) to {out}")
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
+        writer.write_tensors_to_file(progress=sys.stderr.isatty())
         writer.close()
 
     summary = {
@@ -349,8 +356,11 @@ def _add_tensors(writer, model, qtype, head_count: list[int], head_count_kv: lis
         data, data_type = encoded[source]
         writer.add_tensor(tensor_name, data, raw_dtype=data_type)
 
+    from tqdm.auto import tqdm
+
     add("token_embd.weight", model.model.embed_tokens.weight, ("token_embd",))
-    for layer_idx, owner_idx in enumerate(config.weight_owners):
+    layers = tqdm(list(enumerate(config.weight_owners)), desc="encoding layers", unit="layer", disable=None)
+    for layer_idx, owner_idx in layers:
         tensors = layer_tensors(model, layer_idx)
         for suffix, tensor in tensors.items():
             add(f"blk.{layer_idx}.{suffix}", tensor, (owner_idx, suffix))
@@ -366,14 +376,98 @@ def _add_tensors(writer, model, qtype, head_count: list[int], head_count_kv: lis
         add("output.weight", model.lm_head.weight, ("output",))
 
 
+# ------------------------------------------------------------------------------------ quantization
+
+
+def quantize_gguf(source: str | Path, out: str | Path, quant: str, overwrite: bool = False, log=None) -> dict:
+    """Quantize the GGUF file `source` (f32 / f16 / bf16) into `out` with llama.cpp's own quantizer, atomically.
+
+    The token embedding is kept at Q8_0: with tied embeddings it is also the output layer, and at 4 bits it
+    costs far more than the rest of the model (llama.cpp would otherwise pick Q6_K for it). Matrices whose rows
+    do not split into K-quant blocks of 256 (SmolLM2's 576-wide inputs) get llama.cpp's own fallback types.
+    Needs llama-cpp-python (`pip install "shishu[llamacpp]"`).
+    """
+    log = log or (lambda message: None)
+    source, out = Path(source), Path(out)
+    if quant not in QUANTS:
+        raise ValueError(f"unknown quantization {quant!r}; choose from {', '.join(QUANTS)}")
+    if not source.is_file():
+        raise FileNotFoundError(f"no such GGUF file: {source}")
+    try:
+        import llama_cpp
+    except ImportError:
+        raise ValueError("--quant needs llama-cpp-python: pip install 'llama-cpp-python==0.3.36'") from None
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists (pass overwrite / --overwrite to replace it)")
+    started = time.perf_counter()
+    with claim_output(out, overwrite=overwrite), atomic_file(out) as tmp:
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = getattr(llama_cpp, QUANTS[quant])
+        params.token_embedding_type = llama_cpp.GGML_TYPE_Q8_0
+        params.nthread = os.cpu_count() or 1
+        log(f"quantizing {source} to {quant} with llama.cpp")
+        with _quiet_stderr():  # llama.cpp prints a line per tensor; tqdm cannot see inside the C call
+            status = llama_cpp.llama_model_quantize(str(source).encode(), str(tmp).encode(), params)
+        if status != 0:
+            raise RuntimeError(f"llama.cpp could not quantize {source} to {quant} (status {status})")
+    summary = {
+        "path": str(out),
+        "quant": quant,
+        "source": str(source),
+        "bytes": out.stat().st_size,
+        "source_bytes": source.stat().st_size,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    log(f"done in {summary['seconds']:.0f} s: {out} ({summary['bytes'] / 2**20:,.1f} MiB)")
+    return summary
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence file descriptor 2 (C code writes there directly) for the duration of the block."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def quantized_path(gguf_path: str | Path, quant: str) -> Path:
+    """Where the quantized file sits beside `gguf_path`: `shishu-m10.gguf` -> `shishu-m10-q8_0.gguf`."""
+    path = Path(gguf_path)
+    return path.with_name(f"{path.stem}-{quant}{path.suffix}")
+
+
+def write_quantized_beside(gguf_path: str | Path, quant: str = "q8_0", log=None) -> Path | None:
+    """Write the `quant` file beside an f16 / f32 GGUF (replacing an older one); `None` without llama-cpp-python."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        return None
+    out = quantized_path(gguf_path, quant)
+    quantize_gguf(gguf_path, out, quant, overwrite=True, log=log)
+    return out
+
+
 # ----------------------------------------------------------------------------------------- CLI
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a ShishuLM (or Llama-family) checkpoint folder")
+    parser.add_argument(
+        "checkpoint",
+        metavar="CHECKPOINT",
+        help="a ShishuLM (or Llama-family) checkpoint folder; with --quant also an f32 / f16 / bf16 GGUF file",
+    )
     parser.add_argument("--out", required=True, metavar="FILE.gguf", help="the GGUF file to write")
     parser.add_argument(
         "--dtype", default="f32", choices=DTYPES, help="type of the weight matrices (default f32; norms stay f32)"
+    )
+    parser.add_argument(
+        "--quant",
+        choices=list(QUANTS),
+        help="quantize with llama.cpp's own quantizer (needs llama-cpp-python); the token embedding stays Q8_0",
     )
     parser.add_argument("--name", help="general.name in the GGUF (default: the checkpoint folder's name)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
@@ -383,6 +477,8 @@ def run(args: argparse.Namespace) -> int:
     def log(message: str) -> None:
         print(f"shishu export-gguf: {message}", file=sys.stderr, flush=True)
 
+    if args.quant:
+        return _run_quantized(args, log)
     summary = export_gguf(
         args.checkpoint, args.out, dtype=args.dtype, overwrite=args.overwrite, name=args.name, log=log
     )
@@ -395,4 +491,34 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["check_exportable", "export_gguf", "permute_for_rope", "pre_tokenizer_name", "tokenizer_metadata"]
+def _run_quantized(args: argparse.Namespace, log) -> int:
+    """`--quant`: a GGUF file is quantized as it is; a checkpoint folder is exported at f32 first (a temporary
+    file beside --out), so that llama.cpp quantizes the unrounded weights."""
+    out, source = Path(args.out), Path(args.checkpoint)
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise ValueError("--quant needs llama-cpp-python: pip install 'llama-cpp-python==0.3.36'")
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} already exists (pass --overwrite to replace it)")
+    if source.is_file():
+        summary = quantize_gguf(source, out, args.quant, overwrite=args.overwrite, log=log)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f".{out.stem}.f32-", dir=out.parent) as folder:
+            f32 = export_gguf(
+                source, Path(folder) / "f32.gguf", dtype="f32", name=args.name or source.resolve().name, log=log
+            )
+            summary = quantize_gguf(f32["path"], out, args.quant, overwrite=args.overwrite, log=log)
+    print(f"{summary['path']}: GGUF ({args.quant}, llama.cpp's quantizer), {summary['bytes']:,} bytes")
+    return 0
+
+
+__all__ = [
+    "check_exportable",
+    "export_gguf",
+    "permute_for_rope",
+    "pre_tokenizer_name",
+    "quantize_gguf",
+    "quantized_path",
+    "tokenizer_metadata",
+    "write_quantized_beside",
+]

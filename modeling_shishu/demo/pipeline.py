@@ -3,8 +3,9 @@
 import argparse
 from pathlib import Path
 
+from ..conversion.export_gguf import quantized_path
 from ..precision import native_dtype_name
-from .stages import CPU_DDP_ENV, Stage, accelerate_launch, shishu
+from .stages import CPU_DDP_ENV, Stage, accelerate_launch, llama_cpp_available, shishu
 
 
 VARIANT = "shishu-smollm2-135m-instruct-m10"
@@ -110,7 +111,7 @@ def build_stages(args: argparse.Namespace, parent: Path) -> list[Stage]:
     bench = shishu("bench", "--model", str(healed), "--baseline", str(parent), "--quick")
     bench += ["--json", str(out / "bench.json"), "--plot", str(out / "bench.png")]
     gguf = out / f"{VARIANT}.gguf"
-    return [
+    stages = [
         *conversion_stages(args, parent, out),
         Stage("heal", heal_command, healed, env=dict(CPU_DDP_ENV), workdir=heal),
         evaluate_stage(args, healed, VARIANT, parent, out / "eval", "evaluate"),
@@ -126,3 +127,8 @@ def build_stages(args: argparse.Namespace, parent: Path) -> list[Stage]:
             gguf,
         ),
     ]
+    if llama_cpp_available():  # the file llama.cpp users download; the demo never compiles llama.cpp itself
+        q8 = quantized_path(gguf, "q8_0")
+        quantize = shishu("export-gguf", str(gguf), "--quant", "q8_0", "--out", str(q8), "--overwrite")
+        stages.append(Stage("quantize-gguf", quantize, q8))
+    return stages

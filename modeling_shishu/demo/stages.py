@@ -1,5 +1,6 @@
 """A demo stage: one command whose complete output is a file or a folder, cached by the command that wrote it."""
 
+import importlib.util
 import json
 import os
 import shlex
@@ -76,6 +77,11 @@ class Stage:
                 sys.stdout.flush()
                 log.write(line)
             return process.wait()
+
+
+def llama_cpp_available() -> bool:
+    """Whether llama-cpp-python is installed (the optional quantization stage needs it)."""
+    return importlib.util.find_spec("llama_cpp") is not None
 
 
 def shishu(*args: str) -> list[str]:
