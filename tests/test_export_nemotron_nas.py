@@ -110,7 +110,7 @@ def test_config_fields_as_the_readers_read_them(exported):
 
     config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
     no_op = [block.attention.no_op for block in config.block_configs]
-    assert no_op == [layer_type == "mlp" for layer_type in shishu["layer_types"]]
+    assert no_op == [layer_type == "mlp" for layer_type in shishu["block_types"]]  # the layout as config.json saves it
     # vLLM's get_total_num_kv_heads: the first attention block's group size
     first = next(block for block in config.block_configs if not block.attention.no_op)
     assert config.num_attention_heads // first.attention.n_heads_in_group == shishu["num_key_value_heads"]
