@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from ..io_utils import atomic_directory
-from ..precision import native_dtype_name
+from ..precision import PRECISION_ENV, native_dtype_name
 from .pipeline import VARIANT, build_stages
 from .report import final_table
 from .stages import shishu
@@ -103,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"[demo] fetch-parent: shishu fetch-parent {DEFAULT_PARENT}", flush=True)
     parent = fetch_parent(DEFAULT_PARENT)
     print(f"[demo] parent: {parent}", flush=True)
-    print(f"[demo] precision: {native_dtype_name('cpu')} (what this CPU computes natively)", flush=True)
+    reason = f"set by {PRECISION_ENV}" if os.environ.get(PRECISION_ENV) else "what this CPU computes natively"
+    print(f"[demo] precision: {native_dtype_name('cpu')} ({reason})", flush=True)
     stages = build_stages(args, parent)
     unknown = set(args.force) - {stage.name for stage in stages}
     if unknown:
