@@ -10,6 +10,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One precision on every CPU: the tools pick bfloat16 where a CPU computes it natively (modeling_shishu.precision),
+# which would make the same test compute differently from machine to machine.
+os.environ.setdefault("SHISHU_PRECISION", "float32")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

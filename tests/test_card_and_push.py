@@ -429,7 +429,10 @@ def test_card_names_hub_ids_and_final_folder_names_never_local_paths(evaluated, 
     # how to run it in llama.cpp: exported from the folder under its final name
     assert "shishu export-gguf release --out release.gguf" in text and 'Llama("release.gguf"' in text
     hub_text = str(model_card.render_card(evaluated[0], results, repo_id="someone/shishu-x", license="apache-2.0")[0])
-    assert "hf download someone/shishu-x --local-dir shishu-x" in hub_text and "llama-cli -m q8_0-shishu-x.gguf -fa on" in hub_text
+    assert (
+        "hf download someone/shishu-x --local-dir shishu-x" in hub_text
+        and "llama-cli -m q8_0-shishu-x.gguf -fa on" in hub_text
+    )
 
 
 def test_architecture_summary_says_where_the_mlp_only_blocks_are():

@@ -179,6 +179,7 @@ def test_warmup_steps_counts_steps_or_a_fraction_of_them():
 
 def test_bf16_unset_is_auto_and_false_leaves_it_to_the_launch(monkeypatch):
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    monkeypatch.delenv("SHISHU_PRECISION", raising=False)  # the machine's own answer
     expected_auto = "bf16" if has_native_bf16(default_device()) else "no"
     assert resolve_mixed_precision(None) == expected_auto
     assert resolve_mixed_precision(None, device="cpu") == ("bf16" if cpu_has_native_bf16() else "no")
