@@ -256,6 +256,18 @@ def atomic_write_json(path: str | os.PathLike, data) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+def read_json_file(path: str | os.PathLike, what: str):
+    """A JSON file's contents; a missing file is `FileNotFoundError`, an unparsable one `ValueError`, each naming
+    `what` the file should be (e.g. "results file")."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such {what}: {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{what} {path} is not valid JSON: {error}") from None
+
+
 def atomic_save_figure(figure, path: str | os.PathLike, dpi: int = 110) -> Path:
     """Save a matplotlib figure to `path` through a temporary file and an atomic rename, then close it."""
     import matplotlib.pyplot as plt

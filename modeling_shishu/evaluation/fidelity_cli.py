@@ -10,16 +10,28 @@ conversations of the offline corpus, rendered in the parent's chat template.
 
 import argparse
 import datetime
+import os
 import sys
 import time
 from pathlib import Path
 
-from ..io_utils import atomic_directory, atomic_write_json, atomic_write_text, claim_output
+from ..io_utils import atomic_directory, atomic_write_json, atomic_write_text, claim_output, read_json_file
 from ..loading import add_trust_remote_code_argument, remote_code_consent, resolve_checkpoint
 from ..precision import default_device, native_dtype_name
 
 
 FIDELITY_FORMAT = "shishu-fidelity"
+
+
+def read_fidelity(path: str | os.PathLike) -> dict:
+    """Read and check a fidelity.json written by `shishu fidelity`; `ValueError` names what is wrong."""
+    report = read_json_file(path, "fidelity report")
+    if not isinstance(report, dict) or report.get("format") != FIDELITY_FORMAT:
+        raise ValueError(f'{path} is not a `shishu fidelity` report (no "format": "{FIDELITY_FORMAT}")')
+    for key in ("measures", "model", "parent", "settings", "greedy"):
+        if key not in report:
+            raise ValueError(f"fidelity report {path} is missing {key}")
+    return report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..io_utils import sha256_file
+from ..io_utils import read_json_file, sha256_file
 from .harness import EvalSettings, ModelRun
 from .models import describe_checkpoint
 from .offline_tasks import materialize_offline_tasks
@@ -449,12 +449,7 @@ _REQUIRED_RESULT_FIELDS = (
 def read_results(path: str | os.PathLike) -> dict:
     """Read and check a results.json written by `shishu eval`; `ValueError` names what is wrong."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such results file: {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"results file {path} is not valid JSON: {error}") from None
+    data = read_json_file(path, "results file")
     where = f"results file {path}"
     if not isinstance(data, dict) or data.get("format") != RESULTS_FORMAT:
         raise ValueError(f'{where} is not a `shishu eval` results file (no "format": "{RESULTS_FORMAT}")')

@@ -10,7 +10,6 @@ model of the card). The results entry of the card is the one whose recorded weig
 """
 
 import argparse
-import json
 import os
 import shlex
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from ..evaluation import read_results
+from ..evaluation.fidelity_cli import read_fidelity
 from ..evaluation.results import reported_tasks
 from ..io_utils import (
     atomic_directory,
@@ -53,21 +53,11 @@ RESULTS_COPY = "eval_results.json"
 FIDELITY_COPY = "fidelity.json"
 
 
-def read_fidelity(path: str | os.PathLike) -> dict:
-    """A `shishu fidelity` report, checked; its labels and models are the card's to state."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such fidelity report: {path}")
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"fidelity report {path} is not valid JSON: {error}") from None
-    if not isinstance(report, dict) or report.get("format") != "shishu-fidelity" or "measures" not in report:
-        raise ValueError(f'{path} is not a `shishu fidelity` report (no "format": "shishu-fidelity")')
-    # the machine's paths stay out of a published card: labels name the models
-    for role in ("model", "parent"):
-        report[role] = {"label": report[role]["label"]}
-    return report
+def public_fidelity(path: str | os.PathLike) -> dict:
+    """A `shishu fidelity` report as a published card states it: the models by their labels, not this machine's
+    paths."""
+    report = read_fidelity(path)
+    return {**report, **{role: {"label": report[role]["label"]} for role in ("model", "parent")}}
 
 
 CARD_TAGS = ["shishulm", "hybrid", "mlp-only", "weight-sharing", "custom_code"]
@@ -249,7 +239,7 @@ def write_card(
         if out.is_dir():
             check_writable(out)
         results = read_results(results_path)
-        fidelity = read_fidelity(fidelity_path) if fidelity_path is not None else None
+        fidelity = public_fidelity(fidelity_path) if fidelity_path is not None else None
         card, entry_files, model = render_card(
             folder, results, label=label, repo_id=repo_id, license=license, template=template, fidelity=fidelity
         )
